@@ -1,0 +1,1 @@
+//! Local mode (placeholder while being written).

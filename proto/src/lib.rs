@@ -1,0 +1,117 @@
+//! The capture wire schema shared by every tapedeck part.
+//!
+//! `tapedeck.capture.v1` is what a filter in a sidecar sends to the collector: an
+//! [`ExchangeBatch`] of [`Exchange`]s pushed through the `Capture` service. The filter uses this
+//! crate with default features off (prost only, no tonic, no Arrow); the collector and the test
+//! receivers turn on `grpc` for the tonic client and server.
+//!
+//! Shared constants (header names, the default redaction list, the redaction marker) live here
+//! too, so that the filter that writes them and the tools that read them agree.
+#![warn(missing_docs)]
+
+/// Generated from `proto/tapedeck/capture/v1/capture.proto`.
+#[allow(
+    clippy::doc_lazy_continuation,
+    clippy::doc_overindented_list_items,
+    reason = "generated docs copy the .proto comments verbatim"
+)]
+pub mod capture {
+    /// Version 1 of the capture schema.
+    pub mod v1 {
+        include!(concat!(env!("OUT_DIR"), "/tapedeck.capture.v1.rs"));
+    }
+}
+
+pub use capture::v1::{Direction, Exchange, ExchangeBatch, Header, Message, Protocol, PushAck};
+pub use prost;
+#[cfg(feature = "grpc")]
+pub use tonic;
+
+/// The fully qualified gRPC service name, as `dispatch_grpc_call` needs it.
+pub const CAPTURE_SERVICE: &str = "tapedeck.capture.v1.Capture";
+/// The method that pushes one batch.
+pub const CAPTURE_PUSH_METHOD: &str = "Push";
+
+/// Headers that are redacted by default, before anything leaves the pod.
+pub const DEFAULT_REDACTED_HEADERS: &[&str] =
+    &["authorization", "proxy-authorization", "cookie", "set-cookie"];
+
+/// The prefix of every value the filter wrote in place of a secret. What follows is
+/// `hmac-sha256:` and 32 lowercase hex digits (the first 16 bytes of the keyed hash of the raw
+/// value), so equal secrets stay equal and correlatable without being readable.
+pub const REDACTED_PREFIX: &str = "tapedeck-redacted:";
+
+/// The W3C trace context header the trace id is read from first.
+pub const TRACEPARENT_HEADER: &str = "traceparent";
+/// The Envoy request id header, the trace id when no `traceparent` is present.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+impl Direction {
+    /// The lowercase word used in SQL, snapshots and the CLI: `inbound`, `outbound` or
+    /// `unspecified`.
+    pub fn as_word(self) -> &'static str {
+        match self {
+            Direction::Unspecified => "unspecified",
+            Direction::Inbound => "inbound",
+            Direction::Outbound => "outbound",
+        }
+    }
+}
+
+impl Protocol {
+    /// The name users see: `HTTP/1.0`, `HTTP/1.1`, `HTTP/2`, `HTTP/3`, `gRPC` or empty.
+    pub fn as_word(self) -> &'static str {
+        match self {
+            Protocol::Unspecified => "",
+            Protocol::Http10 => "HTTP/1.0",
+            Protocol::Http11 => "HTTP/1.1",
+            Protocol::Http2 => "HTTP/2",
+            Protocol::Http3 => "HTTP/3",
+            Protocol::Grpc => "gRPC",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::Message as _;
+
+    #[test]
+    fn exchange_round_trips_through_the_wire_format() {
+        let exchange = Exchange {
+            id: vec![7; 16],
+            trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),
+            start_unix_nanos: 1_764_000_000_000_000_000,
+            duration_nanos: 1_500_000,
+            direction: Direction::Outbound as i32,
+            method: "POST".into(),
+            path: "/pay?x=1".into(),
+            request: Some(Message {
+                headers: vec![Header { name: "x-bin".into(), value: vec![0xff, 0x00, 0x80] }],
+                body: vec![0xde, 0xad],
+                body_size: 4096,
+                body_truncated: true,
+                trailers: vec![],
+            }),
+            status: 201,
+            redactions: vec!["request.header:authorization".into()],
+            ..Default::default()
+        };
+        let batch = ExchangeBatch { exchanges: vec![exchange.clone()], sequence: 3, ..Default::default() };
+        let decoded = ExchangeBatch::decode(batch.encode_to_vec().as_slice()).expect("decodes");
+        assert_eq!(decoded.exchanges, vec![exchange]);
+        assert_eq!(decoded.sequence, 3);
+        assert_eq!(decoded.exchanges[0].direction(), Direction::Outbound);
+    }
+
+    #[test]
+    fn a_truncated_batch_is_an_error_not_a_panic() {
+        let batch = ExchangeBatch {
+            exchanges: vec![Exchange { path: "/a".repeat(100), ..Default::default() }],
+            ..Default::default()
+        };
+        let bytes = batch.encode_to_vec();
+        assert!(ExchangeBatch::decode(&bytes[..bytes.len() - 3]).is_err());
+    }
+}
