@@ -1,0 +1,246 @@
+use super::*;
+use crate::config::Config;
+
+fn config(extra: &str) -> Config {
+    let json = format!(r#"{{"version": 1, "collector": {{"cluster": "c"}}{extra}}}"#);
+    Config::parse(json.as_bytes()).unwrap()
+}
+
+fn h(name: &str, value: &[u8]) -> (String, Vec<u8>) {
+    (name.to_string(), value.to_vec())
+}
+
+fn header(name: &str, value: &[u8]) -> Header {
+    Header { name: name.to_string(), value: value.to_vec() }
+}
+
+fn end(direction: Direction, protocol: &str) -> StreamEnd {
+    StreamEnd {
+        end_unix_nanos: 1_000_000_900,
+        direction,
+        peer_address: "127.0.0.1:5555".into(),
+        upstream_cluster: "app".into(),
+        route_name: "r".into(),
+        protocol: protocol.into(),
+        response_code: 0,
+        response_flags: String::new(),
+        response_code_details: "via_upstream".into(),
+    }
+}
+
+fn identity() -> Identity {
+    Identity { workload: "orders".into(), namespace: "shop".into(), pod: "orders-0".into() }
+}
+
+#[test]
+fn a_post_becomes_an_exchange_with_every_part() {
+    let cfg = config("");
+    let redactor = Redactor::new(&cfg);
+    let mut capture = StreamCapture::start(
+        1_000_000_000,
+        8,
+        vec![
+            h(":method", b"POST"),
+            h(":scheme", b"http"),
+            h(":authority", b"orders.shop:8080"),
+            h(":path", b"/orders?x=1"),
+            h("content-type", b"text/plain"),
+            h("x-request-id", b"req-1"),
+            h("x-dup", b"a"),
+            h("x-dup", b"b"),
+        ],
+    );
+    assert_eq!(capture.request_room(), 8);
+    capture.request_body(5, b"hello");
+    assert_eq!(capture.request_room(), 3);
+    // The host copies at most the room; anything more offered is still cut.
+    capture.request_body(6, b" world");
+    capture.request_body(0, b"");
+    capture.response_headers(1_000_000_100, vec![h(":status", b"201"), h("content-type", b"application/octet-stream")]);
+    capture.response_body(3, &[0xff, 0x00, 0x80]);
+    capture.response_trailers(vec![h("x-checksum", b"abc")]);
+    assert_eq!(capture.truncated_bodies(), 1);
+    let exchange = capture.finish(end(Direction::Inbound, "HTTP/1.1"), &identity(), [9; 16], 1.0, &redactor);
+    let expected = Exchange {
+        id: vec![9; 16],
+        trace_id: "req-1".into(),
+        start_unix_nanos: 1_000_000_000,
+        duration_nanos: 900,
+        response_headers_nanos: 100,
+        direction: Direction::Inbound as i32,
+        workload: "orders".into(),
+        namespace: "shop".into(),
+        pod: "orders-0".into(),
+        peer_address: "127.0.0.1:5555".into(),
+        upstream_cluster: "app".into(),
+        route_name: "r".into(),
+        protocol: Protocol::Http11 as i32,
+        scheme: "http".into(),
+        authority: "orders.shop:8080".into(),
+        method: "POST".into(),
+        path: "/orders?x=1".into(),
+        request: Some(Message {
+            headers: vec![
+                header("content-type", b"text/plain"),
+                header("x-request-id", b"req-1"),
+                header("x-dup", b"a"),
+                header("x-dup", b"b"),
+            ],
+            body: b"hello wo".to_vec(),
+            body_size: 11,
+            body_truncated: true,
+            trailers: vec![],
+        }),
+        status: 201,
+        response: Some(Message {
+            headers: vec![header("content-type", b"application/octet-stream")],
+            body: vec![0xff, 0x00, 0x80],
+            body_size: 3,
+            body_truncated: false,
+            trailers: vec![header("x-checksum", b"abc")],
+        }),
+        response_flags: String::new(),
+        response_code_details: "via_upstream".into(),
+        sample_rate: 1.0,
+        redactions: vec![],
+        filter_version: FILTER_VERSION.into(),
+    };
+    assert_eq!(exchange, expected);
+}
+
+#[test]
+fn traceparent_wins_over_request_id_and_grpc_is_detected() {
+    let redactor = Redactor::new(&config(""));
+    let capture = StreamCapture::start(
+        10,
+        64,
+        vec![
+            h(":method", b"POST"),
+            h(":path", b"/pkg.Svc/Call"),
+            h("x-request-id", b"req-1"),
+            h("traceparent", b"00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01"),
+            h("content-type", b"application/grpc+proto"),
+        ],
+    );
+    let exchange = capture.finish(end(Direction::Outbound, "HTTP/2"), &identity(), [0; 16], 0.5, &redactor);
+    assert_eq!(exchange.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_eq!(exchange.protocol(), Protocol::Grpc);
+    assert_eq!(exchange.direction(), Direction::Outbound);
+    assert_eq!(exchange.sample_rate, 0.5);
+    // No response headers: the status comes from the proxy's response code.
+    assert_eq!(exchange.status, 0);
+    assert_eq!(exchange.response_headers_nanos, 0);
+}
+
+#[test]
+fn a_local_reply_takes_the_proxys_response_code() {
+    let redactor = Redactor::new(&config(""));
+    let capture = StreamCapture::start(10, 64, vec![h(":method", b"GET"), h(":path", b"/")]);
+    let mut stream_end = end(Direction::Inbound, "HTTP/1.1");
+    stream_end.response_code = 503;
+    stream_end.response_flags = "UF".into();
+    let exchange = capture.finish(stream_end, &identity(), [0; 16], 1.0, &redactor);
+    assert_eq!((exchange.status, exchange.response_flags.as_str()), (503, "UF"));
+}
+
+#[test]
+fn malformed_traceparents_are_ignored() {
+    for bad in [&b"garbage"[..], b"00-0000000000000000000000000000000-00f067aa0ba902b7-01", b"00-00000000000000000000000000000000-00f067aa0ba902b7-01", &[0xff, 0xfe]] {
+        assert_eq!(traceparent_trace_id(bad), None, "{bad:?}");
+    }
+}
+
+#[test]
+fn secrets_are_redacted_everywhere_and_listed() {
+    let cfg = config(r#", "redaction": {"hash_key": "k", "headers": ["x-api-key"], "json_fields": ["password"], "query_params": ["token"]}"#);
+    let redactor = Redactor::new(&cfg);
+    let mut capture = StreamCapture::start(
+        0,
+        1024,
+        vec![
+            h(":method", b"POST"),
+            h(":path", b"/login?token=qs-secret&next=/"),
+            h("authorization", b"Bearer opaque-secret"),
+            h("cookie", b"sid=cookie-secret"),
+            h("X-Api-Key", b"api-secret"),
+            h("content-type", b"application/json"),
+        ],
+    );
+    let body = br#"{"user":"ann","password":"pw-secret"}"#;
+    capture.request_body(body.len(), body);
+    capture.response_headers(5, vec![h(":status", b"200"), h("set-cookie", b"sid=new-secret; HttpOnly")]);
+    let exchange = capture.finish(end(Direction::Inbound, "HTTP/1.1"), &identity(), [0; 16], 1.0, &redactor);
+    assert_eq!(
+        exchange.redactions,
+        [
+            "request.query:token",
+            "request.header:authorization",
+            "request.header:cookie",
+            "request.header:X-Api-Key",
+            "request.body:$.password",
+            "response.header:set-cookie",
+        ]
+    );
+    let encoded = tapedeck_proto::prost::Message::encode_to_vec(&exchange);
+    for secret in ["qs-secret", "opaque-secret", "cookie-secret", "api-secret", "pw-secret", "new-secret"] {
+        assert!(!encoded.windows(secret.len()).any(|w| w == secret.as_bytes()), "{secret} leaked");
+    }
+    assert!(exchange.path.starts_with("/login?token=tapedeck-redacted:hmac-sha256:"));
+    assert!(exchange.path.ends_with("&next=/"));
+}
+
+#[test]
+fn a_truncated_json_body_with_configured_fields_is_withheld() {
+    let redactor = Redactor::new(&config(r#", "redaction": {"json_fields": ["password"]}"#));
+    let mut capture = StreamCapture::start(0, 10, vec![h(":method", b"POST"), h("content-type", b"application/json")]);
+    let body = br#"{"password":"pw-secret"}"#;
+    capture.request_body(body.len(), body);
+    let exchange = capture.finish(end(Direction::Inbound, "HTTP/1.1"), &identity(), [0; 16], 1.0, &redactor);
+    let request = exchange.request.unwrap();
+    assert!(request.body.is_empty());
+    assert_eq!(request.body_size, body.len() as u64);
+    assert!(request.body_truncated);
+    assert_eq!(exchange.redactions, ["request.body:withheld"]);
+}
+
+#[test]
+fn matcher_applies_includes_and_excludes() {
+    let cfg = config(
+        r#", "match": {"include_paths": ["/api/"], "exclude_paths": ["/api/health"], "include_authorities": ["*.shop", "pay.example"], "exclude_authorities": ["admin.shop"]}"#,
+    );
+    let matcher = Matcher::new(&cfg.matching);
+    assert!(matcher.matches("/api/orders", "orders.shop"));
+    assert!(matcher.matches("/api/orders", "orders.shop:8080"));
+    assert!(matcher.matches("/api/orders", "PAY.example"));
+    assert!(!matcher.matches("/api/health", "orders.shop"));
+    assert!(!matcher.matches("/other", "orders.shop"));
+    assert!(!matcher.matches("/api/orders", "admin.shop"));
+    assert!(!matcher.matches("/api/orders", "shop"));
+    assert!(!matcher.matches("/api/orders", "evilshop"));
+    assert!(Matcher::default().matches("/anything", "[::1]:80"));
+}
+
+#[test]
+fn sampling_is_consistent_per_trace_and_near_the_rate() {
+    let sampler = Sampler::new(0.25);
+    let kept = (0..10_000).filter(|i| sampler.keep(&format!("trace-{i}"), 0)).count();
+    assert!((2_200..2_800).contains(&kept), "kept {kept} of 10000 at rate 0.25");
+    for i in 0..100 {
+        let trace = format!("trace-{i}");
+        assert_eq!(sampler.keep(&trace, 0), sampler.keep(&trace, u64::MAX));
+    }
+    let mut rng = Rng::new(7);
+    let kept = (0..10_000).filter(|_| sampler.keep("", rng.next_u64())).count();
+    assert!((2_200..2_800).contains(&kept), "kept {kept} of 10000 untraced at rate 0.25");
+    assert!((0..100).all(|i| Sampler::new(1.0).keep(&format!("{i}"), u64::MAX)));
+    assert!((0..100).all(|i| !Sampler::new(0.0).keep(&format!("{i}"), 0)));
+}
+
+#[test]
+fn ids_differ() {
+    let mut rng = Rng::new(1);
+    let a = rng.id();
+    let b = rng.id();
+    assert_ne!(a, b);
+    assert_ne!(a, [0; 16]);
+}

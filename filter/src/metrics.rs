@@ -1,0 +1,25 @@
+//! The filter's metric names, in one place. Envoy shows them among its stats (proxy-wasm
+//! metrics; Envoy may add a prefix such as `wasmcustom.`).
+
+/// Exchanges captured and queued for the collector.
+pub const EXCHANGES_CAPTURED: &str = "tapedeck.exchanges_captured";
+/// Exchanges skipped by sampling.
+pub const EXCHANGES_SAMPLED_OUT: &str = "tapedeck.exchanges_sampled_out";
+/// Exchanges skipped by the include/exclude rules.
+pub const EXCHANGES_FILTERED_OUT: &str = "tapedeck.exchanges_filtered_out";
+/// Exchanges dropped because the outbox was full.
+pub const EXCHANGES_DROPPED_QUEUE_FULL: &str = "tapedeck.exchanges_dropped.queue_full";
+/// Exchanges dropped because their push failed (collector down, slow, refusing).
+pub const EXCHANGES_DROPPED_SEND_FAILED: &str = "tapedeck.exchanges_dropped.send_failed";
+/// Exchanges the collector acknowledged.
+pub const EXCHANGES_SENT: &str = "tapedeck.exchanges_sent";
+/// Bodies cut at `max_body_bytes`.
+pub const BODIES_TRUNCATED: &str = "tapedeck.bodies_truncated";
+/// Pushes the collector acknowledged.
+pub const BATCHES_SENT: &str = "tapedeck.batches_sent";
+/// Pushes that failed.
+pub const BATCH_SEND_FAILURES: &str = "tapedeck.batch_send_failures";
+/// Host calls that failed while capturing (the stream is left alone and not captured whole).
+pub const CAPTURE_ERRORS: &str = "tapedeck.capture_errors";
+/// Gauge: encoded bytes waiting in this VM's outbox.
+pub const QUEUE_BYTES: &str = "tapedeck.queue_bytes";

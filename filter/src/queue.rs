@@ -1,0 +1,179 @@
+//! The outbox: encoded exchanges waiting to be pushed, bounded in count and bytes.
+//!
+//! One outbox per Wasm VM (Envoy runs a VM per worker). HTTP contexts put exchanges in as they
+//! end; the root context takes batches out on its tick. Nothing here waits: a full outbox drops
+//! the new exchange and counts it, so capture never holds production memory hostage.
+
+use std::collections::VecDeque;
+
+use tapedeck_proto::prost::encoding::{WireType, encode_key, encode_varint};
+
+/// Why an exchange was dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dropped {
+    /// The outbox was at its count or byte bound.
+    QueueFull,
+}
+
+/// Bounded queue of encoded `Exchange` messages.
+#[derive(Debug)]
+pub struct Outbox {
+    items: VecDeque<Vec<u8>>,
+    bytes: usize,
+    max_items: usize,
+    max_bytes: usize,
+    batch_max_bytes: usize,
+    sequence: u64,
+    dropped_since_last: u64,
+}
+
+/// One batch ready to push: the encoded `ExchangeBatch` and how many exchanges it holds.
+#[derive(Debug)]
+pub struct Batch {
+    /// The encoded `tapedeck.capture.v1.ExchangeBatch`.
+    pub bytes: Vec<u8>,
+    /// Exchanges in it.
+    pub exchanges: u64,
+}
+
+impl Outbox {
+    /// An empty outbox with these bounds.
+    pub fn new(max_items: usize, max_bytes: usize, batch_max_bytes: usize) -> Self {
+        Self { items: VecDeque::new(), bytes: 0, max_items, max_bytes, batch_max_bytes, sequence: 0, dropped_since_last: 0 }
+    }
+
+    /// Queues one encoded exchange, or drops it when a bound would be passed.
+    pub fn push(&mut self, encoded: Vec<u8>) -> Result<(), Dropped> {
+        if self.items.len() >= self.max_items || self.bytes.saturating_add(encoded.len()) > self.max_bytes {
+            self.dropped(1);
+            return Err(Dropped::QueueFull);
+        }
+        self.bytes += encoded.len();
+        self.items.push_back(encoded);
+        Ok(())
+    }
+
+    /// Records exchanges lost elsewhere (failed pushes), so the next batch reports them.
+    pub fn dropped(&mut self, exchanges: u64) {
+        self.dropped_since_last = self.dropped_since_last.saturating_add(exchanges);
+    }
+
+    /// Queued bytes.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Queued exchanges.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Whether nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Takes the oldest exchanges, up to the batch byte bound (at least one), as an encoded
+    /// `ExchangeBatch`. The batch is assembled from the already encoded exchanges: field 1
+    /// (`exchanges`) is a length-delimited record each, so no exchange is decoded again.
+    pub fn next_batch(&mut self, sent_unix_nanos: u64, filter_version: &str) -> Option<Batch> {
+        let mut bytes = Vec::new();
+        let mut exchanges = 0u64;
+        while let Some(item) = self.items.front() {
+            if exchanges > 0 && bytes.len() + item.len() + 10 > self.batch_max_bytes {
+                break;
+            }
+            let Some(item) = self.items.pop_front() else { break };
+            self.bytes -= item.len();
+            encode_key(1, WireType::LengthDelimited, &mut bytes);
+            encode_varint(item.len() as u64, &mut bytes);
+            bytes.extend_from_slice(&item);
+            exchanges += 1;
+        }
+        if exchanges == 0 {
+            return None;
+        }
+        self.sequence += 1;
+        encode_key(2, WireType::LengthDelimited, &mut bytes);
+        encode_varint(filter_version.len() as u64, &mut bytes);
+        bytes.extend_from_slice(filter_version.as_bytes());
+        encode_key(3, WireType::Varint, &mut bytes);
+        encode_varint(self.sequence, &mut bytes);
+        if self.dropped_since_last > 0 {
+            encode_key(4, WireType::Varint, &mut bytes);
+            encode_varint(self.dropped_since_last, &mut bytes);
+            self.dropped_since_last = 0;
+        }
+        encode_key(5, WireType::SixtyFourBit, &mut bytes);
+        bytes.extend_from_slice(&sent_unix_nanos.to_le_bytes());
+        Some(Batch { bytes, exchanges })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tapedeck_proto::prost::Message as _;
+    use tapedeck_proto::{Exchange, ExchangeBatch};
+
+    fn exchange(path: &str) -> Vec<u8> {
+        Exchange { path: path.into(), ..Default::default() }.encode_to_vec()
+    }
+
+    #[test]
+    fn batches_decode_as_exchange_batches() {
+        let mut outbox = Outbox::new(10, 1 << 20, 1 << 20);
+        outbox.push(exchange("/a")).unwrap();
+        outbox.push(exchange("/b")).unwrap();
+        outbox.dropped(3);
+        let batch = outbox.next_batch(42, "0.1.0").unwrap();
+        assert_eq!(batch.exchanges, 2);
+        let decoded = ExchangeBatch::decode(batch.bytes.as_slice()).unwrap();
+        let paths: Vec<_> = decoded.exchanges.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, ["/a", "/b"]);
+        assert_eq!((decoded.sequence, decoded.dropped_since_last, decoded.sent_unix_nanos), (1, 3, 42));
+        assert_eq!(decoded.filter_version, "0.1.0");
+        assert!(outbox.is_empty());
+        assert_eq!(outbox.bytes(), 0);
+        assert!(outbox.next_batch(43, "0.1.0").is_none());
+        outbox.push(exchange("/c")).unwrap();
+        let decoded = ExchangeBatch::decode(outbox.next_batch(44, "0.1.0").unwrap().bytes.as_slice()).unwrap();
+        assert_eq!((decoded.sequence, decoded.dropped_since_last), (2, 0));
+    }
+
+    #[test]
+    fn bounds_drop_new_exchanges() {
+        let one = exchange("/x").len();
+        let mut outbox = Outbox::new(2, 1 << 20, 1 << 20);
+        assert!(outbox.push(exchange("/x")).is_ok());
+        assert!(outbox.push(exchange("/x")).is_ok());
+        assert_eq!(outbox.push(exchange("/x")), Err(Dropped::QueueFull));
+        assert_eq!(outbox.len(), 2);
+        let mut outbox = Outbox::new(100, one * 2, one);
+        assert!(outbox.push(exchange("/x")).is_ok());
+        assert!(outbox.push(exchange("/x")).is_ok());
+        assert_eq!(outbox.push(exchange("/x")), Err(Dropped::QueueFull));
+        assert_eq!(outbox.bytes(), one * 2);
+        // The drop is reported in the next batch.
+        let decoded = ExchangeBatch::decode(outbox.next_batch(0, "v").unwrap().bytes.as_slice()).unwrap();
+        assert_eq!(decoded.dropped_since_last, 1);
+    }
+
+    #[test]
+    fn batches_respect_the_byte_bound_but_always_carry_one() {
+        let mut outbox = Outbox::new(100, 1 << 20, 64);
+        for i in 0..10 {
+            outbox.push(exchange(&format!("/{i:02}"))).unwrap();
+        }
+        let mut seen = Vec::new();
+        while let Some(batch) = outbox.next_batch(0, "v") {
+            assert!(batch.bytes.len() <= 64 + 32, "batch of {} bytes", batch.bytes.len());
+            let decoded = ExchangeBatch::decode(batch.bytes.as_slice()).unwrap();
+            seen.extend(decoded.exchanges.into_iter().map(|e| e.path));
+        }
+        assert_eq!(seen, (0..10).map(|i| format!("/{i:02}")).collect::<Vec<_>>());
+        let mut outbox = Outbox::new(100, 1 << 20, 4);
+        outbox.push(exchange(&"/long".repeat(10))).unwrap();
+        assert_eq!(outbox.next_batch(0, "v").unwrap().exchanges, 1);
+    }
+}
