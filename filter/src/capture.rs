@@ -58,7 +58,13 @@ struct Side {
 impl Side {
     fn into_message(self) -> Message {
         let truncated = (self.body.len() as u64) < self.body_size;
-        Message { headers: self.headers, body: self.body, body_size: self.body_size, body_truncated: truncated, trailers: self.trailers }
+        Message {
+            headers: self.headers,
+            body: self.body,
+            body_size: self.body_size,
+            body_truncated: truncated,
+            trailers: self.trailers,
+        }
     }
 }
 
@@ -169,7 +175,10 @@ impl StreamCapture {
         self.response_headers_nanos = at_unix_nanos.saturating_sub(self.start_unix_nanos).max(1);
         for (name, value) in headers {
             if name == ":status" {
-                self.status = std::str::from_utf8(&value).ok().and_then(|s| s.parse().ok()).unwrap_or(0);
+                self.status = std::str::from_utf8(&value)
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0);
             } else if !name.starts_with(':') {
                 self.response.headers.push(Header { name, value });
             }
@@ -188,7 +197,14 @@ impl StreamCapture {
     }
 
     /// Ends the capture: the exchange as it leaves the pod, redacted.
-    pub fn finish(self, end: StreamEnd, identity: &Identity, id: [u8; 16], sample_rate: f64, redactor: &Redactor) -> Exchange {
+    pub fn finish(
+        self,
+        end: StreamEnd,
+        identity: &Identity,
+        id: [u8; 16],
+        sample_rate: f64,
+        redactor: &Redactor,
+    ) -> Exchange {
         let mut redactions = Vec::new();
         let (path, params) = redactor.path(&self.path);
         for name in params {
@@ -198,13 +214,24 @@ impl StreamCapture {
         let mut response = self.response;
         redact_side(&mut request, "request", redactor, &mut redactions);
         redact_side(&mut response, "response", redactor, &mut redactions);
-        let protocol = if self.grpc { Protocol::Grpc } else { protocol_of(&end.protocol) };
-        let status = if self.status != 0 { self.status } else { end.response_code };
+        let protocol = if self.grpc {
+            Protocol::Grpc
+        } else {
+            protocol_of(&end.protocol)
+        };
+        let status = if self.status != 0 {
+            self.status
+        } else {
+            end.response_code
+        };
         Exchange {
             id: id.to_vec(),
             trace_id: self.trace_id,
             start_unix_nanos: self.start_unix_nanos,
-            duration_nanos: end.end_unix_nanos.saturating_sub(self.start_unix_nanos).max(1),
+            duration_nanos: end
+                .end_unix_nanos
+                .saturating_sub(self.start_unix_nanos)
+                .max(1),
             response_headers_nanos: self.response_headers_nanos,
             direction: end.direction as i32,
             workload: identity.workload.clone(),
@@ -232,7 +259,8 @@ impl StreamCapture {
 
 fn push_chunk(side: &mut Side, max_body: usize, chunk_size: usize, kept: &[u8]) {
     let room = max_body.saturating_sub(side.body.len());
-    side.body.extend_from_slice(kept.get(..room.min(kept.len())).unwrap_or_default());
+    side.body
+        .extend_from_slice(kept.get(..room.min(kept.len())).unwrap_or_default());
     side.body_size = side.body_size.saturating_add(chunk_size as u64);
 }
 
@@ -271,7 +299,10 @@ fn is_json(headers: &[Header], body: &[u8]) -> bool {
             let value = String::from_utf8_lossy(&h.value).to_ascii_lowercase();
             value.contains("json")
         }
-        None => matches!(body.iter().find(|b| !b.is_ascii_whitespace()), Some(b'{' | b'[')),
+        None => matches!(
+            body.iter().find(|b| !b.is_ascii_whitespace()),
+            Some(b'{' | b'[')
+        ),
     }
 }
 
@@ -286,11 +317,15 @@ fn protocol_of(reported: &str) -> Protocol {
 }
 
 fn to_headers(pairs: Vec<(String, Vec<u8>)>) -> Vec<Header> {
-    pairs.into_iter().map(|(name, value)| Header { name, value }).collect()
+    pairs
+        .into_iter()
+        .map(|(name, value)| Header { name, value })
+        .collect()
 }
 
 fn lossy(bytes: Vec<u8>) -> String {
-    String::from_utf8(bytes).unwrap_or_else(|error| String::from_utf8_lossy(error.as_bytes()).into_owned())
+    String::from_utf8(bytes)
+        .unwrap_or_else(|error| String::from_utf8_lossy(error.as_bytes()).into_owned())
 }
 
 /// The trace id of a W3C `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`), if well formed and not
@@ -301,7 +336,9 @@ pub fn traceparent_trace_id(value: &[u8]) -> Option<String> {
     let _version = parts.next().filter(|v| v.len() == 2)?;
     let trace = parts.next()?;
     let _parent = parts.next().filter(|p| p.len() == 16)?;
-    let valid = trace.len() == 32 && trace.bytes().all(|b| b.is_ascii_hexdigit()) && trace.bytes().any(|b| b != b'0');
+    let valid = trace.len() == 32
+        && trace.bytes().all(|b| b.is_ascii_hexdigit())
+        && trace.bytes().any(|b| b != b'0');
     valid.then(|| trace.to_ascii_lowercase())
 }
 
@@ -329,8 +366,16 @@ impl Matcher {
     /// Whether an exchange with this path and authority is captured.
     pub fn matches(&self, path: &str, authority: &str) -> bool {
         let host = strip_port(authority).to_ascii_lowercase();
-        let path_in = |prefixes: &[String]| prefixes.iter().any(|prefix| path.starts_with(prefix.as_str()));
-        let host_in = |patterns: &[String]| patterns.iter().any(|pattern| authority_matches(pattern, &host));
+        let path_in = |prefixes: &[String]| {
+            prefixes
+                .iter()
+                .any(|prefix| path.starts_with(prefix.as_str()))
+        };
+        let host_in = |patterns: &[String]| {
+            patterns
+                .iter()
+                .any(|pattern| authority_matches(pattern, &host))
+        };
         (self.include_paths.is_empty() || path_in(&self.include_paths))
             && (self.include_authorities.is_empty() || host_in(&self.include_authorities))
             && !path_in(&self.exclude_paths)
@@ -341,14 +386,26 @@ impl Matcher {
 fn strip_port(authority: &str) -> &str {
     if authority.starts_with('[') {
         // An IPv6 literal: `[::1]:8080`.
-        return authority.split_once(']').map_or(authority, |(host, _)| host.trim_start_matches('['));
+        return authority
+            .split_once(']')
+            .map_or(authority, |(host, _)| host.trim_start_matches('['));
     }
-    authority.rsplit_once(':').map_or(authority, |(host, port)| if port.bytes().all(|b| b.is_ascii_digit()) { host } else { authority })
+    authority
+        .rsplit_once(':')
+        .map_or(authority, |(host, port)| {
+            if port.bytes().all(|b| b.is_ascii_digit()) {
+                host
+            } else {
+                authority
+            }
+        })
 }
 
 fn authority_matches(pattern: &str, host: &str) -> bool {
     match pattern.strip_prefix("*.") {
-        Some(suffix) => host.strip_suffix(suffix).is_some_and(|rest| rest.len() > 1 && rest.ends_with('.')),
+        Some(suffix) => host
+            .strip_suffix(suffix)
+            .is_some_and(|rest| rest.len() > 1 && rest.ends_with('.')),
         None => pattern == host,
     }
 }
@@ -383,13 +440,19 @@ impl Sampler {
         if self.rate <= 0.0 {
             return false;
         }
-        let draw = if trace_id.is_empty() { random } else { mix64(fnv1a64(trace_id.as_bytes())) };
+        let draw = if trace_id.is_empty() {
+            random
+        } else {
+            mix64(fnv1a64(trace_id.as_bytes()))
+        };
         draw < self.threshold
     }
 }
 
 fn fnv1a64(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, b| (hash ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, b| {
+        (hash ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// SplitMix64's finalizer: spreads the bits of `x` evenly.

@@ -82,7 +82,9 @@ fn default_rate() -> f64 {
 
 impl Default for Sampling {
     fn default() -> Self {
-        Self { rate: default_rate() }
+        Self {
+            rate: default_rate(),
+        }
     }
 }
 
@@ -120,7 +122,9 @@ fn default_max_body_bytes() -> usize {
 
 impl Default for Capture {
     fn default() -> Self {
-        Self { max_body_bytes: default_max_body_bytes() }
+        Self {
+            max_body_bytes: default_max_body_bytes(),
+        }
     }
 }
 
@@ -227,7 +231,8 @@ impl Config {
                 "empty configuration; at least {\"version\": 1, \"collector\": {\"cluster\": \"…\"}} is needed".into(),
             ));
         }
-        let config: Config = serde_json::from_slice(bytes).map_err(|error| ConfigError(error.to_string()))?;
+        let config: Config =
+            serde_json::from_slice(bytes).map_err(|error| ConfigError(error.to_string()))?;
         config.check()?;
         Ok(config)
     }
@@ -235,7 +240,10 @@ impl Config {
     fn check(&self) -> Result<(), ConfigError> {
         let fail = |message: String| Err(ConfigError(message));
         if self.version != CONFIG_VERSION {
-            return fail(format!("version {} is not supported (this filter reads version {CONFIG_VERSION})", self.version));
+            return fail(format!(
+                "version {} is not supported (this filter reads version {CONFIG_VERSION})",
+                self.version
+            ));
         }
         if self.collector.cluster.trim().is_empty() {
             return fail("collector.cluster is empty".into());
@@ -244,7 +252,10 @@ impl Config {
             return fail("collector.timeout_ms must be above 0".into());
         }
         if !(0.0..=1.0).contains(&self.sampling.rate) {
-            return fail(format!("sampling.rate must be within [0, 1], got {}", self.sampling.rate));
+            return fail(format!(
+                "sampling.rate must be within [0, 1], got {}",
+                self.sampling.rate
+            ));
         }
         if self.capture.max_body_bytes > MAX_BODY_BYTES_LIMIT {
             return fail(format!(
@@ -253,8 +264,15 @@ impl Config {
             ));
         }
         let queue = &self.queue;
-        if queue.max_exchanges == 0 || queue.max_bytes == 0 || queue.batch_max_bytes == 0 || queue.max_in_flight == 0 {
-            return fail("queue.max_exchanges, max_bytes, batch_max_bytes and max_in_flight must be above 0".into());
+        if queue.max_exchanges == 0
+            || queue.max_bytes == 0
+            || queue.batch_max_bytes == 0
+            || queue.max_in_flight == 0
+        {
+            return fail(
+                "queue.max_exchanges, max_bytes, batch_max_bytes and max_in_flight must be above 0"
+                    .into(),
+            );
         }
         if queue.batch_max_bytes > queue.max_bytes {
             return fail(format!(
@@ -263,7 +281,10 @@ impl Config {
             ));
         }
         if queue.flush_interval_ms < 10 {
-            return fail(format!("queue.flush_interval_ms must be at least 10, got {}", queue.flush_interval_ms));
+            return fail(format!(
+                "queue.flush_interval_ms must be at least 10, got {}",
+                queue.flush_interval_ms
+            ));
         }
         for (field, names) in [
             ("redaction.headers", &self.redaction.headers),
@@ -275,11 +296,22 @@ impl Config {
             }
         }
         for (field, patterns) in [
-            ("match.include_authorities", &self.matching.include_authorities),
-            ("match.exclude_authorities", &self.matching.exclude_authorities),
+            (
+                "match.include_authorities",
+                &self.matching.include_authorities,
+            ),
+            (
+                "match.exclude_authorities",
+                &self.matching.exclude_authorities,
+            ),
         ] {
-            if let Some(position) = patterns.iter().position(|p| p.is_empty() || p.chars().skip(1).any(|c| c == '*')) {
-                return fail(format!("{field}[{position}]: use an exact name or a leading `*.` suffix"));
+            if let Some(position) = patterns
+                .iter()
+                .position(|p| p.is_empty() || p.chars().skip(1).any(|c| c == '*'))
+            {
+                return fail(format!(
+                    "{field}[{position}]: use an exact name or a leading `*.` suffix"
+                ));
             }
         }
         Ok(())
@@ -287,7 +319,10 @@ impl Config {
 
     /// Every header name that is redacted: the defaults plus the configured ones, lowercase.
     pub fn redacted_headers(&self) -> Vec<String> {
-        let mut names: Vec<String> = DEFAULT_REDACTED_HEADERS.iter().map(|name| name.to_string()).collect();
+        let mut names: Vec<String> = DEFAULT_REDACTED_HEADERS
+            .iter()
+            .map(|name| name.to_string())
+            .collect();
         for name in &self.redaction.headers {
             let name = name.trim().to_ascii_lowercase();
             if !names.contains(&name) {
@@ -312,7 +347,15 @@ mod tests {
         assert_eq!(config.capture.max_body_bytes, 65536);
         assert_eq!(config.queue, Queue::default());
         assert_eq!(config.redaction.jwt, JwtMode::KeepClaims);
-        assert_eq!(config.redacted_headers(), ["authorization", "proxy-authorization", "cookie", "set-cookie"]);
+        assert_eq!(
+            config.redacted_headers(),
+            [
+                "authorization",
+                "proxy-authorization",
+                "cookie",
+                "set-cookie"
+            ]
+        );
     }
 
     #[test]
@@ -335,7 +378,13 @@ mod tests {
         assert_eq!(config.redaction.jwt, JwtMode::Hash);
         assert_eq!(
             config.redacted_headers(),
-            ["authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key"]
+            [
+                "authorization",
+                "proxy-authorization",
+                "cookie",
+                "set-cookie",
+                "x-api-key"
+            ]
         );
     }
 
@@ -344,20 +393,50 @@ mod tests {
         let cases = [
             ("", "empty configuration"),
             ("{", "EOF while parsing"),
-            (r#"{"version": 2, "collector": {"cluster": "c"}}"#, "version 2 is not supported"),
+            (
+                r#"{"version": 2, "collector": {"cluster": "c"}}"#,
+                "version 2 is not supported",
+            ),
             (r#"{"version": 1}"#, "missing field `collector`"),
-            (r#"{"version": 1, "collector": {"cluster": "c"}, "sampling": {"rate": 1.5}}"#, "sampling.rate must be within [0, 1], got 1.5"),
-            (r#"{"version": 1, "collector": {"cluster": "c"}, "colector": {}}"#, "unknown field `colector`"),
-            (r#"{"version": 1, "collector": {"cluster": " "}}"#, "collector.cluster is empty"),
-            (r#"{"version": 1, "collector": {"cluster": "c"}, "queue": {"max_bytes": 10}}"#, "queue.batch_max_bytes (1048576) is larger than queue.max_bytes (10)"),
-            (r#"{"version": 1, "collector": {"cluster": "c"}, "capture": {"max_body_bytes": 999999999}}"#, "capture.max_body_bytes is 999999999"),
-            (r#"{"version": 1, "collector": {"cluster": "c"}, "redaction": {"json_fields": ["a", ""]}}"#, "redaction.json_fields[1] is empty"),
-            (r#"{"version": 1, "collector": {"cluster": "c"}, "match": {"include_authorities": ["a*b"]}}"#, "match.include_authorities[0]"),
-            (r#"{"version": 1, "collector": {"cluster": "c"}, "redaction": {"jwt": "drop"}}"#, "unknown variant `drop`"),
+            (
+                r#"{"version": 1, "collector": {"cluster": "c"}, "sampling": {"rate": 1.5}}"#,
+                "sampling.rate must be within [0, 1], got 1.5",
+            ),
+            (
+                r#"{"version": 1, "collector": {"cluster": "c"}, "colector": {}}"#,
+                "unknown field `colector`",
+            ),
+            (
+                r#"{"version": 1, "collector": {"cluster": " "}}"#,
+                "collector.cluster is empty",
+            ),
+            (
+                r#"{"version": 1, "collector": {"cluster": "c"}, "queue": {"max_bytes": 10}}"#,
+                "queue.batch_max_bytes (1048576) is larger than queue.max_bytes (10)",
+            ),
+            (
+                r#"{"version": 1, "collector": {"cluster": "c"}, "capture": {"max_body_bytes": 999999999}}"#,
+                "capture.max_body_bytes is 999999999",
+            ),
+            (
+                r#"{"version": 1, "collector": {"cluster": "c"}, "redaction": {"json_fields": ["a", ""]}}"#,
+                "redaction.json_fields[1] is empty",
+            ),
+            (
+                r#"{"version": 1, "collector": {"cluster": "c"}, "match": {"include_authorities": ["a*b"]}}"#,
+                "match.include_authorities[0]",
+            ),
+            (
+                r#"{"version": 1, "collector": {"cluster": "c"}, "redaction": {"jwt": "drop"}}"#,
+                "unknown variant `drop`",
+            ),
         ];
         for (json, expected) in cases {
             let error = Config::parse(json.as_bytes()).unwrap_err().to_string();
-            assert!(error.contains(expected), "config {json:?}: error {error:?} should contain {expected:?}");
+            assert!(
+                error.contains(expected),
+                "config {json:?}: error {error:?} should contain {expected:?}"
+            );
             assert!(error.starts_with("tapedeck filter config: "), "{error}");
         }
     }

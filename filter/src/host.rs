@@ -37,7 +37,9 @@ fn now_nanos() -> u64 {
     hostcalls::get_current_time()
         .ok()
         .and_then(|time| time.duration_since(UNIX_EPOCH).ok())
-        .map_or(0, |since| u64::try_from(since.as_nanos()).unwrap_or(u64::MAX))
+        .map_or(0, |since| {
+            u64::try_from(since.as_nanos()).unwrap_or(u64::MAX)
+        })
 }
 
 fn log(level: LogLevel, message: &str) {
@@ -49,7 +51,9 @@ fn property(path: &[&str]) -> Option<Vec<u8>> {
 }
 
 fn string_property(path: &[&str]) -> String {
-    property(path).map(|bytes| String::from_utf8_lossy(&bytes).into_owned()).unwrap_or_default()
+    property(path)
+        .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+        .unwrap_or_default()
 }
 
 fn int_property(path: &[&str]) -> Option<i64> {
@@ -60,8 +64,8 @@ fn int_property(path: &[&str]) -> Option<i64> {
 
 /// Envoy's response flags, in the bit order of its `ResponseFlag` enum.
 const RESPONSE_FLAGS: &[&str] = &[
-    "LH", "UH", "UT", "LR", "UR", "UF", "UC", "UO", "NR", "DI", "FI", "RL", "UAEX", "RLSE", "DC", "URX", "SI", "IH",
-    "DPE", "UMSDR", "RFCF", "NFCF", "DT", "UPE", "NC", "OM", "DF", "DO", "DR",
+    "LH", "UH", "UT", "LR", "UR", "UF", "UC", "UO", "NR", "DI", "FI", "RL", "UAEX", "RLSE", "DC",
+    "URX", "SI", "IH", "DPE", "UMSDR", "RFCF", "NFCF", "DT", "UPE", "NC", "OM", "DF", "DO", "DR",
 ];
 
 fn response_flags(bits: i64) -> String {
@@ -141,11 +145,15 @@ struct Shared {
 
 impl Shared {
     fn random(&self) -> u64 {
-        self.rng.try_borrow_mut().map_or(0, |mut rng| rng.next_u64())
+        self.rng
+            .try_borrow_mut()
+            .map_or(0, |mut rng| rng.next_u64())
     }
 
     fn id(&self) -> [u8; 16] {
-        self.rng.try_borrow_mut().map_or([0; 16], |mut rng| rng.id())
+        self.rng
+            .try_borrow_mut()
+            .map_or([0; 16], |mut rng| rng.id())
     }
 }
 
@@ -177,8 +185,16 @@ impl Root {
         }
         let identity = resolve_identity(&config);
         let seed = now_nanos() ^ (std::ptr::addr_of!(config) as usize as u64).rotate_left(32);
-        let outbox = Outbox::new(config.queue.max_exchanges, config.queue.max_bytes, config.queue.batch_max_bytes);
-        self.authorization = config.collector.token.as_ref().map(|token| format!("Bearer {token}").into_bytes());
+        let outbox = Outbox::new(
+            config.queue.max_exchanges,
+            config.queue.max_bytes,
+            config.queue.batch_max_bytes,
+        );
+        self.authorization = config
+            .collector
+            .token
+            .as_ref()
+            .map(|token| format!("Bearer {token}").into_bytes());
         Ok(Rc::new(Shared {
             redactor: Redactor::new(&config),
             matcher: Matcher::new(&config.matching),
@@ -192,7 +208,9 @@ impl Root {
     }
 
     fn flush(&mut self) {
-        let Some(shared) = self.shared.clone() else { return };
+        let Some(shared) = self.shared.clone() else {
+            return;
+        };
         let queue = &shared.config.queue;
         let timeout = Duration::from_millis(shared.config.collector.timeout_ms);
         while self.in_flight.len() < queue.max_in_flight {
@@ -225,7 +243,13 @@ impl Root {
                 }
             }
         }
-        Metrics::set(shared.metrics.queue_bytes, shared.outbox.try_borrow().map_or(0, |outbox| outbox.bytes()));
+        Metrics::set(
+            shared.metrics.queue_bytes,
+            shared
+                .outbox
+                .try_borrow()
+                .map_or(0, |outbox| outbox.bytes()),
+        );
     }
 
     fn failed(&self, shared: &Shared, exchanges: u64) {
@@ -237,12 +261,25 @@ impl Root {
     }
 }
 
+/// Reads a node property: Envoy 1.40 serves the node as `xds.node`; older releases as `node`.
+fn node_property(path: &[&str]) -> String {
+    let mut xds = vec!["xds", "node"];
+    xds.extend_from_slice(path);
+    let found = string_property(&xds);
+    if !found.is_empty() {
+        return found;
+    }
+    let mut legacy = vec!["node"];
+    legacy.extend_from_slice(path);
+    string_property(&legacy)
+}
+
 fn resolve_identity(config: &Config) -> Identity {
-    let metadata = |key: &str| string_property(&["node", "metadata", key]);
+    let metadata = |key: &str| node_property(&["metadata", key]);
     let pick = |configured: &Option<String>, found: String| configured.clone().unwrap_or(found);
     let mut pod = pick(&config.pod, metadata("NAME"));
     if pod.is_empty() {
-        pod = string_property(&["node", "id"]);
+        pod = node_property(&["id"]);
     }
     Identity {
         workload: pick(&config.workload, metadata("WORKLOAD_NAME")),
@@ -254,13 +291,18 @@ fn resolve_identity(config: &Config) -> Identity {
 impl Context for Root {
     fn on_grpc_call_response(&mut self, token_id: u32, status_code: u32, _response_size: usize) {
         let exchanges = self.in_flight.remove(&token_id).unwrap_or(0);
-        let Some(shared) = self.shared.clone() else { return };
+        let Some(shared) = self.shared.clone() else {
+            return;
+        };
         if status_code == 0 {
             Metrics::add(shared.metrics.batches_sent, 1);
             Metrics::add(shared.metrics.sent, exchanges);
         } else {
             self.failed(&shared, exchanges);
-            let detail = hostcalls::get_grpc_status().ok().and_then(|(_, message)| message).unwrap_or_default();
+            let detail = hostcalls::get_grpc_status()
+                .ok()
+                .and_then(|(_, message)| message)
+                .unwrap_or_default();
             self.warn(&format!(
                 "tapedeck: collector push failed with gRPC status {status_code} {detail}; {exchanges} exchanges dropped"
             ));
@@ -274,7 +316,10 @@ impl RootContext for Root {
     }
 
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
-        let bytes = hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX).ok().flatten().unwrap_or_default();
+        let bytes = hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
         match self.configure(&bytes) {
             Ok(shared) => {
                 let interval = Duration::from_millis(shared.config.queue.flush_interval_ms);
@@ -297,7 +342,10 @@ impl RootContext for Root {
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Stream { shared: self.shared.clone(), capture: None }))
+        Some(Box::new(Stream {
+            shared: self.shared.clone(),
+            capture: None,
+        }))
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -332,8 +380,14 @@ impl Stream {
 
     /// Copies at most the room left of a body chunk; the rest is only counted.
     fn body(&mut self, buffer: BufferType, chunk_size: usize, request: bool) {
-        let Some(capture) = &mut self.capture else { return };
-        let room = if request { capture.request_room() } else { capture.response_room() };
+        let Some(capture) = &mut self.capture else {
+            return;
+        };
+        let room = if request {
+            capture.request_room()
+        } else {
+            capture.response_room()
+        };
         let want = room.min(chunk_size);
         let kept = if want > 0 {
             match hostcalls::get_buffer(buffer, 0, want) {
@@ -358,9 +412,14 @@ impl Context for Stream {}
 
 impl HttpContext for Stream {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        let Some(shared) = self.shared.clone() else { return Action::Continue };
-        let Some(headers) = self.map(MapType::HttpRequestHeaders) else { return Action::Continue };
-        let capture = StreamCapture::start(now_nanos(), shared.config.capture.max_body_bytes, headers);
+        let Some(shared) = self.shared.clone() else {
+            return Action::Continue;
+        };
+        let Some(headers) = self.map(MapType::HttpRequestHeaders) else {
+            return Action::Continue;
+        };
+        let capture =
+            StreamCapture::start(now_nanos(), shared.config.capture.max_body_bytes, headers);
         if !shared.matcher.matches(capture.path(), capture.authority()) {
             Metrics::add(shared.metrics.filtered_out, 1);
         } else if !shared.sampler.keep(capture.trace_id(), shared.random()) {
@@ -412,14 +471,26 @@ impl HttpContext for Stream {
     }
 
     fn on_log(&mut self) {
-        let Some(capture) = self.capture.take() else { return };
-        let Some(shared) = self.shared.clone() else { return };
-        let direction = match int_property(&["listener_direction"]) {
+        let Some(capture) = self.capture.take() else {
+            return;
+        };
+        let Some(shared) = self.shared.clone() else {
+            return;
+        };
+        // Envoy 1.40 serves the listener's `traffic_direction` as `xds.listener_direction`;
+        // older releases had a top-level `listener_direction`.
+        let direction = match int_property(&["xds", "listener_direction"])
+            .or_else(|| int_property(&["listener_direction"]))
+        {
             Some(1) => Direction::Inbound,
             Some(2) => Direction::Outbound,
             _ => Direction::Unspecified,
         };
-        let peer_path: &[&str] = if direction == Direction::Outbound { &["upstream", "address"] } else { &["source", "address"] };
+        let peer_path: &[&str] = if direction == Direction::Outbound {
+            &["upstream", "address"]
+        } else {
+            &["source", "address"]
+        };
         let end = StreamEnd {
             end_unix_nanos: now_nanos(),
             direction,
@@ -427,12 +498,22 @@ impl HttpContext for Stream {
             upstream_cluster: string_property(&["xds", "cluster_name"]),
             route_name: string_property(&["xds", "route_name"]),
             protocol: string_property(&["request", "protocol"]),
-            response_code: int_property(&["response", "code"]).and_then(|code| u32::try_from(code).ok()).unwrap_or(0),
-            response_flags: int_property(&["response", "flags"]).map(response_flags).unwrap_or_default(),
+            response_code: int_property(&["response", "code"])
+                .and_then(|code| u32::try_from(code).ok())
+                .unwrap_or(0),
+            response_flags: int_property(&["response", "flags"])
+                .map(response_flags)
+                .unwrap_or_default(),
             response_code_details: string_property(&["response", "code_details"]),
         };
         Metrics::add(shared.metrics.truncated, capture.truncated_bodies());
-        let exchange = capture.finish(end, &shared.identity, shared.id(), shared.sampler.rate(), &shared.redactor);
+        let exchange = capture.finish(
+            end,
+            &shared.identity,
+            shared.id(),
+            shared.sampler.rate(),
+            &shared.redactor,
+        );
         let encoded = exchange.encode_to_vec();
         let pushed = match shared.outbox.try_borrow_mut() {
             Ok(mut outbox) => outbox.push(encoded).is_ok(),

@@ -39,12 +39,22 @@ pub struct Batch {
 impl Outbox {
     /// An empty outbox with these bounds.
     pub fn new(max_items: usize, max_bytes: usize, batch_max_bytes: usize) -> Self {
-        Self { items: VecDeque::new(), bytes: 0, max_items, max_bytes, batch_max_bytes, sequence: 0, dropped_since_last: 0 }
+        Self {
+            items: VecDeque::new(),
+            bytes: 0,
+            max_items,
+            max_bytes,
+            batch_max_bytes,
+            sequence: 0,
+            dropped_since_last: 0,
+        }
     }
 
     /// Queues one encoded exchange, or drops it when a bound would be passed.
     pub fn push(&mut self, encoded: Vec<u8>) -> Result<(), Dropped> {
-        if self.items.len() >= self.max_items || self.bytes.saturating_add(encoded.len()) > self.max_bytes {
+        if self.items.len() >= self.max_items
+            || self.bytes.saturating_add(encoded.len()) > self.max_bytes
+        {
             self.dropped(1);
             return Err(Dropped::QueueFull);
         }
@@ -83,7 +93,9 @@ impl Outbox {
             if exchanges > 0 && bytes.len() + item.len() + 10 > self.batch_max_bytes {
                 break;
             }
-            let Some(item) = self.items.pop_front() else { break };
+            let Some(item) = self.items.pop_front() else {
+                break;
+            };
             self.bytes -= item.len();
             encode_key(1, WireType::LengthDelimited, &mut bytes);
             encode_varint(item.len() as u64, &mut bytes);
@@ -117,7 +129,11 @@ mod tests {
     use tapedeck_proto::{Exchange, ExchangeBatch};
 
     fn exchange(path: &str) -> Vec<u8> {
-        Exchange { path: path.into(), ..Default::default() }.encode_to_vec()
+        Exchange {
+            path: path.into(),
+            ..Default::default()
+        }
+        .encode_to_vec()
     }
 
     #[test]
@@ -131,13 +147,22 @@ mod tests {
         let decoded = ExchangeBatch::decode(batch.bytes.as_slice()).unwrap();
         let paths: Vec<_> = decoded.exchanges.iter().map(|e| e.path.as_str()).collect();
         assert_eq!(paths, ["/a", "/b"]);
-        assert_eq!((decoded.sequence, decoded.dropped_since_last, decoded.sent_unix_nanos), (1, 3, 42));
+        assert_eq!(
+            (
+                decoded.sequence,
+                decoded.dropped_since_last,
+                decoded.sent_unix_nanos
+            ),
+            (1, 3, 42)
+        );
         assert_eq!(decoded.filter_version, "0.1.0");
         assert!(outbox.is_empty());
         assert_eq!(outbox.bytes(), 0);
         assert!(outbox.next_batch(43, "0.1.0").is_none());
         outbox.push(exchange("/c")).unwrap();
-        let decoded = ExchangeBatch::decode(outbox.next_batch(44, "0.1.0").unwrap().bytes.as_slice()).unwrap();
+        let decoded =
+            ExchangeBatch::decode(outbox.next_batch(44, "0.1.0").unwrap().bytes.as_slice())
+                .unwrap();
         assert_eq!((decoded.sequence, decoded.dropped_since_last), (2, 0));
     }
 
@@ -155,7 +180,8 @@ mod tests {
         assert_eq!(outbox.push(exchange("/x")), Err(Dropped::QueueFull));
         assert_eq!(outbox.bytes(), one * 2);
         // The drop is reported in the next batch.
-        let decoded = ExchangeBatch::decode(outbox.next_batch(0, "v").unwrap().bytes.as_slice()).unwrap();
+        let decoded =
+            ExchangeBatch::decode(outbox.next_batch(0, "v").unwrap().bytes.as_slice()).unwrap();
         assert_eq!(decoded.dropped_since_last, 1);
     }
 
@@ -167,11 +193,18 @@ mod tests {
         }
         let mut seen = Vec::new();
         while let Some(batch) = outbox.next_batch(0, "v") {
-            assert!(batch.bytes.len() <= 64 + 32, "batch of {} bytes", batch.bytes.len());
+            assert!(
+                batch.bytes.len() <= 64 + 32,
+                "batch of {} bytes",
+                batch.bytes.len()
+            );
             let decoded = ExchangeBatch::decode(batch.bytes.as_slice()).unwrap();
             seen.extend(decoded.exchanges.into_iter().map(|e| e.path));
         }
-        assert_eq!(seen, (0..10).map(|i| format!("/{i:02}")).collect::<Vec<_>>());
+        assert_eq!(
+            seen,
+            (0..10).map(|i| format!("/{i:02}")).collect::<Vec<_>>()
+        );
         let mut outbox = Outbox::new(100, 1 << 20, 4);
         outbox.push(exchange(&"/long".repeat(10))).unwrap();
         assert_eq!(outbox.next_batch(0, "v").unwrap().exchanges, 1);

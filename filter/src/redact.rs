@@ -44,12 +44,26 @@ pub enum BodyRedaction {
 impl Redactor {
     /// Builds the redactor a configuration asks for.
     pub fn new(config: &Config) -> Self {
-        let lower = |names: &[String]| names.iter().map(|name| name.trim().to_ascii_lowercase()).collect();
+        let lower = |names: &[String]| {
+            names
+                .iter()
+                .map(|name| name.trim().to_ascii_lowercase())
+                .collect()
+        };
         Self {
-            key: config.redaction.hash_key.as_ref().map_or_else(|| BUILTIN_HASH_KEY.to_vec(), |key| key.as_bytes().to_vec()),
+            key: config
+                .redaction
+                .hash_key
+                .as_ref()
+                .map_or_else(|| BUILTIN_HASH_KEY.to_vec(), |key| key.as_bytes().to_vec()),
             headers: config.redacted_headers(),
             json_fields: lower(&config.redaction.json_fields),
-            query_params: config.redaction.query_params.iter().map(|name| name.trim().to_string()).collect(),
+            query_params: config
+                .redaction
+                .query_params
+                .iter()
+                .map(|name| name.trim().to_string())
+                .collect(),
             jwt: config.redaction.jwt,
         }
     }
@@ -75,7 +89,9 @@ impl Redactor {
 
     /// Whether a header's value is a secret.
     pub fn is_secret_header(&self, name: &str) -> bool {
-        self.headers.iter().any(|secret| secret.eq_ignore_ascii_case(name))
+        self.headers
+            .iter()
+            .any(|secret| secret.eq_ignore_ascii_case(name))
     }
 
     /// Whether JSON bodies need parsing at all.
@@ -99,7 +115,8 @@ impl Redactor {
         if let Some(space) = value.iter().position(|b| *b == b' ') {
             let (scheme, rest) = value.split_at(space);
             let token = trim(rest);
-            if !scheme.is_empty() && scheme.iter().all(u8::is_ascii_alphabetic) && !token.is_empty() {
+            if !scheme.is_empty() && scheme.iter().all(u8::is_ascii_alphabetic) && !token.is_empty()
+            {
                 let mut out = scheme.to_vec();
                 out.push(b' ');
                 out.extend_from_slice(self.token(token).as_bytes());
@@ -215,7 +232,11 @@ impl Redactor {
                     let len = path.len();
                     path.push('.');
                     path.push_str(key);
-                    if self.json_fields.iter().any(|field| field.eq_ignore_ascii_case(key)) {
+                    if self
+                        .json_fields
+                        .iter()
+                        .any(|field| field.eq_ignore_ascii_case(key))
+                    {
                         let raw = match &*child {
                             Value::String(text) => text.as_bytes().to_vec(),
                             other => other.to_string().into_bytes(),
@@ -251,8 +272,19 @@ pub fn split_jwt(token: &[u8]) -> Option<(&[u8], &[u8])> {
     let first_dot = head.iter().position(|b| *b == b'.')?;
     let (header, claims) = head.split_at(first_dot);
     let claims = claims.get(1..)?;
-    let b64url = |part: &[u8]| !part.is_empty() && part.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_');
-    if !b64url(header) || !b64url(claims) || !signature.get(1..).is_some_and(|s| s.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')) {
+    let b64url = |part: &[u8]| {
+        !part.is_empty()
+            && part
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')
+    };
+    if !b64url(header)
+        || !b64url(claims)
+        || !signature.get(1..).is_some_and(|s| {
+            s.iter()
+                .all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')
+        })
+    {
         return None;
     }
     let decoded = URL_SAFE_NO_PAD.decode(header).ok()?;
@@ -262,8 +294,14 @@ pub fn split_jwt(token: &[u8]) -> Option<(&[u8], &[u8])> {
 }
 
 fn trim(bytes: &[u8]) -> &[u8] {
-    let start = bytes.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(bytes.len());
-    let end = bytes.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(start, |i| i + 1);
+    let start = bytes
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(bytes.len());
+    let end = bytes
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(start, |i| i + 1);
     bytes.get(start..end).unwrap_or_default()
 }
 
@@ -279,7 +317,9 @@ mod tests {
     const JWT: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiI0MiIsImlhdCI6MTc2NDAwMDAwMH0.c2lnbmF0dXJlLWJ5dGVz";
 
     fn redactor(extra: &str) -> Redactor {
-        let json = format!(r#"{{"version": 1, "collector": {{"cluster": "c"}}, "redaction": {{"hash_key": "k"{extra}}}}}"#);
+        let json = format!(
+            r#"{{"version": 1, "collector": {{"cluster": "c"}}, "redaction": {{"hash_key": "k"{extra}}}}}"#
+        );
         Redactor::new(&Config::parse(json.as_bytes()).unwrap())
     }
 
@@ -303,11 +343,16 @@ mod tests {
     #[test]
     fn bearer_jwt_keeps_scheme_header_and_claims() {
         let r = redactor("");
-        let out = String::from_utf8(r.header_value("authorization", format!("Bearer {JWT}").as_bytes())).unwrap();
+        let out =
+            String::from_utf8(r.header_value("authorization", format!("Bearer {JWT}").as_bytes()))
+                .unwrap();
         let (scheme, token) = out.split_once(' ').unwrap();
         assert_eq!(scheme, "Bearer");
         let (head, signature) = token.rsplit_once('.').unwrap();
-        assert_eq!(head, "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiI0MiIsImlhdCI6MTc2NDAwMDAwMH0");
+        assert_eq!(
+            head,
+            "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiI0MiIsImlhdCI6MTc2NDAwMDAwMH0"
+        );
         assert!(is_marker(signature), "{signature}");
         assert!(!out.contains("c2lnbmF0dXJlLWJ5dGVz"));
     }
@@ -315,14 +360,17 @@ mod tests {
     #[test]
     fn jwt_hash_mode_hides_the_whole_token() {
         let r = redactor(r#", "jwt": "hash""#);
-        let out = String::from_utf8(r.header_value("authorization", format!("Bearer {JWT}").as_bytes())).unwrap();
+        let out =
+            String::from_utf8(r.header_value("authorization", format!("Bearer {JWT}").as_bytes()))
+                .unwrap();
         assert!(is_marker(out.strip_prefix("Bearer ").unwrap()), "{out}");
     }
 
     #[test]
     fn opaque_tokens_and_basic_auth_become_markers() {
         let r = redactor("");
-        let out = String::from_utf8(r.header_value("authorization", b"Basic dXNlcjpwYXNz")).unwrap();
+        let out =
+            String::from_utf8(r.header_value("authorization", b"Basic dXNlcjpwYXNz")).unwrap();
         assert!(is_marker(out.strip_prefix("Basic ").unwrap()));
         let out = String::from_utf8(r.header_value("x-api-key", b"abc.def")).unwrap();
         assert!(is_marker(&out), "{out}");
@@ -339,19 +387,26 @@ mod tests {
         assert_eq!(pairs.len(), 2);
         assert!(pairs[0].starts_with("session=") && is_marker(&pairs[0]["session=".len()..]));
         assert!(pairs[1].starts_with("theme=") && is_marker(&pairs[1]["theme=".len()..]));
-        let out = String::from_utf8(r.header_value("set-cookie", b"session=abc; Path=/; HttpOnly")).unwrap();
+        let out = String::from_utf8(r.header_value("set-cookie", b"session=abc; Path=/; HttpOnly"))
+            .unwrap();
         assert!(out.starts_with("session=tapedeck-redacted:hmac-sha256:"));
         assert!(out.ends_with("; Path=/; HttpOnly"));
         assert!(!out.contains("abc"));
         // The same secret gives the same marker wherever it appears.
-        assert_eq!(&pairs[0]["session=".len()..], &out["session=".len()..out.find(';').unwrap()]);
+        assert_eq!(
+            &pairs[0]["session=".len()..],
+            &out["session=".len()..out.find(';').unwrap()]
+        );
     }
 
     #[test]
     fn configured_json_fields_are_redacted_at_any_depth() {
         let r = redactor(r#", "json_fields": ["password", "Card"]"#);
-        let body = br#"{"user":"ann","password":"hunter2","items":[{"card":{"n":1}},{"card":"4111"}]}"#;
-        let BodyRedaction::Redacted(out, paths) = r.json_body(body) else { panic!("expected a redaction") };
+        let body =
+            br#"{"user":"ann","password":"hunter2","items":[{"card":{"n":1}},{"card":"4111"}]}"#;
+        let BodyRedaction::Redacted(out, paths) = r.json_body(body) else {
+            panic!("expected a redaction")
+        };
         assert_eq!(paths, ["$.password", "$.items[*].card"]);
         let value: Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(value["user"], "ann");

@@ -11,7 +11,10 @@ fn h(name: &str, value: &[u8]) -> (String, Vec<u8>) {
 }
 
 fn header(name: &str, value: &[u8]) -> Header {
-    Header { name: name.to_string(), value: value.to_vec() }
+    Header {
+        name: name.to_string(),
+        value: value.to_vec(),
+    }
 }
 
 fn end(direction: Direction, protocol: &str) -> StreamEnd {
@@ -29,7 +32,11 @@ fn end(direction: Direction, protocol: &str) -> StreamEnd {
 }
 
 fn identity() -> Identity {
-    Identity { workload: "orders".into(), namespace: "shop".into(), pod: "orders-0".into() }
+    Identity {
+        workload: "orders".into(),
+        namespace: "shop".into(),
+        pod: "orders-0".into(),
+    }
 }
 
 #[test]
@@ -56,11 +63,23 @@ fn a_post_becomes_an_exchange_with_every_part() {
     // The host copies at most the room; anything more offered is still cut.
     capture.request_body(6, b" world");
     capture.request_body(0, b"");
-    capture.response_headers(1_000_000_100, vec![h(":status", b"201"), h("content-type", b"application/octet-stream")]);
+    capture.response_headers(
+        1_000_000_100,
+        vec![
+            h(":status", b"201"),
+            h("content-type", b"application/octet-stream"),
+        ],
+    );
     capture.response_body(3, &[0xff, 0x00, 0x80]);
     capture.response_trailers(vec![h("x-checksum", b"abc")]);
     assert_eq!(capture.truncated_bodies(), 1);
-    let exchange = capture.finish(end(Direction::Inbound, "HTTP/1.1"), &identity(), [9; 16], 1.0, &redactor);
+    let exchange = capture.finish(
+        end(Direction::Inbound, "HTTP/1.1"),
+        &identity(),
+        [9; 16],
+        1.0,
+        &redactor,
+    );
     let expected = Exchange {
         id: vec![9; 16],
         trace_id: "req-1".into(),
@@ -118,11 +137,20 @@ fn traceparent_wins_over_request_id_and_grpc_is_detected() {
             h(":method", b"POST"),
             h(":path", b"/pkg.Svc/Call"),
             h("x-request-id", b"req-1"),
-            h("traceparent", b"00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01"),
+            h(
+                "traceparent",
+                b"00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            ),
             h("content-type", b"application/grpc+proto"),
         ],
     );
-    let exchange = capture.finish(end(Direction::Outbound, "HTTP/2"), &identity(), [0; 16], 0.5, &redactor);
+    let exchange = capture.finish(
+        end(Direction::Outbound, "HTTP/2"),
+        &identity(),
+        [0; 16],
+        0.5,
+        &redactor,
+    );
     assert_eq!(exchange.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
     assert_eq!(exchange.protocol(), Protocol::Grpc);
     assert_eq!(exchange.direction(), Direction::Outbound);
@@ -140,19 +168,29 @@ fn a_local_reply_takes_the_proxys_response_code() {
     stream_end.response_code = 503;
     stream_end.response_flags = "UF".into();
     let exchange = capture.finish(stream_end, &identity(), [0; 16], 1.0, &redactor);
-    assert_eq!((exchange.status, exchange.response_flags.as_str()), (503, "UF"));
+    assert_eq!(
+        (exchange.status, exchange.response_flags.as_str()),
+        (503, "UF")
+    );
 }
 
 #[test]
 fn malformed_traceparents_are_ignored() {
-    for bad in [&b"garbage"[..], b"00-0000000000000000000000000000000-00f067aa0ba902b7-01", b"00-00000000000000000000000000000000-00f067aa0ba902b7-01", &[0xff, 0xfe]] {
+    for bad in [
+        &b"garbage"[..],
+        b"00-0000000000000000000000000000000-00f067aa0ba902b7-01",
+        b"00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+        &[0xff, 0xfe],
+    ] {
         assert_eq!(traceparent_trace_id(bad), None, "{bad:?}");
     }
 }
 
 #[test]
 fn secrets_are_redacted_everywhere_and_listed() {
-    let cfg = config(r#", "redaction": {"hash_key": "k", "headers": ["x-api-key"], "json_fields": ["password"], "query_params": ["token"]}"#);
+    let cfg = config(
+        r#", "redaction": {"hash_key": "k", "headers": ["x-api-key"], "json_fields": ["password"], "query_params": ["token"]}"#,
+    );
     let redactor = Redactor::new(&cfg);
     let mut capture = StreamCapture::start(
         0,
@@ -168,8 +206,20 @@ fn secrets_are_redacted_everywhere_and_listed() {
     );
     let body = br#"{"user":"ann","password":"pw-secret"}"#;
     capture.request_body(body.len(), body);
-    capture.response_headers(5, vec![h(":status", b"200"), h("set-cookie", b"sid=new-secret; HttpOnly")]);
-    let exchange = capture.finish(end(Direction::Inbound, "HTTP/1.1"), &identity(), [0; 16], 1.0, &redactor);
+    capture.response_headers(
+        5,
+        vec![
+            h(":status", b"200"),
+            h("set-cookie", b"sid=new-secret; HttpOnly"),
+        ],
+    );
+    let exchange = capture.finish(
+        end(Direction::Inbound, "HTTP/1.1"),
+        &identity(),
+        [0; 16],
+        1.0,
+        &redactor,
+    );
     assert_eq!(
         exchange.redactions,
         [
@@ -182,20 +232,49 @@ fn secrets_are_redacted_everywhere_and_listed() {
         ]
     );
     let encoded = tapedeck_proto::prost::Message::encode_to_vec(&exchange);
-    for secret in ["qs-secret", "opaque-secret", "cookie-secret", "api-secret", "pw-secret", "new-secret"] {
-        assert!(!encoded.windows(secret.len()).any(|w| w == secret.as_bytes()), "{secret} leaked");
+    for secret in [
+        "qs-secret",
+        "opaque-secret",
+        "cookie-secret",
+        "api-secret",
+        "pw-secret",
+        "new-secret",
+    ] {
+        assert!(
+            !encoded
+                .windows(secret.len())
+                .any(|w| w == secret.as_bytes()),
+            "{secret} leaked"
+        );
     }
-    assert!(exchange.path.starts_with("/login?token=tapedeck-redacted:hmac-sha256:"));
+    assert!(
+        exchange
+            .path
+            .starts_with("/login?token=tapedeck-redacted:hmac-sha256:")
+    );
     assert!(exchange.path.ends_with("&next=/"));
 }
 
 #[test]
 fn a_truncated_json_body_with_configured_fields_is_withheld() {
     let redactor = Redactor::new(&config(r#", "redaction": {"json_fields": ["password"]}"#));
-    let mut capture = StreamCapture::start(0, 10, vec![h(":method", b"POST"), h("content-type", b"application/json")]);
+    let mut capture = StreamCapture::start(
+        0,
+        10,
+        vec![
+            h(":method", b"POST"),
+            h("content-type", b"application/json"),
+        ],
+    );
     let body = br#"{"password":"pw-secret"}"#;
     capture.request_body(body.len(), body);
-    let exchange = capture.finish(end(Direction::Inbound, "HTTP/1.1"), &identity(), [0; 16], 1.0, &redactor);
+    let exchange = capture.finish(
+        end(Direction::Inbound, "HTTP/1.1"),
+        &identity(),
+        [0; 16],
+        1.0,
+        &redactor,
+    );
     let request = exchange.request.unwrap();
     assert!(request.body.is_empty());
     assert_eq!(request.body_size, body.len() as u64);
@@ -223,15 +302,25 @@ fn matcher_applies_includes_and_excludes() {
 #[test]
 fn sampling_is_consistent_per_trace_and_near_the_rate() {
     let sampler = Sampler::new(0.25);
-    let kept = (0..10_000).filter(|i| sampler.keep(&format!("trace-{i}"), 0)).count();
-    assert!((2_200..2_800).contains(&kept), "kept {kept} of 10000 at rate 0.25");
+    let kept = (0..10_000)
+        .filter(|i| sampler.keep(&format!("trace-{i}"), 0))
+        .count();
+    assert!(
+        (2_200..2_800).contains(&kept),
+        "kept {kept} of 10000 at rate 0.25"
+    );
     for i in 0..100 {
         let trace = format!("trace-{i}");
         assert_eq!(sampler.keep(&trace, 0), sampler.keep(&trace, u64::MAX));
     }
     let mut rng = Rng::new(7);
-    let kept = (0..10_000).filter(|_| sampler.keep("", rng.next_u64())).count();
-    assert!((2_200..2_800).contains(&kept), "kept {kept} of 10000 untraced at rate 0.25");
+    let kept = (0..10_000)
+        .filter(|_| sampler.keep("", rng.next_u64()))
+        .count();
+    assert!(
+        (2_200..2_800).contains(&kept),
+        "kept {kept} of 10000 untraced at rate 0.25"
+    );
     assert!((0..100).all(|i| Sampler::new(1.0).keep(&format!("{i}"), u64::MAX)));
     assert!((0..100).all(|i| !Sampler::new(0.0).keep(&format!("{i}"), 0)));
 }
