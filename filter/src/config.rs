@@ -192,7 +192,7 @@ fn default_batch_max_bytes() -> usize {
     1024 * 1024
 }
 fn default_flush_interval_ms() -> u64 {
-    500
+    200
 }
 fn default_max_in_flight() -> usize {
     4

@@ -3,7 +3,8 @@
 //! `tapedeck.capture.v1` is what a filter in a sidecar sends to the collector: an
 //! [`ExchangeBatch`] of [`Exchange`]s pushed through the `Capture` service. The filter uses this
 //! crate with default features off (prost only, no tonic, no Arrow); the collector and the test
-//! receivers turn on `grpc` for the tonic client and server.
+//! receivers turn on `grpc` for the tonic client and server, and the store and query side turns
+//! on `arrow` for [`arrow`], the one mapping between exchanges and the `exchanges` Arrow table.
 //!
 //! Shared constants (header names, the default redaction list, the redaction marker) live here
 //! too, so that the filter that writes them and the tools that read them agree.
@@ -22,6 +23,13 @@ pub mod capture {
     }
 }
 
+#[cfg(feature = "arrow")]
+pub mod arrow;
+#[cfg(feature = "arrow")]
+pub use arrow_array;
+#[cfg(feature = "arrow")]
+pub use arrow_schema;
+
 pub use capture::v1::{Direction, Exchange, ExchangeBatch, Header, Message, Protocol, PushAck};
 pub use prost;
 #[cfg(feature = "grpc")]
@@ -33,8 +41,12 @@ pub const CAPTURE_SERVICE: &str = "tapedeck.capture.v1.Capture";
 pub const CAPTURE_PUSH_METHOD: &str = "Push";
 
 /// Headers that are redacted by default, before anything leaves the pod.
-pub const DEFAULT_REDACTED_HEADERS: &[&str] =
-    &["authorization", "proxy-authorization", "cookie", "set-cookie"];
+pub const DEFAULT_REDACTED_HEADERS: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "set-cookie",
+];
 
 /// The prefix of every value the filter wrote in place of a secret. What follows is
 /// `hmac-sha256:` and 32 lowercase hex digits (the first 16 bytes of the keyed hash of the raw
@@ -88,7 +100,10 @@ mod tests {
             method: "POST".into(),
             path: "/pay?x=1".into(),
             request: Some(Message {
-                headers: vec![Header { name: "x-bin".into(), value: vec![0xff, 0x00, 0x80] }],
+                headers: vec![Header {
+                    name: "x-bin".into(),
+                    value: vec![0xff, 0x00, 0x80],
+                }],
                 body: vec![0xde, 0xad],
                 body_size: 4096,
                 body_truncated: true,
@@ -98,7 +113,11 @@ mod tests {
             redactions: vec!["request.header:authorization".into()],
             ..Default::default()
         };
-        let batch = ExchangeBatch { exchanges: vec![exchange.clone()], sequence: 3, ..Default::default() };
+        let batch = ExchangeBatch {
+            exchanges: vec![exchange.clone()],
+            sequence: 3,
+            ..Default::default()
+        };
         let decoded = ExchangeBatch::decode(batch.encode_to_vec().as_slice()).expect("decodes");
         assert_eq!(decoded.exchanges, vec![exchange]);
         assert_eq!(decoded.sequence, 3);
@@ -108,7 +127,10 @@ mod tests {
     #[test]
     fn a_truncated_batch_is_an_error_not_a_panic() {
         let batch = ExchangeBatch {
-            exchanges: vec![Exchange { path: "/a".repeat(100), ..Default::default() }],
+            exchanges: vec![Exchange {
+                path: "/a".repeat(100),
+                ..Default::default()
+            }],
             ..Default::default()
         };
         let bytes = batch.encode_to_vec();
