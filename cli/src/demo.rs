@@ -192,10 +192,13 @@ fn spawn(what: &'static str, task: impl Future<Output = Result<()>> + Send + 'st
     });
 }
 
+/// Method, path, extra headers and body of one demo request.
+type DemoRequest = (Method, &'static str, Vec<(&'static str, String)>, Bytes);
+
 /// Sends the demo requests through the sidecar; returns how many.
 async fn send_requests(inbound: SocketAddr) -> Result<usize> {
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-    let requests: Vec<(Method, &str, Vec<(&str, String)>, Bytes)> = vec![
+    let requests: Vec<DemoRequest> = vec![
         (Method::GET, "/hello", vec![], Bytes::new()),
         (
             Method::POST,

@@ -137,14 +137,14 @@ static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
 /// | `workload` … `route_name` | Utf8 | identity and routing |
 /// | `protocol` | Utf8 | `HTTP/1.0`, `HTTP/1.1`, `HTTP/2`, `HTTP/3`, `gRPC` or empty |
 /// | `scheme`, `authority`, `method`, `path` | Utf8 | the request line |
-/// | `request_headers`, `request_trailers`, `response_headers`, `response_trailers` | List<Struct<name, value, value_bytes>> | ordered fields |
+/// | `request_headers`, `request_trailers`, `response_headers`, `response_trailers` | `List<Struct<name, value, value_bytes>>` | ordered fields |
 /// | `request_body`, `response_body` | Binary | the captured prefix |
 /// | `request_body_size`, `response_body_size` | Int64 | true sizes |
 /// | `request_body_truncated`, `response_body_truncated` | Boolean | prefix shorter than size |
 /// | `status` | Int32 | 0 when no response |
 /// | `response_flags`, `response_code_details` | Utf8 | Envoy's |
 /// | `sample_rate` | Float64 | |
-/// | `redactions` | List<Utf8> | places redacted |
+/// | `redactions` | `List<Utf8>` | places redacted |
 /// | `filter_version` | Utf8 | |
 pub fn schema() -> SchemaRef {
     SCHEMA.clone()
