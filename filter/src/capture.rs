@@ -144,6 +144,11 @@ impl StreamCapture {
         &self.trace_id
     }
 
+    /// The status of the response headers, 0 before (or without) them.
+    pub fn status(&self) -> u32 {
+        self.status
+    }
+
     /// How many more request body bytes are kept; the host copies no more than this.
     pub fn request_room(&self) -> usize {
         self.max_body.saturating_sub(self.request.body.len())

@@ -111,9 +111,17 @@ pub struct Match {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Capture {
+    /// Whether to capture at all. `false` keeps the filter loaded but idle (a kill switch that
+    /// needs no redeploy): every callback returns at once and nothing is read or sent.
+    #[serde(default = "default_enabled")]
+    pub enabled: bool,
     /// Bytes kept of each request and each response body; the rest is counted, not kept.
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: usize,
+}
+
+fn default_enabled() -> bool {
+    true
 }
 
 fn default_max_body_bytes() -> usize {
@@ -123,6 +131,7 @@ fn default_max_body_bytes() -> usize {
 impl Default for Capture {
     fn default() -> Self {
         Self {
+            enabled: true,
             max_body_bytes: default_max_body_bytes(),
         }
     }
@@ -189,10 +198,10 @@ fn default_max_bytes() -> usize {
     8 * 1024 * 1024
 }
 fn default_batch_max_bytes() -> usize {
-    1024 * 1024
+    2 * 1024 * 1024
 }
 fn default_flush_interval_ms() -> u64 {
-    200
+    100
 }
 fn default_max_in_flight() -> usize {
     4
@@ -412,7 +421,7 @@ mod tests {
             ),
             (
                 r#"{"version": 1, "collector": {"cluster": "c"}, "queue": {"max_bytes": 10}}"#,
-                "queue.batch_max_bytes (1048576) is larger than queue.max_bytes (10)",
+                "queue.batch_max_bytes (2097152) is larger than queue.max_bytes (10)",
             ),
             (
                 r#"{"version": 1, "collector": {"cluster": "c"}, "capture": {"max_body_bytes": 999999999}}"#,

@@ -8,7 +8,7 @@
 //! Every host call here goes through `hostcalls` and its `Result`; a failure is counted and the
 //! stream goes on untouched (`Action::Continue` everywhere).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
@@ -81,51 +81,87 @@ fn response_flags(bits: i64) -> String {
     out
 }
 
-/// Metric ids, defined once per VM.
+/// A counter whose increments gather in the VM and reach the proxy on the flush tick, so the
+/// data path makes no metric host call per exchange.
 #[derive(Debug, Default)]
-struct Metrics {
-    captured: Option<u32>,
-    sampled_out: Option<u32>,
-    filtered_out: Option<u32>,
-    dropped_queue_full: Option<u32>,
-    dropped_send_failed: Option<u32>,
-    sent: Option<u32>,
-    truncated: Option<u32>,
-    batches_sent: Option<u32>,
-    batch_failures: Option<u32>,
-    errors: Option<u32>,
-    queue_bytes: Option<u32>,
+struct Counter {
+    id: Option<u32>,
+    pending: Cell<u64>,
 }
 
-impl Metrics {
-    fn define() -> Self {
-        let counter = |name| hostcalls::define_metric(MetricType::Counter, name).ok();
+impl Counter {
+    fn define(name: &str) -> Self {
         Self {
-            captured: counter(metrics::EXCHANGES_CAPTURED),
-            sampled_out: counter(metrics::EXCHANGES_SAMPLED_OUT),
-            filtered_out: counter(metrics::EXCHANGES_FILTERED_OUT),
-            dropped_queue_full: counter(metrics::EXCHANGES_DROPPED_QUEUE_FULL),
-            dropped_send_failed: counter(metrics::EXCHANGES_DROPPED_SEND_FAILED),
-            sent: counter(metrics::EXCHANGES_SENT),
-            truncated: counter(metrics::BODIES_TRUNCATED),
-            batches_sent: counter(metrics::BATCHES_SENT),
-            batch_failures: counter(metrics::BATCH_SEND_FAILURES),
-            errors: counter(metrics::CAPTURE_ERRORS),
-            queue_bytes: hostcalls::define_metric(MetricType::Gauge, metrics::QUEUE_BYTES).ok(),
+            id: hostcalls::define_metric(MetricType::Counter, name).ok(),
+            pending: Cell::new(0),
         }
     }
 
-    fn add(id: Option<u32>, by: u64) {
-        if let Some(id) = id
+    fn add(&self, by: u64) {
+        self.pending.set(self.pending.get().saturating_add(by));
+    }
+
+    fn publish(&self) {
+        let by = self.pending.replace(0);
+        if let Some(id) = self.id
             && by > 0
         {
             let _ = hostcalls::increment_metric(id, i64::try_from(by).unwrap_or(i64::MAX));
         }
     }
+}
 
-    fn set(id: Option<u32>, value: usize) {
-        if let Some(id) = id {
-            let _ = hostcalls::record_metric(id, value as u64);
+/// The filter's metrics, defined once per VM.
+#[derive(Debug, Default)]
+struct Metrics {
+    captured: Counter,
+    sampled_out: Counter,
+    filtered_out: Counter,
+    dropped_queue_full: Counter,
+    dropped_send_failed: Counter,
+    sent: Counter,
+    truncated: Counter,
+    batches_sent: Counter,
+    batch_failures: Counter,
+    errors: Counter,
+    queue_bytes: Option<u32>,
+}
+
+impl Metrics {
+    fn define() -> Self {
+        Self {
+            captured: Counter::define(metrics::EXCHANGES_CAPTURED),
+            sampled_out: Counter::define(metrics::EXCHANGES_SAMPLED_OUT),
+            filtered_out: Counter::define(metrics::EXCHANGES_FILTERED_OUT),
+            dropped_queue_full: Counter::define(metrics::EXCHANGES_DROPPED_QUEUE_FULL),
+            dropped_send_failed: Counter::define(metrics::EXCHANGES_DROPPED_SEND_FAILED),
+            sent: Counter::define(metrics::EXCHANGES_SENT),
+            truncated: Counter::define(metrics::BODIES_TRUNCATED),
+            batches_sent: Counter::define(metrics::BATCHES_SENT),
+            batch_failures: Counter::define(metrics::BATCH_SEND_FAILURES),
+            errors: Counter::define(metrics::CAPTURE_ERRORS),
+            queue_bytes: hostcalls::define_metric(MetricType::Gauge, metrics::QUEUE_BYTES).ok(),
+        }
+    }
+
+    /// Hands the gathered increments and the queue gauge to the proxy.
+    fn publish(&self, queue_bytes: usize) {
+        for counter in [
+            &self.captured,
+            &self.sampled_out,
+            &self.filtered_out,
+            &self.dropped_queue_full,
+            &self.dropped_send_failed,
+            &self.sent,
+            &self.truncated,
+            &self.batches_sent,
+            &self.batch_failures,
+            &self.errors,
+        ] {
+            counter.publish();
+        }
+        if let Some(id) = self.queue_bytes {
+            let _ = hostcalls::record_metric(id, queue_bytes as u64);
         }
     }
 }
@@ -243,8 +279,7 @@ impl Root {
                 }
             }
         }
-        Metrics::set(
-            shared.metrics.queue_bytes,
+        shared.metrics.publish(
             shared
                 .outbox
                 .try_borrow()
@@ -253,8 +288,8 @@ impl Root {
     }
 
     fn failed(&self, shared: &Shared, exchanges: u64) {
-        Metrics::add(shared.metrics.batch_failures, 1);
-        Metrics::add(shared.metrics.dropped_send_failed, exchanges);
+        shared.metrics.batch_failures.add(1);
+        shared.metrics.dropped_send_failed.add(exchanges);
         if let Ok(mut outbox) = shared.outbox.try_borrow_mut() {
             outbox.dropped(exchanges);
         }
@@ -295,8 +330,8 @@ impl Context for Root {
             return;
         };
         if status_code == 0 {
-            Metrics::add(shared.metrics.batches_sent, 1);
-            Metrics::add(shared.metrics.sent, exchanges);
+            shared.metrics.batches_sent.add(1);
+            shared.metrics.sent.add(exchanges);
         } else {
             self.failed(&shared, exchanges);
             let detail = hostcalls::get_grpc_status()
@@ -363,7 +398,7 @@ struct Stream {
 impl Stream {
     fn error(&mut self) {
         if let Some(shared) = &self.shared {
-            Metrics::add(shared.metrics.errors, 1);
+            shared.metrics.errors.add(1);
         }
         self.capture = None;
     }
@@ -415,15 +450,18 @@ impl HttpContext for Stream {
         let Some(shared) = self.shared.clone() else {
             return Action::Continue;
         };
+        if !shared.config.capture.enabled {
+            return Action::Continue;
+        }
         let Some(headers) = self.map(MapType::HttpRequestHeaders) else {
             return Action::Continue;
         };
         let capture =
             StreamCapture::start(now_nanos(), shared.config.capture.max_body_bytes, headers);
         if !shared.matcher.matches(capture.path(), capture.authority()) {
-            Metrics::add(shared.metrics.filtered_out, 1);
+            shared.metrics.filtered_out.add(1);
         } else if !shared.sampler.keep(capture.trace_id(), shared.random()) {
-            Metrics::add(shared.metrics.sampled_out, 1);
+            shared.metrics.sampled_out.add(1);
         } else {
             self.capture = Some(capture);
         }
@@ -491,6 +529,7 @@ impl HttpContext for Stream {
         } else {
             &["source", "address"]
         };
+        let failed = !matches!(capture.status(), 100..=399);
         let end = StreamEnd {
             end_unix_nanos: now_nanos(),
             direction,
@@ -498,15 +537,31 @@ impl HttpContext for Stream {
             upstream_cluster: string_property(&["xds", "cluster_name"]),
             route_name: string_property(&["xds", "route_name"]),
             protocol: string_property(&["request", "protocol"]),
-            response_code: int_property(&["response", "code"])
-                .and_then(|code| u32::try_from(code).ok())
-                .unwrap_or(0),
-            response_flags: int_property(&["response", "flags"])
-                .map(response_flags)
-                .unwrap_or_default(),
-            response_code_details: string_property(&["response", "code_details"]),
+            // Only a stream without response headers (a reset, a local reply before them) needs
+            // the proxy's response code.
+            response_code: if capture.status() != 0 {
+                0
+            } else {
+                int_property(&["response", "code"])
+                    .and_then(|code| u32::try_from(code).ok())
+                    .unwrap_or(0)
+            },
+            // Flags and details explain failures; reading them for every success would cost two
+            // host calls per exchange for values that are empty and `via_upstream`.
+            response_flags: if failed {
+                int_property(&["response", "flags"])
+                    .map(response_flags)
+                    .unwrap_or_default()
+            } else {
+                String::new()
+            },
+            response_code_details: if failed {
+                string_property(&["response", "code_details"])
+            } else {
+                String::new()
+            },
         };
-        Metrics::add(shared.metrics.truncated, capture.truncated_bodies());
+        shared.metrics.truncated.add(capture.truncated_bodies());
         let exchange = capture.finish(
             end,
             &shared.identity,
@@ -520,9 +575,9 @@ impl HttpContext for Stream {
             Err(_) => false,
         };
         if pushed {
-            Metrics::add(shared.metrics.captured, 1);
+            shared.metrics.captured.add(1);
         } else {
-            Metrics::add(shared.metrics.dropped_queue_full, 1);
+            shared.metrics.dropped_queue_full.add(1);
         }
     }
 }

@@ -8,6 +8,9 @@
 //! the CPU per request with the filter minus without. The capture sink runs in this process and
 //! acks every batch, so the filter does its full work (capture, redaction, encoding, pushes).
 //!
+//! Envoy is pinned to core 0 and everything else (this process with the sample service and the
+//! sink, and wrk) to core 1, so the figures are Envoy's alone and repeat from run to run.
+//!
 //! Run it with `./x bench` (which builds filter.wasm, installs Envoy and wrk); the table it
 //! prints goes into BENCHMARKS.md.
 
@@ -44,6 +47,13 @@ struct Args {
     /// Envoy worker threads.
     #[arg(long, default_value_t = 1)]
     concurrency: usize,
+    /// JSON merged over the filter's plugin config (top-level keys replace), to measure a
+    /// variant, for example '{"sampling": {"rate": 0}}'.
+    #[arg(long, default_value = "{}")]
+    plugin: String,
+    /// Run only the capturing variant (for trying `--plugin` settings).
+    #[arg(long)]
+    only_filter: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -59,6 +69,9 @@ struct Run {
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
+    // Envoy gets core 0 to itself; this process (sample service, sink) and wrk share core 1, so
+    // that the load generator and the collector do not steal Envoy's CPU.
+    pin(std::process::id(), "1")?;
     let envoy_binary = tapedeck_local::find_envoy()?;
     let wasm = tapedeck_local::find_filter_wasm()?;
     which("wrk")?;
@@ -90,17 +103,34 @@ async fn main() -> Result<()> {
         ),
     )?;
 
-    let plugin = json!({
+    let mut plugin = json!({
         "version": 1,
         "collector": {"cluster": tapedeck_local::envoy::COLLECTOR_CLUSTER},
         "redaction": {"hash_key": "bench"},
     });
-    let mut without = Vec::new();
-    let mut with = Vec::new();
+    let overrides: serde_json::Value =
+        serde_json::from_str(&args.plugin).context("--plugin is not JSON")?;
+    if let (Some(base), Some(overrides)) = (plugin.as_object_mut(), overrides.as_object()) {
+        for (key, value) in overrides {
+            base.insert(key.clone(), value.clone());
+        }
+    }
+    let mut idle = plugin.clone();
+    idle["capture"] = json!({"enabled": false});
+    // The variants, in the order each round runs them.
+    let variants: Vec<(&str, Option<serde_json::Value>)> = vec![
+        ("Envoy without filter", None),
+        ("Envoy + filter, capture off", Some(idle)),
+        ("Envoy + filter, capturing", Some(plugin)),
+    ];
+    let mut runs: Vec<Vec<Run>> = vec![Vec::new(); variants.len()];
     for round in 0..args.rounds {
-        for filtered in [false, true] {
+        for (i, (name, plugin)) in variants.iter().enumerate() {
+            if args.only_filter && i != 2 {
+                continue;
+            }
             let mut bootstrap = EnvoyBootstrap::new(app, sink_addr).workload(Workload::default());
-            if filtered {
+            if let Some(plugin) = plugin {
                 bootstrap = bootstrap.filter(wasm.clone(), plugin.clone());
             }
             let options = EnvoyOptions {
@@ -109,15 +139,11 @@ async fn main() -> Result<()> {
                 ..EnvoyOptions::default()
             };
             let envoy = Envoy::start(&envoy_binary, &bootstrap.render(), options).await?;
+            pin(envoy.pid().context("Envoy has no pid")?, "0")?;
             let run = measure(&envoy, &args, &script).await?;
             eprintln!(
-                "round {} {:<14} {:>9.0} req/s  {:>6.1} µs CPU/req  RSS {:>6.1} MiB  captured {} dropped {}",
+                "round {} {name:<28} {:>9.0} req/s  {:>6.1} µs CPU/req  RSS {:>6.1} MiB  captured {} dropped {}",
                 round + 1,
-                if filtered {
-                    "with filter"
-                } else {
-                    "without filter"
-                },
                 run.rps,
                 run.cpu_us_per_request,
                 run.rss_mib,
@@ -125,45 +151,71 @@ async fn main() -> Result<()> {
                 run.dropped
             );
             envoy.stop().await?;
-            if filtered {
-                with.push(run)
-            } else {
-                without.push(run)
-            }
+            runs[i].push(run);
         }
     }
     let _ = std::fs::remove_file(&script);
+    if args.only_filter {
+        return Ok(());
+    }
 
-    let a = median(&without);
-    let b = median(&with);
-    println!("| variant | req/s | Envoy CPU µs/req | Envoy RSS MiB | captured | dropped |");
-    println!("| --- | --- | --- | --- | --- | --- |");
-    for (name, run) in [
-        ("Envoy without filter", a),
-        ("Envoy with tapedeck filter", b),
-    ] {
+    let medians: Vec<Run> = runs.iter().map(|r| median(r)).collect();
+    let base = medians[0];
+    println!(
+        "| variant | req/s | vs without | Envoy CPU µs/req | Δ CPU µs/req | Envoy RSS MiB | captured | dropped |"
+    );
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
+    for ((name, _), run) in variants.iter().zip(&medians) {
         println!(
-            "| {name} | {:.0} | {:.1} | {:.1} | {} | {} |",
-            run.rps, run.cpu_us_per_request, run.rss_mib, run.captured, run.dropped
+            "| {name} | {:.0} | {:.3} | {:.1} | {:+.1} | {:.1} | {} | {} |",
+            run.rps,
+            run.rps / base.rps,
+            run.cpu_us_per_request,
+            run.cpu_us_per_request - base.cpu_us_per_request,
+            run.rss_mib,
+            run.captured,
+            run.dropped
         );
     }
-    let total = |runs: &[Run]| runs.iter().map(|run| run.requests).sum::<u64>();
+    let capture = medians[2];
+    let idle = medians[1];
     println!();
     println!(
-        "requests measured: {} without, {} with",
-        total(&without),
-        total(&with)
+        "requests measured per variant: {:?}",
+        runs.iter()
+            .map(|r| r.iter().map(|run| run.requests).sum::<u64>())
+            .collect::<Vec<_>>()
     );
-    println!("throughput with / without: {:.3}", b.rps / a.rps);
     println!(
-        "filter CPU per exchange: {:.1} µs",
-        b.cpu_us_per_request - a.cpu_us_per_request
+        "throughput capturing / without: {:.3}",
+        capture.rps / base.rps
     );
-    println!("RSS with - without: {:.1} MiB", b.rss_mib - a.rss_mib);
     println!(
-        "(medians of {} runs each; {} s measured after {} s warm-up; wrk -t1 -c{}; {} B bodies; Envoy --concurrency {})",
+        "filter CPU per exchange: {:.1} µs (of which the loaded-but-idle Wasm VM: {:.1} µs)",
+        capture.cpu_us_per_request - base.cpu_us_per_request,
+        idle.cpu_us_per_request - base.cpu_us_per_request
+    );
+    println!(
+        "RSS capturing - without: {:.1} MiB",
+        capture.rss_mib - base.rss_mib
+    );
+    println!(
+        "(medians of {} runs each; {} s measured after {} s warm-up; wrk -t1 -c{}; {} B bodies; Envoy --concurrency {} pinned to core 0, wrk + sample service + sink on core 1)",
         args.rounds, args.seconds, args.warmup, args.connections, args.body_bytes, args.concurrency
     );
+    Ok(())
+}
+
+/// Pins every thread of a process to the given CPU list (`taskset -a -p -c`).
+fn pin(pid: u32, cpus: &str) -> Result<()> {
+    let status = std::process::Command::new("taskset")
+        .args(["-a", "-p", "-c", cpus, &pid.to_string()])
+        .stdout(Stdio::null())
+        .status()
+        .context("running taskset (util-linux)")?;
+    if !status.success() {
+        bail!("taskset could not pin process {pid} to CPU {cpus}");
+    }
     Ok(())
 }
 

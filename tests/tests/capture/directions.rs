@@ -79,3 +79,34 @@ async fn an_order_is_captured_inbound_and_its_payment_outbound() -> Result<()> {
     assert_ne!(inbound.id, outbound.id);
     Ok(())
 }
+
+#[tokio::test]
+async fn a_call_with_no_route_is_captured_with_envoys_flags_and_details() -> Result<()> {
+    let mut rig = RigBuilder::new().outbound().start().await?;
+    let outbound = rig
+        .envoy
+        .outbound_addr()
+        .expect("the rig has an outbound listener");
+    // The outbound listener routes by authority; nothing matches this one, so Envoy answers
+    // 404 itself.
+    let request = http::Request::builder()
+        .method("GET")
+        .uri(format!("http://{outbound}/nowhere"))
+        .header("host", "unknown.shop.svc")
+        .body(full_body(""))?;
+    let reply = rig.send(request).await?;
+    assert_eq!(reply.status, 404);
+
+    let exchanges = rig.exchanges(1).await?;
+    let failed = find(&exchanges, "GET", "/nowhere");
+    assert_eq!(failed.direction(), Direction::Outbound);
+    assert_eq!(failed.workload, tapedeck_e2e::WORKLOAD);
+    // No upstream was chosen, so there is no peer and no cluster.
+    assert_eq!(failed.peer_address, "");
+    assert_eq!(failed.authority, "unknown.shop.svc");
+    assert_eq!(failed.status, 404);
+    assert_eq!(failed.response_flags, "NR");
+    assert_eq!(failed.response_code_details, "route_not_found");
+    assert_eq!(failed.upstream_cluster, "");
+    Ok(())
+}

@@ -54,6 +54,28 @@ async fn rate_zero_sends_nothing_and_counts_every_request() -> Result<()> {
 }
 
 #[tokio::test]
+async fn a_disabled_filter_proxies_and_captures_nothing() -> Result<()> {
+    let mut rig = RigBuilder::new()
+        .plugin(json!({"capture": {"enabled": false}}))
+        .start()
+        .await?;
+    for i in 0..5 {
+        // Answers 200 or fails.
+        get_with_request_id(&rig, &format!("off-{i}")).await?;
+    }
+    let collected = sink::collect_for(&mut rig.received, Duration::from_millis(500)).await;
+    assert!(
+        collected.is_empty(),
+        "{} exchanges were sent while disabled",
+        collected.len()
+    );
+    // Disabled means idle: not even sampling is counted.
+    assert_eq!(rig.stat(CAPTURED).await?, 0);
+    assert_eq!(rig.stat(SAMPLED_OUT).await?, 0);
+    Ok(())
+}
+
+#[tokio::test]
 async fn rate_half_samples_some_and_the_same_traces_every_time() -> Result<()> {
     let mut rig = RigBuilder::new()
         .plugin(json!({"sampling": {"rate": 0.5}}))
