@@ -164,6 +164,12 @@ pub(crate) async fn run(args: DemoArgs) -> Result<ExitCode> {
             }
         }
     }
+    // The filter publishes its counters on its flush tick, after the collector's ack.
+    let _ = envoy
+        .wait_for_stat("tapedeck.exchanges_sent", Duration::from_secs(2), |sent| {
+            sent >= exchanges.len() as u64
+        })
+        .await;
     let stats = envoy.stats().await?;
     let stat = |name: &str| tapedeck_local::process::stat_by_suffix(&stats, name).unwrap_or(0);
     eprintln!(
