@@ -1,9 +1,11 @@
-//! `tapedeck demo`: the capture loop on the bundled sample service, on loopback.
+//! `tapedeck demo`: capture → store → query on the bundled sample service, on loopback.
 //!
-//! A capture sink, the sample service `orders` and its dependency `payments` start in this
-//! process; a real Envoy with `filter.wasm` sits in front of `orders` (inbound listener) and
-//! between `orders` and `payments` (outbound listener). The demo sends a few requests, waits for
-//! the filter's batches and prints every captured exchange.
+//! The collector (in a temporary data directory unless `--data` is given), the sample service
+//! `orders` and its dependency `payments` start in this process; a real Envoy with
+//! `filter.wasm` sits in front of `orders` (inbound listener) and between `orders` and
+//! `payments` (outbound listener). The demo sends a few requests, waits until the collector has
+//! acknowledged every exchange, and prints them with SQL over Arrow Flight SQL, the way
+//! `tapedeck sql` would.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -13,32 +15,25 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 use bytes::Bytes;
-use clap::{Args, ValueEnum};
+use clap::Args;
 use http::{Method, Request};
 use http_body_util::{BodyExt as _, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::json;
+use tapedeck_collector::flight::query_remote;
+use tapedeck_collector::query::{OutputFormat, format_batches};
+use tapedeck_collector::{CollectorArgs, Listeners};
 use tapedeck_local::sample::{self, Dependency, SampleConfig};
-use tapedeck_local::sink::{self, SinkMode};
 use tapedeck_local::{Envoy, EnvoyBootstrap, EnvoyOptions, OutboundRoute, Workload};
+use tapedeck_proto::arrow_array::Int64Array;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-
-use crate::render;
 
 /// The dependency's authority, as the sample service addresses it.
 const PAYMENTS: &str = "payments.shop.svc";
 /// A JWT (HS256) whose claims survive redaction and whose signature does not.
 const DEMO_JWT: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJhbm4iLCJpYXQiOjE3NjQyMDAwMDAsImV4cCI6MTc2NDIwMzYwMH0.ZGVtby1zaWduYXR1cmUtbm90LXJlYWw";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub(crate) enum Format {
-    /// One summary line per exchange.
-    Text,
-    /// One JSON object per exchange (every field; bodies as text, or base64 when not UTF-8).
-    Json,
-}
 
 #[derive(Debug, Args)]
 pub(crate) struct DemoArgs {
@@ -50,13 +45,26 @@ pub(crate) struct DemoArgs {
     /// `target/wasm32-wasip1/filter/tapedeck_filter.wasm`.
     #[arg(long, env = "TAPEDECK_FILTER_WASM")]
     filter_wasm: Option<PathBuf>,
-    /// How to print the captured exchanges.
-    #[arg(long, env = "TAPEDECK_DEMO_FORMAT", value_enum, default_value_t = Format::Text)]
-    format: Format,
-    /// How long to wait for the filter's batches.
+    /// Keep the collector's data in this directory (query it later with
+    /// `tapedeck sql --data DIR`); by default a temporary directory, removed at the end.
+    #[arg(long, env = "TAPEDECK_DEMO_DATA")]
+    data: Option<PathBuf>,
+    /// How to print the query results.
+    #[arg(long, env = "TAPEDECK_FORMAT", value_enum, default_value_t = OutputFormat::Table)]
+    format: OutputFormat,
+    /// How long to wait for the captured exchanges to reach the collector.
     #[arg(long, env = "TAPEDECK_DEMO_WAIT_SECS", default_value_t = 20)]
     wait_secs: u64,
 }
+
+/// What the demo shows: every exchange, then what redaction left of the secrets.
+const OVERVIEW_SQL: &str = "SELECT direction, method, authority, path, status, protocol, \
+     request_body_size AS req_bytes, response_body_size AS resp_bytes, response_body_truncated AS truncated, \
+     round(duration_ns / 1e6, 2) AS ms, trace_id \
+     FROM exchanges ORDER BY start_time";
+const SECRETS_SQL: &str = "SELECT direction, path, header(request_headers, 'authorization') AS authorization, \
+     body_text(request_body) AS request_body, array_to_string(redactions, ', ') AS redactions \
+     FROM exchanges WHERE cardinality(redactions) > 0 ORDER BY start_time";
 
 pub(crate) async fn run(args: DemoArgs) -> Result<ExitCode> {
     let envoy_binary = match args.envoy {
@@ -73,7 +81,17 @@ pub(crate) async fn run(args: DemoArgs) -> Result<ExitCode> {
             wasm.display()
         );
     }
-    let (_stop, stopped) = watch::channel(());
+    let temporary = match &args.data {
+        Some(_) => None,
+        None => Some(tempfile::tempdir().context("creating a temporary data directory")?),
+    };
+    let data = match (&args.data, &temporary) {
+        (Some(dir), _) => dir.clone(),
+        (None, Some(dir)) => dir.path().to_path_buf(),
+        (None, None) => unreachable!("one of the two is set above"),
+    };
+
+    let (stop, stopped) = watch::channel(());
     let shutdown = move || {
         let mut stopped = stopped.clone();
         async move {
@@ -81,13 +99,31 @@ pub(crate) async fn run(args: DemoArgs) -> Result<ExitCode> {
         }
     };
 
-    let sink_listener = bind().await?;
-    let sink_addr = sink_listener.local_addr()?;
-    let (tx, mut received) = tokio::sync::mpsc::unbounded_channel();
-    spawn(
-        "capture sink",
-        sink::serve(sink_listener, SinkMode::Accept, tx, shutdown()),
-    );
+    // The collector, on loopback ports of its own.
+    let collector_args = CollectorArgs {
+        data: data.clone(),
+        flush_interval: 2,
+        ..CollectorArgs::default()
+    };
+    let listeners = Listeners {
+        grpc: bind().await?,
+        http: bind().await?,
+        flight: Some(bind().await?),
+    };
+    let grpc = listeners.grpc.local_addr()?;
+    let flight = listeners
+        .flight
+        .as_ref()
+        .map(TcpListener::local_addr)
+        .transpose()?
+        .context("no Flight SQL listener")?;
+    let store = tapedeck_collector::store::open_store(&data, None)?;
+    let collector = tokio::spawn(tapedeck_collector::run_with(
+        collector_args,
+        listeners,
+        store,
+        shutdown(),
+    ));
 
     let payments_listener = bind().await?;
     let payments = payments_listener.local_addr()?;
@@ -103,9 +139,8 @@ pub(crate) async fn run(args: DemoArgs) -> Result<ExitCode> {
         "collector": {"cluster": tapedeck_local::envoy::COLLECTOR_CLUSTER},
         "redaction": {"hash_key": "tapedeck-demo", "json_fields": ["card"]},
         "capture": {"max_body_bytes": 4096},
-        "queue": {"flush_interval_ms": 100},
     });
-    let bootstrap = EnvoyBootstrap::new(orders, sink_addr)
+    let bootstrap = EnvoyBootstrap::new(orders, grpc)
         .node_id("sidecar~127.0.0.1~orders-0.shop")
         .workload(Workload {
             name: "orders".into(),
@@ -136,52 +171,76 @@ pub(crate) async fn run(args: DemoArgs) -> Result<ExitCode> {
 
     let inbound = envoy.inbound_addr();
     eprintln!(
-        "sidecar: inbound {inbound} → orders {orders}; outbound {outbound} → payments {payments}; sink {sink_addr}"
+        "sidecar: inbound {inbound} → orders {orders}; outbound {outbound} → payments {payments}; collector gRPC {grpc}, Flight SQL {flight}, data {}",
+        data.display()
     );
     let sent = send_requests(inbound).await?;
     // Each request is one inbound exchange; `POST /orders` adds one outbound call.
     let expected = sent + 1;
-    let collected =
-        sink::collect_exchanges(&mut received, expected, Duration::from_secs(args.wait_secs))
+    let flight_url = format!("http://{flight}");
+    wait_for_rows(&flight_url, expected, Duration::from_secs(args.wait_secs)).await?;
+
+    for (title, sql) in [
+        ("captured exchanges", OVERVIEW_SQL),
+        ("what redaction left of the secrets", SECRETS_SQL),
+    ] {
+        let (schema, batches) = query_remote(&flight_url, None, sql)
             .await
-            .context("waiting for the filter's batches")?;
-    let mut exchanges: Vec<_> = collected.exchanges().cloned().collect();
-    exchanges.sort_by_key(|e| e.start_unix_nanos);
-    match args.format {
-        Format::Text => {
-            println!(
-                "captured {} exchanges in {} batches:",
-                exchanges.len(),
-                collected.received.len()
-            );
-            for exchange in &exchanges {
-                println!("  {}", render::summary_line(exchange));
-            }
-        }
-        Format::Json => {
-            for exchange in &exchanges {
-                println!("{}", render::exchange_json(exchange));
-            }
-        }
+            .with_context(|| format!("querying {title}"))?;
+        println!(
+            "\n{title}:\n  $ tapedeck sql \"{}\"",
+            sql.split_whitespace().collect::<Vec<_>>().join(" ")
+        );
+        println!("{}", format_batches(&schema, &batches, args.format)?);
     }
-    // The filter publishes its counters on its flush tick, after the collector's ack.
-    let _ = envoy
-        .wait_for_stat("tapedeck.exchanges_sent", Duration::from_secs(2), |sent| {
-            sent >= exchanges.len() as u64
-        })
-        .await;
+
     let stats = envoy.stats().await?;
     let stat = |name: &str| tapedeck_local::process::stat_by_suffix(&stats, name).unwrap_or(0);
     eprintln!(
-        "filter stats: captured {}, sent {}, truncated bodies {}, dropped {}",
+        "\nfilter stats: captured {}, truncated bodies {}, dropped {}",
         stat("tapedeck.exchanges_captured"),
-        stat("tapedeck.exchanges_sent"),
         stat("tapedeck.bodies_truncated"),
         stat("tapedeck.exchanges_dropped.queue_full")
             + stat("tapedeck.exchanges_dropped.send_failed"),
     );
     envoy.stop().await?;
+    drop(stop);
+    collector.await.context("the collector task failed")??;
+    match &args.data {
+        Some(dir) => eprintln!(
+            "data kept in {}: try `tapedeck sql --data {} \"SELECT count(*) FROM exchanges\"`",
+            dir.display(),
+            dir.display()
+        ),
+        None => eprintln!("(the data was in a temporary directory; pass --data DIR to keep it)"),
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Polls the collector until `rows` exchanges are queryable.
+async fn wait_for_rows(flight_url: &str, rows: usize, timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let (_, batches) =
+            query_remote(flight_url, None, "SELECT count(*) AS n FROM exchanges").await?;
+        let count = batches
+            .first()
+            .and_then(|batch| {
+                batch
+                    .column(0)
+                    .as_any()
+                    .downcast_ref::<Int64Array>()
+                    .map(|n| n.value(0))
+            })
+            .unwrap_or(0);
+        if count as usize >= rows {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!("only {count} of {rows} exchanges reached the collector within {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 async fn bind() -> Result<TcpListener> {

@@ -3,7 +3,7 @@
 
 mod demo;
 mod filter;
-mod render;
+mod import;
 
 use std::process::ExitCode;
 
@@ -15,9 +15,10 @@ use tracing_subscriber::EnvFilter;
 #[derive(Debug, Parser)]
 #[command(name = "tapedeck", version, about, long_about = None, propagate_version = true)]
 struct Cli {
-    /// Log filter (tracing's `EnvFilter` syntax), for example `info` or `tapedeck_local=debug`.
-    #[arg(long, env = "TAPEDECK_LOG", default_value = "warn", global = true)]
-    log: String,
+    /// Log filter (tracing's `EnvFilter` syntax), for example `info` or `tapedeck_local=debug`;
+    /// by default `info` for `tapedeck collector` and `warn` for the other commands.
+    #[arg(long, env = "TAPEDECK_LOG", global = true)]
+    log: Option<String>,
 
     #[command(subcommand)]
     command: Command,
@@ -31,17 +32,79 @@ enum Command {
     /// Work with the capture filter's configuration.
     #[command(subcommand)]
     Filter(filter::FilterCommand),
+    /// Run the collector: receive pushes from the filters (gRPC), make them durable (write-ahead
+    /// log), store them as Parquet (local disk or S3) and answer SQL (Arrow Flight SQL).
+    Collector(tapedeck_collector::CollectorArgs),
+    /// Run a read-only SQL query over the `exchanges` table, against a running collector
+    /// (--collector) or a data directory (--data).
+    Sql(tapedeck_collector::query::SqlArgs),
+    /// Bring traffic recorded elsewhere into the store.
+    #[command(subcommand)]
+    Import(import::ImportCommand),
+}
+
+fn block_on(
+    task: impl std::future::Future<Output = anyhow::Result<ExitCode>>,
+) -> anyhow::Result<ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|runtime| runtime.block_on(task))
+}
+
+/// Runs the collector until SIGINT or SIGTERM, then flushes and exits.
+async fn collector(args: tapedeck_collector::CollectorArgs) -> anyhow::Result<ExitCode> {
+    let shutdown = async {
+        let mut terminate = match tokio::signal::unix::signal(
+            tokio::signal::unix::SignalKind::terminate(),
+        ) {
+            Ok(signal) => signal,
+            Err(error) => {
+                tracing::error!(%error, "Cannot listen for SIGTERM; only Ctrl-C stops the collector.");
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate.recv() => {}
+        }
+        tracing::info!("Shutting down: flushing what is buffered.");
+    };
+    tapedeck_collector::run(args, shutdown).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn sql(args: tapedeck_collector::query::SqlArgs) -> anyhow::Result<ExitCode> {
+    match tapedeck_collector::query::run_sql(&args).await {
+        Ok(output) => {
+            if output.ends_with('\n') {
+                print!("{output}");
+            } else {
+                println!("{output}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = match EnvFilter::try_new(&cli.log) {
+    let default_log = if matches!(cli.command, Command::Collector(_)) {
+        "info"
+    } else {
+        "warn"
+    };
+    let log = cli.log.as_deref().unwrap_or(default_log);
+    let filter = match EnvFilter::try_new(log) {
         Ok(filter) => filter,
         Err(error) => {
-            eprintln!(
-                "error: --log {:?} is not a valid log filter: {error}",
-                cli.log
-            );
+            eprintln!("error: --log {log:?} is not a valid log filter: {error}");
             return ExitCode::from(2);
         }
     };
@@ -51,11 +114,10 @@ fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Command::Filter(command) => filter::run(command),
-        Command::Demo(args) => tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .map_err(anyhow::Error::from)
-            .and_then(|runtime| runtime.block_on(demo::run(args))),
+        Command::Demo(args) => block_on(demo::run(args)),
+        Command::Collector(args) => block_on(collector(args)),
+        Command::Sql(args) => block_on(sql(args)),
+        Command::Import(command) => block_on(import::run(command)),
     };
     match result {
         Ok(code) => code,

@@ -76,6 +76,8 @@ pub enum Collector {
     Sink(SinkMode),
     /// Nothing: the port was free when Envoy started.
     Down,
+    /// A collector the test started itself, at this gRPC address.
+    At(SocketAddr),
 }
 
 /// Configures and starts a [`Rig`].
@@ -181,11 +183,15 @@ impl RigBuilder {
         };
 
         let collector_listener = bind().await?;
-        let collector = collector_listener
+        let mut collector = collector_listener
             .local_addr()
             .context("reading the collector address")?;
         let (tx, received) = tokio::sync::mpsc::unbounded_channel();
         match self.collector {
+            Collector::At(address) => {
+                drop((collector_listener, tx));
+                collector = address;
+            }
             Collector::Sink(mode) => {
                 tokio::spawn(log_failure(
                     "sink",

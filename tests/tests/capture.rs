@@ -1,5 +1,6 @@
 //! End-to-end capture: the real Envoy runs the built `filter.wasm` in front of the sample
-//! service, and the in-memory sink shows exactly what the filter sent.
+//! service, and the in-memory sink shows exactly what the filter sent; `store` sends it to the
+//! real collector and reads it back with SQL.
 //!
 //! Needs Envoy (`$TAPEDECK_ENVOY`, `.venv/bin/envoy` or `envoy` on `PATH`) and `filter.wasm`
 //! (`cargo build -p tapedeck-filter --target wasm32-wasip1 --profile filter`); without them every
@@ -17,3 +18,5 @@ mod directions;
 mod redaction;
 #[path = "capture/sampling.rs"]
 mod sampling;
+#[path = "capture/store.rs"]
+mod store;

@@ -1,0 +1,232 @@
+//! Acknowledged exchanges that are not yet in Parquet, kept as Arrow batches per partition so
+//! that queries see everything that was acknowledged.
+//!
+//! Exchanges enter the *open* set. A flush *seals* the open set: each partition's batches get
+//! the [`FileName`] they will be written under and move to the sealed set; once the writer has
+//! put that file, it removes the sealed entry. A query takes a [`Snapshot`] first and lists the
+//! store second, and skips sealed entries whose file it found, so every exchange is seen exactly
+//! once without a lock held across I/O:
+//! - sealed entry removed before the snapshot → its file was put before, and the listing sees it;
+//! - sealed entry in the snapshot and its file listed → the listed file wins;
+//! - sealed entry in the snapshot, file not yet put → the buffered batches are used.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+use tapedeck_proto::Exchange;
+use tapedeck_proto::arrow::{schema, to_record_batch};
+use tapedeck_proto::arrow_array::RecordBatch;
+use tapedeck_proto::arrow_schema::ArrowError;
+
+use crate::layout::{FileName, PartitionKey};
+
+/// Batches of one partition, sealed for one file.
+#[derive(Debug)]
+pub struct Sealed {
+    /// The partition.
+    pub partition: PartitionKey,
+    /// The file they will be written as.
+    pub file: FileName,
+    /// The data, in arrival order.
+    pub batches: Vec<RecordBatch>,
+    /// Rows in `batches`.
+    pub rows: usize,
+}
+
+/// What a query reads from the buffer.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// Open batches by partition.
+    pub open: Vec<(PartitionKey, RecordBatch)>,
+    /// Sealed batches whose files may or may not be in the store yet.
+    pub sealed: Vec<Arc<Sealed>>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    open: BTreeMap<PartitionKey, Vec<RecordBatch>>,
+    open_rows: usize,
+    sealed: Vec<Arc<Sealed>>,
+    bytes: usize,
+}
+
+/// The buffer. Cheap to share behind an `Arc`.
+#[derive(Debug, Default)]
+pub struct Buffer {
+    inner: RwLock<Inner>,
+}
+
+impl Buffer {
+    /// An empty buffer.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds exchanges (already durable in the WAL), grouped by partition.
+    pub fn insert(&self, exchanges: &[Exchange]) -> Result<(), ArrowError> {
+        let mut groups: BTreeMap<PartitionKey, Vec<Exchange>> = BTreeMap::new();
+        for exchange in exchanges {
+            groups
+                .entry(PartitionKey::of(exchange))
+                .or_default()
+                .push(exchange.clone());
+        }
+        let mut converted = Vec::with_capacity(groups.len());
+        for (key, group) in groups {
+            converted.push((key, to_record_batch(&group)?));
+        }
+        let mut inner = self
+            .inner
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        for (key, batch) in converted {
+            inner.open_rows += batch.num_rows();
+            inner.bytes += batch.get_array_memory_size();
+            inner.open.entry(key).or_default().push(batch);
+        }
+        Ok(())
+    }
+
+    /// Bytes held (open and sealed).
+    pub fn bytes(&self) -> usize {
+        self.inner
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .bytes
+    }
+
+    /// Rows in the open set.
+    pub fn open_rows(&self) -> usize {
+        self.inner
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .open_rows
+    }
+
+    /// Seals the open set: one entry per partition, named by `name` (called once per partition,
+    /// in partition order). Returns the new sealed entries.
+    pub fn seal(&self, mut name: impl FnMut(&PartitionKey) -> FileName) -> Vec<Arc<Sealed>> {
+        let mut inner = self
+            .inner
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let open = std::mem::take(&mut inner.open);
+        inner.open_rows = 0;
+        let mut sealed = Vec::with_capacity(open.len());
+        for (partition, batches) in open {
+            let rows = batches.iter().map(RecordBatch::num_rows).sum();
+            let file = name(&partition);
+            let entry = Arc::new(Sealed {
+                partition,
+                file,
+                batches,
+                rows,
+            });
+            inner.sealed.push(entry.clone());
+            sealed.push(entry);
+        }
+        sealed
+    }
+
+    /// Forgets a sealed entry once its file is in the store.
+    pub fn remove_sealed(&self, file: &FileName) {
+        let mut inner = self
+            .inner
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(position) = inner.sealed.iter().position(|entry| entry.file == *file) {
+            let entry = inner.sealed.remove(position);
+            let bytes: usize = entry
+                .batches
+                .iter()
+                .map(RecordBatch::get_array_memory_size)
+                .sum();
+            inner.bytes = inner.bytes.saturating_sub(bytes);
+        }
+    }
+
+    /// What a query reads. Take it before listing the store (see the module docs).
+    pub fn snapshot(&self) -> Snapshot {
+        let inner = self
+            .inner
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let open = inner
+            .open
+            .iter()
+            .flat_map(|(key, batches)| {
+                batches
+                    .iter()
+                    .map(move |batch| (key.clone(), batch.clone()))
+            })
+            .collect();
+        Snapshot {
+            open,
+            sealed: inner.sealed.clone(),
+        }
+    }
+}
+
+/// The schema of buffered batches: the `exchanges` schema (partition columns are added by the
+/// query side from the [`PartitionKey`]).
+pub fn buffered_schema() -> tapedeck_proto::arrow_schema::SchemaRef {
+    schema()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exchange(workload: &str, hour: u64) -> Exchange {
+        Exchange {
+            workload: workload.into(),
+            start_unix_nanos: hour * 3_600_000_000_000,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn insert_seal_remove() {
+        let buffer = Buffer::new();
+        buffer
+            .insert(&[
+                exchange("a", 1),
+                exchange("b", 1),
+                exchange("a", 2),
+                exchange("a", 1),
+            ])
+            .unwrap();
+        assert_eq!(buffer.open_rows(), 4);
+        assert!(buffer.bytes() > 0);
+        let snapshot = buffer.snapshot();
+        assert_eq!(snapshot.open.len(), 3);
+        let mut sequence = 0;
+        let sealed = buffer.seal(|_| {
+            sequence += 1;
+            FileName {
+                writer: 1,
+                sequence,
+            }
+        });
+        assert_eq!(
+            sealed
+                .iter()
+                .map(|s| (s.partition.to_string(), s.rows))
+                .collect::<Vec<_>>(),
+            [
+                ("service=a/date=1970-01-01/hour=01".to_string(), 2),
+                ("service=a/date=1970-01-01/hour=02".to_string(), 1),
+                ("service=b/date=1970-01-01/hour=01".to_string(), 1),
+            ]
+        );
+        assert_eq!(buffer.open_rows(), 0);
+        let snapshot = buffer.snapshot();
+        assert!(snapshot.open.is_empty());
+        assert_eq!(snapshot.sealed.len(), 3);
+        for entry in &sealed {
+            buffer.remove_sealed(&entry.file);
+        }
+        assert!(buffer.snapshot().sealed.is_empty());
+        assert_eq!(buffer.bytes(), 0);
+    }
+}

@@ -1,0 +1,419 @@
+//! The `tapedeck.capture.v1.Capture` gRPC service: where filters push their batches.
+//!
+//! A push is checked (bearer token, every exchange valid, buffer and disk limits), appended to
+//! the write-ahead log (group commit), added to the buffer, and only then acknowledged with the
+//! number of exchanges stored. Any error refuses the whole batch: nothing of it is stored.
+//!
+//! Loss upstream is made visible here: `dropped_since_last` of each batch is added to a counter,
+//! and gaps in each filter VM's batch `sequence` count as lost batches. A filter VM is known by
+//! its connection's peer address: Envoy keeps one connection pool per worker thread, and runs
+//! one Wasm VM per worker.
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use tapedeck_proto::capture::v1::capture_server::{Capture, CaptureServer};
+use tapedeck_proto::prost::Message as _;
+use tapedeck_proto::{Direction, Exchange, ExchangeBatch, Message, Protocol, PushAck};
+use tokio::sync::{Notify, RwLock};
+use tonic::{Request, Response, Status};
+
+use crate::buffer::Buffer;
+use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+use crate::wal::Wal;
+
+/// The length of an exchange id.
+pub const ID_BYTES: usize = 16;
+/// The highest HTTP status accepted.
+pub const MAX_STATUS: u32 = 999;
+/// How far out of order a batch may arrive and still not count as lost.
+pub const SEQUENCE_WINDOW: u64 = 64;
+/// Filter VMs whose sequences are tracked at once; the least recently seen is forgotten first.
+pub const MAX_TRACKED_FILTERS: usize = 4096;
+
+/// What the ingest service needs to know from the flags.
+#[derive(Debug, Clone)]
+pub struct IngestConfig {
+    /// The bearer token pushes must carry, if any.
+    pub token: Option<String>,
+    /// The largest encoded batch accepted.
+    pub max_push_bytes: u64,
+    /// The buffer size above which pushes are refused.
+    pub buffer_max_bytes: u64,
+    /// The free disk below which pushes are refused.
+    pub min_free_disk: u64,
+    /// Buffered rows that wake the flush loop.
+    pub flush_rows: usize,
+    /// The folder whose disk is checked (the write-ahead log's).
+    pub disk_path: PathBuf,
+}
+
+impl IngestConfig {
+    /// The ingest settings of the collector's flags.
+    pub fn from_args(args: &crate::CollectorArgs) -> Self {
+        Self {
+            token: args.token.clone(),
+            max_push_bytes: args.max_push_bytes,
+            buffer_max_bytes: args.buffer_max_bytes,
+            min_free_disk: args.min_free_disk,
+            flush_rows: args.flush_rows,
+            disk_path: args.wal_dir(),
+        }
+    }
+}
+
+/// The `Capture` service.
+#[derive(Debug)]
+pub struct CaptureService {
+    config: IngestConfig,
+    wal: Wal,
+    buffer: Arc<Buffer>,
+    gate: Arc<RwLock<()>>,
+    metrics: Arc<Metrics>,
+    wake_flush: Arc<Notify>,
+    sequences: Mutex<SequenceTracker>,
+}
+
+impl CaptureService {
+    /// The service. `gate` is shared with the flusher: a push holds it (shared) across its log
+    /// append and buffer insert; `wake_flush` is notified when `flush_rows` rows are buffered.
+    pub fn new(
+        config: IngestConfig,
+        wal: Wal,
+        buffer: Arc<Buffer>,
+        gate: Arc<RwLock<()>>,
+        metrics: Arc<Metrics>,
+        wake_flush: Arc<Notify>,
+    ) -> Self {
+        Self {
+            config,
+            wal,
+            buffer,
+            gate,
+            metrics,
+            wake_flush,
+            sequences: Mutex::new(SequenceTracker::default()),
+        }
+    }
+
+    /// The tonic server for this service, refusing messages over `max_push_bytes`.
+    pub fn into_server(self) -> CaptureServer<Self> {
+        let limit = usize::try_from(self.config.max_push_bytes).unwrap_or(usize::MAX);
+        CaptureServer::new(self).max_decoding_message_size(limit)
+    }
+
+    /// Checks and stores one batch; returns the number of exchanges stored.
+    pub async fn store(&self, batch: ExchangeBatch) -> Result<usize> {
+        let bytes = batch.encoded_len() as u64;
+        if bytes > self.config.max_push_bytes {
+            return Err(Error::BatchTooLarge {
+                sequence: batch.sequence,
+                bytes,
+                limit: self.config.max_push_bytes,
+            });
+        }
+        validate(&batch)?;
+        let held = self.buffer.bytes() as u64;
+        if held >= self.config.buffer_max_bytes {
+            return Err(Error::BufferFull {
+                bytes: held,
+                limit: self.config.buffer_max_bytes,
+            });
+        }
+        if let Some(free) = free_disk_bytes(&self.config.disk_path)
+            && free < self.config.min_free_disk
+        {
+            return Err(Error::DiskFull {
+                free,
+                min: self.config.min_free_disk,
+            });
+        }
+        let payload = batch.encode_to_vec();
+        {
+            let _shared = self.gate.read().await;
+            self.wal.append(payload).await?;
+            self.buffer.insert(&batch.exchanges)?;
+        }
+        if self.buffer.open_rows() >= self.config.flush_rows {
+            self.wake_flush.notify_one();
+        }
+        self.metrics.batches_received.inc();
+        self.metrics
+            .exchanges_received
+            .inc_by(batch.exchanges.len() as u64);
+        self.metrics.bytes_received.inc_by(bytes);
+        Ok(batch.exchanges.len())
+    }
+
+    fn authorize<T>(&self, request: &Request<T>) -> Result<()> {
+        let Some(token) = &self.config.token else {
+            return Ok(());
+        };
+        let presented = request
+            .metadata()
+            .get("authorization")
+            .map(|value| value.as_bytes());
+        if presented.is_some_and(|value| bearer_matches(value, token.as_bytes())) {
+            Ok(())
+        } else {
+            Err(Error::Unauthenticated)
+        }
+    }
+
+    fn account(&self, peer: Option<SocketAddr>, batch: &ExchangeBatch) {
+        self.metrics
+            .filter_dropped_exchanges
+            .inc_by(batch.dropped_since_last);
+        let Some(peer) = peer else { return };
+        let lost = self
+            .sequences
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .observe(peer, batch.sequence);
+        if lost > 0 {
+            self.metrics.batches_lost.inc_by(lost);
+            tracing::warn!(%peer, lost, sequence = batch.sequence, "Batches were lost on the way from a filter.");
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Capture for CaptureService {
+    async fn push(&self, request: Request<ExchangeBatch>) -> Result<Response<PushAck>, Status> {
+        if let Err(error) = self.authorize(&request) {
+            self.metrics.batch_rejected(error.reason());
+            return Err(error.into());
+        }
+        let peer = request.remote_addr();
+        let batch = request.into_inner();
+        self.account(peer, &batch);
+        let sequence = batch.sequence;
+        match self.store(batch).await {
+            Ok(accepted) => Ok(Response::new(PushAck {
+                accepted: accepted as u64,
+            })),
+            Err(error) => {
+                self.metrics.batch_rejected(error.reason());
+                tracing::debug!(%error, sequence, "Refused a batch.");
+                Err(error.into())
+            }
+        }
+    }
+}
+
+/// A response mapper for the gRPC server that counts the pushes tonic refuses before they reach
+/// [`CaptureService`]: a message over `--max-push-bytes` (OUT_OF_RANGE, counted as `too_large`)
+/// and bytes that are not an `ExchangeBatch` (counted as `malformed`, and answered with
+/// INVALID_ARGUMENT instead of tonic's INTERNAL, since the sender is at fault). Use it with
+/// `tower::util::MapResponseLayer`.
+pub fn count_refusals(
+    metrics: Arc<Metrics>,
+) -> impl Fn(http::Response<tonic::body::Body>) -> http::Response<tonic::body::Body> + Clone {
+    move |response| {
+        // tonic attaches the status to the trailers-only responses it builds from errors.
+        let Some(status) = response.extensions().get::<Status>() else {
+            return response;
+        };
+        match status.code() {
+            tonic::Code::OutOfRange => {
+                metrics.batch_rejected("too_large");
+                response
+            }
+            tonic::Code::Internal if status.message().starts_with(DECODE_FAILURE) => {
+                metrics.batch_rejected("malformed");
+                Status::invalid_argument(status.message()).into_http()
+            }
+            _ => response,
+        }
+    }
+}
+
+/// How prost decode errors start, as tonic reports them.
+const DECODE_FAILURE: &str = "failed to decode Protobuf message";
+
+/// Whether an `authorization` value is `Bearer <token>` (scheme in any case), comparing the
+/// token in constant time.
+fn bearer_matches(value: &[u8], token: &[u8]) -> bool {
+    const SCHEME: &[u8] = b"bearer ";
+    if value.len() < SCHEME.len() || !value[..SCHEME.len()].eq_ignore_ascii_case(SCHEME) {
+        return false;
+    }
+    constant_time_eq(&value[SCHEME.len()..], token)
+}
+
+/// Compares two byte strings in time that depends only on their lengths.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut difference = u8::from(a.len() != b.len());
+    for i in 0..a.len().max(b.len()) {
+        let x = a.get(i).copied().unwrap_or(0);
+        let y = b.get(i).copied().unwrap_or(0);
+        difference |= x ^ y;
+    }
+    std::hint::black_box(difference) == 0
+}
+
+/// Checks every exchange of a batch; the first problem refuses the batch, naming the exchange.
+pub fn validate(batch: &ExchangeBatch) -> Result<()> {
+    for (index, exchange) in batch.exchanges.iter().enumerate() {
+        check_exchange(exchange).map_err(|reason| Error::InvalidExchange {
+            sequence: batch.sequence,
+            index,
+            reason,
+        })?;
+    }
+    Ok(())
+}
+
+fn check_exchange(exchange: &Exchange) -> Result<(), String> {
+    if exchange.id.len() != ID_BYTES {
+        return Err(format!(
+            "id must be {ID_BYTES} bytes, got {}",
+            exchange.id.len()
+        ));
+    }
+    if Direction::try_from(exchange.direction).is_err() {
+        return Err(format!(
+            "direction {} is not a known value",
+            exchange.direction
+        ));
+    }
+    if Protocol::try_from(exchange.protocol).is_err() {
+        return Err(format!(
+            "protocol {} is not a known value",
+            exchange.protocol
+        ));
+    }
+    if exchange.status > MAX_STATUS {
+        return Err(format!("status {} is above {MAX_STATUS}", exchange.status));
+    }
+    if i64::try_from(exchange.start_unix_nanos).is_err() {
+        return Err(format!(
+            "start_unix_nanos {} is after the year 2262",
+            exchange.start_unix_nanos
+        ));
+    }
+    if !(0.0..=1.0).contains(&exchange.sample_rate) {
+        return Err(format!(
+            "sample_rate must be within [0, 1], got {}",
+            exchange.sample_rate
+        ));
+    }
+    for (side, message) in [
+        ("request", &exchange.request),
+        ("response", &exchange.response),
+    ] {
+        if let Some(message) = message {
+            // Redaction rewrites a JSON body with markers that can be longer than the secrets
+            // they replace, so a redacted body may hold more bytes than the proxy saw.
+            let prefix = format!("{side}.body:");
+            let redacted = exchange.redactions.iter().any(|place| place.starts_with(&prefix));
+            check_message(side, message, redacted)?;
+        }
+    }
+    Ok(())
+}
+
+fn check_message(side: &str, message: &Message, body_redacted: bool) -> Result<(), String> {
+    if !body_redacted && message.body.len() as u64 > message.body_size {
+        return Err(format!(
+            "{side} body holds {} bytes, more than its body_size {}",
+            message.body.len(),
+            message.body_size
+        ));
+    }
+    for (kind, fields) in [("header", &message.headers), ("trailer", &message.trailers)] {
+        if let Some(position) = fields.iter().position(|field| field.name.is_empty()) {
+            return Err(format!("{side} {kind} {position} has an empty name"));
+        }
+    }
+    Ok(())
+}
+
+/// Free bytes on the disk holding `path`, for unprivileged users; `None` when unknown.
+#[cfg(unix)]
+pub fn free_disk_bytes(path: &std::path::Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut stats = std::mem::MaybeUninit::<libc::statvfs>::zeroed();
+    // SAFETY: `path` is a NUL-terminated string and `stats` is a writable statvfs.
+    let status = unsafe { libc::statvfs(path.as_ptr(), stats.as_mut_ptr()) };
+    if status != 0 {
+        return None;
+    }
+    // SAFETY: statvfs succeeded, so it filled `stats`.
+    let stats = unsafe { stats.assume_init() };
+    #[allow(
+        clippy::useless_conversion,
+        reason = "the field types differ between platforms"
+    )]
+    let free = u64::from(stats.f_bavail).saturating_mul(u64::from(stats.f_frsize));
+    Some(free)
+}
+
+/// Free bytes on the disk holding `path`; not known on this platform.
+#[cfg(not(unix))]
+pub fn free_disk_bytes(_path: &std::path::Path) -> Option<u64> {
+    None
+}
+
+/// Finds lost batches from the per-VM `sequence` numbers.
+#[derive(Debug, Default)]
+pub struct SequenceTracker {
+    filters: HashMap<SocketAddr, FilterSequence>,
+    clock: u64,
+}
+
+#[derive(Debug)]
+struct FilterSequence {
+    highest: u64,
+    /// Sequences below `highest` not seen yet (possibly still in flight).
+    missing: BTreeSet<u64>,
+    last_seen: u64,
+}
+
+impl SequenceTracker {
+    /// Records batch `sequence` from `filter`; returns how many batches are now known lost (a
+    /// missing sequence counts as lost once it is more than [`SEQUENCE_WINDOW`] behind the
+    /// highest seen, so reordered in-flight pushes do not count).
+    pub fn observe(&mut self, filter: SocketAddr, sequence: u64) -> u64 {
+        self.clock += 1;
+        let clock = self.clock;
+        if !self.filters.contains_key(&filter) && self.filters.len() >= MAX_TRACKED_FILTERS {
+            let oldest = self
+                .filters
+                .iter()
+                .min_by_key(|(_, state)| state.last_seen)
+                .map(|(addr, _)| *addr);
+            if let Some(oldest) = oldest {
+                self.filters.remove(&oldest);
+            }
+        }
+        let state = self.filters.entry(filter).or_insert(FilterSequence {
+            highest: sequence,
+            missing: BTreeSet::new(),
+            last_seen: clock,
+        });
+        state.last_seen = clock;
+        let mut lost = 0;
+        if sequence > state.highest {
+            let gap_start = state.highest + 1;
+            // Far-away gaps are lost at once rather than remembered one by one.
+            let remembered_from = sequence.saturating_sub(SEQUENCE_WINDOW).max(gap_start);
+            lost += remembered_from - gap_start;
+            state.missing.extend(remembered_from..sequence);
+            state.highest = sequence;
+        } else {
+            state.missing.remove(&sequence);
+        }
+        let horizon = state.highest.saturating_sub(SEQUENCE_WINDOW);
+        let kept = state.missing.split_off(&horizon);
+        lost += std::mem::replace(&mut state.missing, kept).len() as u64;
+        lost
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,192 @@
+use tapedeck_proto::Header;
+
+use super::*;
+
+fn valid() -> Exchange {
+    Exchange {
+        id: vec![1; 16],
+        direction: Direction::Outbound as i32,
+        protocol: Protocol::Grpc as i32,
+        status: 200,
+        sample_rate: 0.25,
+        request: Some(Message {
+            body: vec![1, 2],
+            body_size: 10,
+            body_truncated: true,
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn problem(exchange: Exchange) -> String {
+    let batch = ExchangeBatch {
+        exchanges: vec![valid(), exchange],
+        sequence: 12,
+        ..Default::default()
+    };
+    validate(&batch).unwrap_err().to_string()
+}
+
+#[test]
+fn valid_batches_pass() {
+    let batch = ExchangeBatch {
+        exchanges: vec![
+            valid(),
+            Exchange {
+                sample_rate: 1.0,
+                ..valid()
+            },
+        ],
+        ..Default::default()
+    };
+    validate(&batch).unwrap();
+    validate(&ExchangeBatch::default()).unwrap();
+}
+
+#[test]
+fn each_problem_is_named_with_batch_and_exchange() {
+    let cases: Vec<(Exchange, &str)> = vec![
+        (
+            Exchange {
+                id: vec![0; 4],
+                ..valid()
+            },
+            "batch 12, exchange 1: id must be 16 bytes, got 4",
+        ),
+        (
+            Exchange {
+                direction: 7,
+                ..valid()
+            },
+            "batch 12, exchange 1: direction 7 is not a known value",
+        ),
+        (
+            Exchange {
+                protocol: -1,
+                ..valid()
+            },
+            "batch 12, exchange 1: protocol -1 is not a known value",
+        ),
+        (
+            Exchange {
+                status: 1000,
+                ..valid()
+            },
+            "batch 12, exchange 1: status 1000 is above 999",
+        ),
+        (
+            Exchange {
+                sample_rate: 1.5,
+                ..valid()
+            },
+            "batch 12, exchange 1: sample_rate must be within [0, 1], got 1.5",
+        ),
+        (
+            Exchange {
+                sample_rate: f64::NAN,
+                ..valid()
+            },
+            "batch 12, exchange 1: sample_rate must be within [0, 1], got NaN",
+        ),
+        (
+            Exchange {
+                start_unix_nanos: u64::MAX,
+                ..valid()
+            },
+            "batch 12, exchange 1: start_unix_nanos 18446744073709551615 is after the year 2262",
+        ),
+        (
+            Exchange {
+                response: Some(Message {
+                    body: vec![0; 5],
+                    body_size: 4,
+                    ..Default::default()
+                }),
+                ..valid()
+            },
+            "batch 12, exchange 1: response body holds 5 bytes, more than its body_size 4",
+        ),
+        (
+            Exchange {
+                request: Some(Message {
+                    trailers: vec![
+                        Header {
+                            name: "grpc-status".into(),
+                            value: b"0".to_vec(),
+                        },
+                        Header::default(),
+                    ],
+                    ..Default::default()
+                }),
+                ..valid()
+            },
+            "batch 12, exchange 1: request trailer 1 has an empty name",
+        ),
+    ];
+    for (exchange, expected) in cases {
+        assert_eq!(problem(exchange), expected);
+    }
+}
+
+#[test]
+fn bearer_tokens_compare_exactly() {
+    assert!(bearer_matches(b"Bearer s3cret", b"s3cret"));
+    assert!(bearer_matches(b"bearer s3cret", b"s3cret"));
+    for wrong in [
+        &b"Bearer s3cre"[..],
+        b"Bearer s3cret2",
+        b"Bearer S3CRET",
+        b"Basic s3cret",
+        b"s3cret",
+        b"",
+        b"Bearer ",
+    ] {
+        assert!(
+            !bearer_matches(wrong, b"s3cret"),
+            "{}",
+            String::from_utf8_lossy(wrong)
+        );
+    }
+}
+
+#[test]
+fn sequence_gaps_count_once_out_of_the_window() {
+    let a: SocketAddr = "10.0.0.1:1000".parse().unwrap();
+    let b: SocketAddr = "10.0.0.2:1000".parse().unwrap();
+    let mut tracker = SequenceTracker::default();
+    // A filter first seen mid-stream has lost nothing we know of.
+    assert_eq!(tracker.observe(a, 5), 0);
+    assert_eq!(tracker.observe(b, 1), 0);
+    // 6 and 7 reordered: not lost.
+    assert_eq!(tracker.observe(a, 7), 0);
+    assert_eq!(tracker.observe(a, 6), 0);
+    // 8 never comes: lost once it falls out of the window.
+    assert_eq!(tracker.observe(a, 9), 0);
+    let mut lost = 0;
+    for sequence in 10..=9 + SEQUENCE_WINDOW {
+        lost += tracker.observe(a, sequence);
+    }
+    assert_eq!(lost, 1);
+    // A big jump counts everything beyond the window at once, the rest later.
+    let highest = 9 + SEQUENCE_WINDOW;
+    assert_eq!(
+        tracker.observe(a, highest + 1000),
+        1000 - SEQUENCE_WINDOW - 1
+    );
+    assert_eq!(
+        tracker.observe(a, highest + 1000 + SEQUENCE_WINDOW),
+        SEQUENCE_WINDOW
+    );
+    // Duplicates and the other filter are unaffected.
+    assert_eq!(tracker.observe(a, 3), 0);
+    assert_eq!(tracker.observe(b, 2), 0);
+}
+
+#[cfg(unix)]
+#[test]
+fn free_disk_is_known_for_existing_folders() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(free_disk_bytes(dir.path()).is_some_and(|free| free > 0));
+    assert_eq!(free_disk_bytes(&dir.path().join("missing")), None);
+}

@@ -1,0 +1,1010 @@
+//! The write-ahead log: every accepted batch is on disk, fsynced, before it is acknowledged.
+//!
+//! # On disk
+//!
+//! `DATA/wal/` holds segment files named `<sequence>.wal`, the sequence in 20 decimal digits so
+//! that names sort by age. A segment is a run of records:
+//!
+//! ```text
+//! [u32 LE payload length][u32 LE CRC-32 (IEEE) of the payload][payload]
+//! ```
+//!
+//! where the payload is one encoded `ExchangeBatch` as it was accepted.
+//!
+//! It also holds *flush intents*, `flush-<sequence>.intent` (see below): one record framed the
+//! same way whose payload is a JSON [`FlushIntent`].
+//!
+//! # Durability
+//!
+//! One thread owns the open segment. [`Wal::append`] queues a payload and waits; the thread
+//! takes everything queued, writes it with one `write`, makes it durable with one `sync_data`,
+//! and only then answers every waiting append (group commit: concurrent pushes share an fsync).
+//! After a failed write the log refuses appends until the next [`Wal::rotate`], so that no
+//! record is ever written behind a damaged one.
+//!
+//! [`Wal::rotate`] closes the open segment and starts the next one; [`Wal::remove_through`]
+//! deletes closed segments once everything in them is in Parquet (see `writer`).
+//!
+//! # Flush intents: exactly once into Parquet
+//!
+//! Before a flush puts its first Parquet file, it records a [`FlushIntent`] with
+//! [`Wal::write_intent`] (temporary name, fsync, rename, fsync of the folder): the closed
+//! segments whose data the flush holds, and the exact store paths of the files it writes (one
+//! per partition; a file holds every exchange of its partition in those segments). Only once all
+//! of those files are in the store does the flush delete the segments, and then the intent
+//! ([`Wal::remove_intent`]). A crash can therefore leave an intent behind, and
+//! [`resolve_intents`] (run before [`Wal::open`], which refuses to start while one is left)
+//! settles each one against the store:
+//! - every listed file exists: the data is in Parquet. Its segments are deleted without being
+//!   replayed, then the intent.
+//! - some listed file is missing: the flush was cut short. The listed files that do exist are
+//!   deleted, then the intent; the segments are replayed as usual and flushed again under new
+//!   names.
+//!
+//! A crash before the intent is durable left no file behind, and the segments replay; a crash
+//! during either resolution is settled the same way on the next start. So after a crash at any
+//! moment of a flush, every exchange is in the store exactly once. [`read_dir_with_store`] is
+//! the read-only view of the same rule, for readers that must not change anything.
+//!
+//! # Recovery
+//!
+//! [`Wal::open`] reads every segment in order and replays each batch. A damaged record ends the
+//! last segment (a write torn by a crash: nothing in it was acknowledged), which is truncated
+//! there; a damaged record in any earlier segment is an error naming the file and offset, and
+//! nothing is deleted. Appends then go to a new segment.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use object_store::{ObjectStore, ObjectStoreExt};
+use serde::{Deserialize, Serialize};
+use tapedeck_proto::ExchangeBatch;
+use tapedeck_proto::prost::Message as _;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::{Error, Result};
+use crate::layout::{PartitionKey, parse_file_path};
+use crate::metrics::Metrics;
+
+/// The file name suffix of segments.
+pub const SEGMENT_SUFFIX: &str = ".wal";
+/// The file name prefix of flush intents.
+pub const INTENT_PREFIX: &str = "flush-";
+/// The file name suffix of flush intents.
+pub const INTENT_SUFFIX: &str = ".intent";
+/// The suffix of an intent being written (never read; deleted by [`resolve_intents`]).
+const TEMP_SUFFIX: &str = ".tmp";
+/// Bytes before each record's payload: length and checksum.
+pub const RECORD_HEADER_BYTES: usize = 8;
+/// Appends queued beyond this many bytes wait for the next group.
+const MAX_GROUP_BYTES: usize = 64 * 1024 * 1024;
+
+/// The file name of segment `sequence`.
+pub fn segment_name(sequence: u64) -> String {
+    format!("{sequence:020}{SEGMENT_SUFFIX}")
+}
+
+/// The sequence of a segment file name, if it is one.
+pub fn parse_segment_name(name: &str) -> Option<u64> {
+    let digits = name.strip_suffix(SEGMENT_SUFFIX)?;
+    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// The file name of the intent of the flush that closed segment `sequence`.
+pub fn intent_name(sequence: u64) -> String {
+    format!("{INTENT_PREFIX}{sequence:020}{INTENT_SUFFIX}")
+}
+
+/// The sequence of an intent file name, if it is one.
+pub fn parse_intent_name(name: &str) -> Option<u64> {
+    let digits = name
+        .strip_prefix(INTENT_PREFIX)?
+        .strip_suffix(INTENT_SUFFIX)?;
+    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// Encodes one record (header and payload).
+pub fn encode_record(payload: &[u8], out: &mut Vec<u8>) {
+    // `Wal::append` refuses payloads of 4 GiB or more.
+    let len = payload.len() as u32;
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+    out.extend_from_slice(payload);
+}
+
+/// What recovery found.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Recovery {
+    /// Segments read.
+    pub segments: usize,
+    /// Records (batches) replayed.
+    pub records: usize,
+    /// Exchanges in them.
+    pub exchanges: usize,
+    /// The highest segment sequence read; everything up to it is covered by the replayed data.
+    pub last_segment: Option<u64>,
+    /// Where the last segment was cut: the torn record's offset and the bytes dropped.
+    pub truncated: Option<(PathBuf, u64, u64)>,
+}
+
+/// What a flush is about to write; see the module docs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlushIntent {
+    /// The segment the flush closed; it names the intent file.
+    pub segment: u64,
+    /// The segments whose data the flush writes (each at most `segment`).
+    pub segments: Vec<u64>,
+    /// The store paths of the files the flush writes (`exchanges/service=…/….parquet`), one
+    /// per partition.
+    pub files: Vec<String>,
+}
+
+impl FlushIntent {
+    /// The file's bytes: one record, framed like a segment record, of JSON.
+    fn encode(&self) -> Vec<u8> {
+        let json = serde_json::to_vec(self).expect("an intent serializes");
+        let mut out = Vec::with_capacity(json.len() + RECORD_HEADER_BYTES);
+        encode_record(&json, &mut out);
+        out
+    }
+
+    fn decode(path: &Path, bytes: &[u8]) -> Result<Self> {
+        let corrupt = |reason: String| Error::WalCorrupt {
+            path: path.to_path_buf(),
+            offset: 0,
+            reason: format!(
+                "flush intent: {reason} (it cannot tell which data is in the store; \
+                 see the write-ahead log docs before deleting it)"
+            ),
+        };
+        let Some((header, payload)) = bytes.split_at_checked(RECORD_HEADER_BYTES) else {
+            return Err(corrupt(format!("{} bytes, no record header", bytes.len())));
+        };
+        let [l0, l1, l2, l3, c0, c1, c2, c3] = header else {
+            unreachable!("the header is {RECORD_HEADER_BYTES} bytes");
+        };
+        let size = u32::from_le_bytes([*l0, *l1, *l2, *l3]) as usize;
+        let crc = u32::from_le_bytes([*c0, *c1, *c2, *c3]);
+        if size != payload.len() {
+            return Err(corrupt(format!(
+                "record of {size} bytes in a payload of {}",
+                payload.len()
+            )));
+        }
+        let actual = crc32fast::hash(payload);
+        if actual != crc {
+            return Err(corrupt(format!(
+                "checksum mismatch: recorded {crc:08x}, computed {actual:08x}"
+            )));
+        }
+        let intent: Self =
+            serde_json::from_slice(payload).map_err(|error| corrupt(error.to_string()))?;
+        let named = path
+            .file_name()
+            .and_then(|name| name.to_str())
+            .and_then(parse_intent_name);
+        if named != Some(intent.segment) {
+            return Err(corrupt(format!(
+                "names segment {} but is not called {}",
+                intent.segment,
+                intent_name(intent.segment)
+            )));
+        }
+        if let Some(later) = intent.segments.iter().find(|s| **s > intent.segment) {
+            return Err(corrupt(format!(
+                "lists segment {later}, after its own segment {}",
+                intent.segment
+            )));
+        }
+        for file in &intent.files {
+            if object_store::path::Path::parse(file)
+                .ok()
+                .as_ref()
+                .and_then(parse_file_path)
+                .is_none()
+            {
+                return Err(corrupt(format!("{file:?} is not a data file path")));
+            }
+        }
+        Ok(intent)
+    }
+
+    /// The listed files as store paths, with their partitions.
+    fn paths(&self) -> Vec<(object_store::path::Path, PartitionKey)> {
+        self.files
+            .iter()
+            .filter_map(|file| {
+                let path = object_store::path::Path::parse(file).ok()?;
+                let (partition, _) = parse_file_path(&path)?;
+                Some((path, partition))
+            })
+            .collect()
+    }
+}
+
+/// What [`resolve_intents`] did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct IntentRecovery {
+    /// Intents whose files were all in the store: their segments were deleted unreplayed.
+    pub completed: usize,
+    /// Segments deleted for them.
+    pub segments_removed: usize,
+    /// Intents with a missing file: their segments replay.
+    pub partial: usize,
+    /// Files of those flushes that were in the store and were deleted.
+    pub files_removed: usize,
+}
+
+enum Command {
+    Append {
+        payload: Vec<u8>,
+        ack: oneshot::Sender<Result<()>>,
+    },
+    Rotate {
+        ack: oneshot::Sender<Result<u64>>,
+    },
+}
+
+/// A handle to the write-ahead log. Cheap to clone; the writer thread stops when the last
+/// handle is dropped.
+#[derive(Debug, Clone)]
+pub struct Wal {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    dir: PathBuf,
+    commands: mpsc::UnboundedSender<Command>,
+    current: Arc<AtomicU64>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Command::Append { payload, .. } => write!(f, "Append({} bytes)", payload.len()),
+            Command::Rotate { .. } => f.write_str("Rotate"),
+        }
+    }
+}
+
+impl Wal {
+    /// Opens the log in `dir` (created if missing): replays every recorded batch through
+    /// `replay`, in order, then starts a new segment for appends. Stops at the first error of
+    /// `replay`.
+    pub fn open(
+        dir: &Path,
+        metrics: Arc<Metrics>,
+        mut replay: impl FnMut(ExchangeBatch) -> Result<()>,
+    ) -> Result<(Self, Recovery)> {
+        let wal_error = |source| Error::Wal {
+            path: dir.to_path_buf(),
+            source,
+        };
+        fs::create_dir_all(dir).map_err(wal_error)?;
+        if let Some((_, path)) = list_intents(dir)?.into_iter().next() {
+            return Err(Error::Wal {
+                path,
+                source: io::Error::other(
+                    "a flush intent is left: settle it against the store (wal::resolve_intents) \
+                     before replaying the log",
+                ),
+            });
+        }
+        let segments = list_segments(dir)?;
+        let mut recovery = Recovery::default();
+        for (i, (sequence, path)) in segments.iter().enumerate() {
+            let last = i + 1 == segments.len();
+            let end = read_segment(path, |batch| {
+                recovery.records += 1;
+                recovery.exchanges += batch.exchanges.len();
+                replay(batch)
+            })?;
+            recovery.segments += 1;
+            recovery.last_segment = Some(*sequence);
+            if let SegmentEnd::Damaged {
+                offset,
+                len,
+                reason,
+            } = end
+            {
+                if !last {
+                    return Err(Error::WalCorrupt {
+                        path: path.clone(),
+                        offset,
+                        reason,
+                    });
+                }
+                tracing::warn!(
+                    path = %path.display(),
+                    offset,
+                    dropped_bytes = len - offset,
+                    reason,
+                    "Truncated the torn tail of the write-ahead log."
+                );
+                let file = OpenOptions::new()
+                    .write(true)
+                    .open(path)
+                    .map_err(|source| Error::Wal {
+                        path: path.clone(),
+                        source,
+                    })?;
+                file.set_len(offset)
+                    .and_then(|()| file.sync_all())
+                    .map_err(|source| Error::Wal {
+                        path: path.clone(),
+                        source,
+                    })?;
+                recovery.truncated = Some((path.clone(), offset, len - offset));
+            }
+        }
+        let next = recovery.last_segment.map_or(1, |last| last + 1);
+        let segment = Segment::create(dir, next)?;
+        let current = Arc::new(AtomicU64::new(next));
+        let (commands, receiver) = mpsc::unbounded_channel();
+        let writer = Writer {
+            dir: dir.to_path_buf(),
+            segment,
+            failed: None,
+            current: current.clone(),
+            metrics,
+        };
+        let thread = std::thread::Builder::new()
+            .name("tapedeck-wal".into())
+            .spawn(move || writer.run(receiver))
+            .map_err(wal_error)?;
+        let wal = Self {
+            inner: Arc::new(Inner {
+                dir: dir.to_path_buf(),
+                commands,
+                current,
+                thread: Mutex::new(Some(thread)),
+            }),
+        };
+        Ok((wal, recovery))
+    }
+
+    /// The log's folder.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// The sequence of the segment appends go to.
+    pub fn current_segment(&self) -> u64 {
+        self.inner.current.load(Ordering::Acquire)
+    }
+
+    /// Appends one record and returns once it is durable (written and fsynced, possibly in one
+    /// group with concurrent appends). On error nothing of the record may be assumed durable.
+    pub async fn append(&self, payload: Vec<u8>) -> Result<()> {
+        if u32::try_from(payload.len()).is_err() {
+            return Err(Error::BatchTooLarge {
+                sequence: 0,
+                bytes: payload.len() as u64,
+                limit: u64::from(u32::MAX),
+            });
+        }
+        let (ack, done) = oneshot::channel();
+        self.inner
+            .commands
+            .send(Command::Append { payload, ack })
+            .map_err(|_| Error::ShuttingDown)?;
+        done.await.map_err(|_| Error::ShuttingDown)?
+    }
+
+    /// Closes the open segment (every append acknowledged before this call is in it or an
+    /// earlier one) and starts the next; returns the sequence of the closed segment.
+    pub async fn rotate(&self) -> Result<u64> {
+        let (ack, done) = oneshot::channel();
+        self.inner
+            .commands
+            .send(Command::Rotate { ack })
+            .map_err(|_| Error::ShuttingDown)?;
+        done.await.map_err(|_| Error::ShuttingDown)?
+    }
+
+    /// Deletes the closed segments with a sequence up to `sequence` (never the open one).
+    /// Returns how many were deleted.
+    pub async fn remove_through(&self, sequence: u64) -> Result<usize> {
+        let dir = self.inner.dir.clone();
+        let sequence = sequence.min(self.current_segment().saturating_sub(1));
+        tokio::task::spawn_blocking(move || {
+            let mut removed = 0;
+            for (found, path) in list_segments(&dir)? {
+                if found <= sequence {
+                    fs::remove_file(&path).map_err(|source| Error::Wal { path, source })?;
+                    removed += 1;
+                }
+            }
+            if removed > 0 {
+                sync_dir(&dir)?;
+            }
+            Ok(removed)
+        })
+        .await
+        .map_err(|error| Error::Task {
+            what: "removing write-ahead log segments",
+            reason: error.to_string(),
+        })?
+    }
+
+    /// The closed segments on disk with a sequence in `after + 1 ..= through`.
+    pub async fn segments_between(&self, after: u64, through: u64) -> Result<Vec<u64>> {
+        let dir = self.inner.dir.clone();
+        let current = self.current_segment();
+        blocking("listing write-ahead log segments", move || {
+            Ok(list_segments(&dir)?
+                .into_iter()
+                .map(|(sequence, _)| sequence)
+                .filter(|sequence| (after + 1..=through).contains(sequence) && *sequence < current)
+                .collect())
+        })
+        .await
+    }
+
+    /// Makes a flush intent durable (written under a temporary name, fsynced, renamed, and the
+    /// folder fsynced), replacing an earlier one of the same segment.
+    pub async fn write_intent(&self, intent: FlushIntent) -> Result<()> {
+        let dir = self.inner.dir.clone();
+        blocking("writing a flush intent", move || write_intent(&dir, &intent)).await
+    }
+
+    /// Deletes the intent of the flush that closed `segment` (none is fine), durably.
+    pub async fn remove_intent(&self, segment: u64) -> Result<()> {
+        let dir = self.inner.dir.clone();
+        blocking("removing a flush intent", move || {
+            remove_if_present(&dir.join(intent_name(segment)))?;
+            sync_dir(&dir)
+        })
+        .await
+    }
+
+    /// Stops the writer thread once every queued command is done, if this is the last handle.
+    pub fn close(self) {
+        if let Ok(inner) = Arc::try_unwrap(self.inner) {
+            let Inner {
+                commands, thread, ..
+            } = inner;
+            drop(commands);
+            let thread = thread
+                .into_inner()
+                .unwrap_or_else(|poison| poison.into_inner());
+            if let Some(thread) = thread {
+                let _ = thread.join();
+            }
+        }
+    }
+}
+
+/// Reads every batch of a log folder without changing anything: a torn tail of the last segment
+/// is skipped (a collector may be writing it right now); a damaged record elsewhere is an error.
+/// A missing folder has no batches. Flush intents are not looked at, so after a crash this may
+/// include data already in the store; [`read_dir_with_store`] leaves that out.
+pub fn read_dir(dir: &Path) -> Result<Vec<ExchangeBatch>> {
+    if !dir.exists() {
+        return Ok(Vec::new());
+    }
+    let segments = list_segments(dir)?;
+    let mut batches = Vec::new();
+    for (i, (_, path)) in segments.iter().enumerate() {
+        let end = read_segment(path, |batch| {
+            batches.push(batch);
+            Ok(())
+        })?;
+        if let SegmentEnd::Damaged { offset, reason, .. } = end
+            && i + 1 != segments.len()
+        {
+            return Err(Error::WalCorrupt {
+                path: path.clone(),
+                offset,
+                reason,
+            });
+        }
+    }
+    Ok(batches)
+}
+
+/// [`read_dir`] without what is already in the store: the exchanges of a segment listed by a
+/// flush intent are skipped when that intent's file of their partition is in `store` (all of
+/// them, after a complete flush; some, after one cut short). Changes nothing, and sees exactly
+/// what a collector starting on this folder and store would end up with.
+pub async fn read_dir_with_store(
+    dir: &Path,
+    store: &Arc<dyn ObjectStore>,
+) -> Result<Vec<ExchangeBatch>> {
+    if !dir.exists() {
+        return Ok(Vec::new());
+    }
+    let intents = {
+        let dir = dir.to_path_buf();
+        blocking("reading flush intents", move || read_intents(&dir)).await?
+    };
+    // Per segment, the partitions whose data is in the store.
+    let mut stored: BTreeMap<u64, BTreeSet<PartitionKey>> = BTreeMap::new();
+    for (_, intent) in &intents {
+        let mut partitions = BTreeSet::new();
+        for (path, partition) in intent.paths() {
+            if exists(store, &path).await? {
+                partitions.insert(partition);
+            }
+        }
+        for segment in &intent.segments {
+            stored
+                .entry(*segment)
+                .or_default()
+                .extend(partitions.iter().cloned());
+        }
+    }
+    let dir = dir.to_path_buf();
+    blocking("reading the write-ahead log", move || {
+        let segments = list_segments(&dir)?;
+        let mut batches = Vec::new();
+        for (i, (sequence, path)) in segments.iter().enumerate() {
+            let skip = stored.get(sequence);
+            let end = read_segment(path, |mut batch| {
+                if let Some(skip) = skip {
+                    batch
+                        .exchanges
+                        .retain(|exchange| !skip.contains(&PartitionKey::of(exchange)));
+                    if batch.exchanges.is_empty() {
+                        return Ok(());
+                    }
+                }
+                batches.push(batch);
+                Ok(())
+            })?;
+            if let SegmentEnd::Damaged { offset, reason, .. } = end
+                && i + 1 != segments.len()
+            {
+                return Err(Error::WalCorrupt {
+                    path: path.clone(),
+                    offset,
+                    reason,
+                });
+            }
+        }
+        Ok(batches)
+    })
+    .await
+}
+
+/// Settles the flush intents a crash left in `dir` against `store` (see the module docs); run
+/// it before [`Wal::open`]. Deletes leftover temporary intent files too.
+pub async fn resolve_intents(dir: &Path, store: &Arc<dyn ObjectStore>) -> Result<IntentRecovery> {
+    let mut report = IntentRecovery::default();
+    if !dir.exists() {
+        return Ok(report);
+    }
+    let intents = {
+        let dir = dir.to_path_buf();
+        blocking("reading flush intents", move || {
+            remove_temporary_intents(&dir)?;
+            read_intents(&dir)
+        })
+        .await?
+    };
+    for (path, intent) in intents {
+        let mut present = Vec::new();
+        let mut missing = 0;
+        for (file, _) in intent.paths() {
+            if exists(store, &file).await? {
+                present.push(file);
+            } else {
+                missing += 1;
+            }
+        }
+        if missing == 0 {
+            let dir = dir.to_path_buf();
+            let segments = intent.segments.clone();
+            report.segments_removed +=
+                blocking("removing flushed write-ahead log segments", move || {
+                    let mut removed = 0;
+                    for segment in segments {
+                        removed += usize::from(remove_if_present(&dir.join(segment_name(segment)))?);
+                    }
+                    sync_dir(&dir)?;
+                    remove_if_present(&path)?;
+                    sync_dir(&dir)?;
+                    Ok(removed)
+                })
+                .await?;
+            report.completed += 1;
+            tracing::info!(
+                segment = intent.segment,
+                files = intent.files.len(),
+                "A flush finished before the crash; its log segments are not replayed."
+            );
+        } else {
+            for file in &present {
+                match store.delete(file).await {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                    Err(error) => return Err(error.into()),
+                }
+            }
+            let dir = dir.to_path_buf();
+            blocking("removing a flush intent", move || {
+                remove_if_present(&path)?;
+                sync_dir(&dir)
+            })
+            .await?;
+            report.partial += 1;
+            report.files_removed += present.len();
+            tracing::warn!(
+                segment = intent.segment,
+                written = present.len(),
+                missing,
+                "A flush was cut short by the crash; deleted the files it wrote, its log segments replay."
+            );
+        }
+    }
+    Ok(report)
+}
+
+async fn exists(store: &Arc<dyn ObjectStore>, path: &object_store::path::Path) -> Result<bool> {
+    match store.head(path).await {
+        Ok(_) => Ok(true),
+        Err(object_store::Error::NotFound { .. }) => Ok(false),
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// Runs blocking file work off the async threads.
+async fn blocking<T: Send + 'static>(
+    what: &'static str,
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|error| Error::Task {
+            what,
+            reason: error.to_string(),
+        })?
+}
+
+fn write_intent(dir: &Path, intent: &FlushIntent) -> Result<()> {
+    let path = dir.join(intent_name(intent.segment));
+    let temp = dir.join(format!("{}{TEMP_SUFFIX}", intent_name(intent.segment)));
+    let wal_error = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| Error::Wal { path, source }
+    };
+    let mut file = File::create(&temp).map_err(wal_error(&temp))?;
+    file.write_all(&intent.encode())
+        .and_then(|()| file.sync_all())
+        .map_err(wal_error(&temp))?;
+    drop(file);
+    fs::rename(&temp, &path).map_err(wal_error(&path))?;
+    sync_dir(dir)
+}
+
+/// Deletes a file; returns whether it was there.
+fn remove_if_present(path: &Path) -> Result<bool> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(true),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(source) => Err(Error::Wal {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// Intent files of a folder, by segment.
+fn list_intents(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
+    let wal_error = |source| Error::Wal {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let mut intents = Vec::new();
+    for entry in fs::read_dir(dir).map_err(wal_error)? {
+        let entry = entry.map_err(wal_error)?;
+        if let Some(sequence) = entry.file_name().to_str().and_then(parse_intent_name) {
+            intents.push((sequence, entry.path()));
+        }
+    }
+    intents.sort();
+    Ok(intents)
+}
+
+/// The intents of a folder, by segment.
+fn read_intents(dir: &Path) -> Result<Vec<(PathBuf, FlushIntent)>> {
+    list_intents(dir)?
+        .into_iter()
+        .map(|(_, path)| {
+            let bytes = fs::read(&path).map_err(|source| Error::Wal {
+                path: path.clone(),
+                source,
+            })?;
+            let intent = FlushIntent::decode(&path, &bytes)?;
+            Ok((path, intent))
+        })
+        .collect()
+}
+
+/// Deletes intents whose writing a crash cut short (their flush had not put anything yet).
+fn remove_temporary_intents(dir: &Path) -> Result<()> {
+    let wal_error = |source| Error::Wal {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let mut removed = false;
+    for entry in fs::read_dir(dir).map_err(wal_error)? {
+        let entry = entry.map_err(wal_error)?;
+        let name = entry.file_name();
+        if name
+            .to_str()
+            .and_then(|name| name.strip_suffix(TEMP_SUFFIX))
+            .and_then(parse_intent_name)
+            .is_some()
+        {
+            removed |= remove_if_present(&entry.path())?;
+        }
+    }
+    if removed {
+        sync_dir(dir)?;
+    }
+    Ok(())
+}
+
+/// Segment files of a folder, by sequence.
+fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
+    let wal_error = |source| Error::Wal {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let mut segments = Vec::new();
+    for entry in fs::read_dir(dir).map_err(wal_error)? {
+        let entry = entry.map_err(wal_error)?;
+        let name = entry.file_name();
+        if let Some(sequence) = name.to_str().and_then(parse_segment_name) {
+            segments.push((sequence, entry.path()));
+        }
+    }
+    segments.sort();
+    Ok(segments)
+}
+
+enum SegmentEnd {
+    /// Every byte is a good record.
+    Clean,
+    /// A damaged record starts at `offset` of a file of `len` bytes.
+    Damaged {
+        offset: u64,
+        len: u64,
+        reason: String,
+    },
+}
+
+/// Reads a segment's records in order until its end or the first damaged record.
+fn read_segment(
+    path: &Path,
+    mut on_batch: impl FnMut(ExchangeBatch) -> Result<()>,
+) -> Result<SegmentEnd> {
+    let wal_error = |source| Error::Wal {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = File::open(path).map_err(wal_error)?;
+    let len = file.metadata().map_err(wal_error)?.len();
+    let mut reader = BufReader::with_capacity(1024 * 1024, file);
+    let mut offset = 0u64;
+    let mut payload = Vec::new();
+    loop {
+        if offset == len {
+            return Ok(SegmentEnd::Clean);
+        }
+        let damaged = |reason: String| {
+            Ok(SegmentEnd::Damaged {
+                offset,
+                len,
+                reason,
+            })
+        };
+        let remaining = len - offset;
+        if remaining < RECORD_HEADER_BYTES as u64 {
+            return damaged(format!(
+                "record header cut short: {remaining} of {RECORD_HEADER_BYTES} bytes"
+            ));
+        }
+        let mut header = [0u8; RECORD_HEADER_BYTES];
+        reader.read_exact(&mut header).map_err(wal_error)?;
+        let [l0, l1, l2, l3, c0, c1, c2, c3] = header;
+        let size = u32::from_le_bytes([l0, l1, l2, l3]);
+        let crc = u32::from_le_bytes([c0, c1, c2, c3]);
+        let available = remaining - RECORD_HEADER_BYTES as u64;
+        if u64::from(size) > available {
+            return damaged(format!(
+                "record of {size} bytes runs past the end of the file ({available} bytes left)"
+            ));
+        }
+        payload.resize(size as usize, 0);
+        reader.read_exact(&mut payload).map_err(wal_error)?;
+        let actual = crc32fast::hash(&payload);
+        if actual != crc {
+            return damaged(format!(
+                "checksum mismatch: recorded {crc:08x}, computed {actual:08x}"
+            ));
+        }
+        let batch =
+            ExchangeBatch::decode(payload.as_slice()).map_err(|error| Error::WalCorrupt {
+                path: path.to_path_buf(),
+                offset,
+                reason: format!("record is not an ExchangeBatch: {error}"),
+            })?;
+        on_batch(batch)?;
+        offset += RECORD_HEADER_BYTES as u64 + u64::from(size);
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|dir| dir.sync_all())
+        .map_err(|source| Error::Wal {
+            path: dir.to_path_buf(),
+            source,
+        })
+}
+
+/// The open segment.
+struct Segment {
+    path: PathBuf,
+    sequence: u64,
+    file: File,
+    /// Bytes of good records.
+    len: u64,
+}
+
+impl Segment {
+    fn create(dir: &Path, sequence: u64) -> Result<Self> {
+        let path = dir.join(segment_name(sequence));
+        let file = OpenOptions::new()
+            .create_new(true)
+            .append(true)
+            .open(&path)
+            .map_err(|source| Error::Wal {
+                path: path.clone(),
+                source,
+            })?;
+        sync_dir(dir)?;
+        Ok(Self {
+            path,
+            sequence,
+            file,
+            len: 0,
+        })
+    }
+}
+
+/// The writer thread's state.
+struct Writer {
+    dir: PathBuf,
+    segment: Segment,
+    /// Why appends are refused, after a failed write.
+    failed: Option<String>,
+    current: Arc<AtomicU64>,
+    metrics: Arc<Metrics>,
+}
+
+impl Writer {
+    fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
+        let mut group: Vec<(Vec<u8>, oneshot::Sender<Result<()>>)> = Vec::new();
+        while let Some(first) = commands.blocking_recv() {
+            let mut next = Some(first);
+            let mut group_bytes = 0;
+            while let Some(command) = next.take() {
+                match command {
+                    Command::Append { payload, ack } => {
+                        group_bytes += payload.len();
+                        group.push((payload, ack));
+                    }
+                    Command::Rotate { ack } => {
+                        self.commit(&mut group);
+                        let _ = ack.send(self.rotate());
+                    }
+                }
+                if group_bytes < MAX_GROUP_BYTES {
+                    next = commands.try_recv().ok();
+                }
+            }
+            self.commit(&mut group);
+        }
+    }
+
+    /// Writes and fsyncs a group of appends, then answers them.
+    fn commit(&mut self, group: &mut Vec<(Vec<u8>, oneshot::Sender<Result<()>>)>) {
+        if group.is_empty() {
+            return;
+        }
+        if let Some(reason) = &self.failed {
+            for (_, ack) in group.drain(..) {
+                let _ = ack.send(Err(Error::WalFailed {
+                    reason: reason.clone(),
+                }));
+            }
+            return;
+        }
+        let started = Instant::now();
+        let mut bytes = Vec::with_capacity(
+            group
+                .iter()
+                .map(|(payload, _)| payload.len() + RECORD_HEADER_BYTES)
+                .sum(),
+        );
+        for (payload, _) in group.iter() {
+            encode_record(payload, &mut bytes);
+        }
+        let written = self
+            .segment
+            .file
+            .write_all(&bytes)
+            .and_then(|()| self.segment.file.sync_data());
+        match written {
+            Ok(()) => {
+                self.segment.len += bytes.len() as u64;
+                self.metrics.wal_fsyncs.inc();
+                self.metrics
+                    .wal_fsync_seconds
+                    .observe(started.elapsed().as_secs_f64());
+                self.metrics.wal_group_size.observe(group.len() as f64);
+                self.metrics.wal_bytes.inc_by(bytes.len() as u64);
+                for (_, ack) in group.drain(..) {
+                    let _ = ack.send(Ok(()));
+                }
+            }
+            Err(error) => {
+                tracing::error!(
+                    %error,
+                    path = %self.segment.path.display(),
+                    "Write-ahead log write failed; refusing appends until the next rotation."
+                );
+                // Best effort: cut the partial write so that the segment stays readable.
+                let _ = self.segment.file.set_len(self.segment.len);
+                self.failed = Some(error.to_string());
+                for (_, ack) in group.drain(..) {
+                    let _ = ack.send(Err(Error::Wal {
+                        path: self.segment.path.clone(),
+                        source: io::Error::new(error.kind(), error.to_string()),
+                    }));
+                }
+            }
+        }
+    }
+
+    fn rotate(&mut self) -> Result<u64> {
+        let closed = self.segment.sequence;
+        if self.failed.is_some() {
+            self.segment
+                .file
+                .set_len(self.segment.len)
+                .and_then(|()| self.segment.file.sync_all())
+                .map_err(|source| Error::Wal {
+                    path: self.segment.path.clone(),
+                    source,
+                })?;
+        }
+        self.segment = Segment::create(&self.dir, closed + 1)?;
+        self.current.store(closed + 1, Ordering::Release);
+        if self.failed.take().is_some() {
+            tracing::info!(
+                segment = closed + 1,
+                "Write-ahead log accepts appends again."
+            );
+        }
+        Ok(closed)
+    }
+}
+
+#[cfg(test)]
+mod tests;

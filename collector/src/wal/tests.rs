@@ -1,0 +1,211 @@
+use std::time::Duration;
+
+use tapedeck_proto::Exchange;
+
+use super::*;
+
+fn batch(sequence: u64) -> ExchangeBatch {
+    ExchangeBatch {
+        exchanges: vec![Exchange {
+            id: vec![sequence as u8; 16],
+            path: format!("/orders/{sequence}"),
+            ..Default::default()
+        }],
+        sequence,
+        ..Default::default()
+    }
+}
+
+fn open(dir: &Path) -> Result<(Wal, Vec<ExchangeBatch>, Recovery)> {
+    let mut replayed = Vec::new();
+    let (wal, recovery) = Wal::open(dir, Arc::new(Metrics::new()), |batch| {
+        replayed.push(batch);
+        Ok(())
+    })?;
+    Ok((wal, replayed, recovery))
+}
+
+fn sequences(batches: &[ExchangeBatch]) -> Vec<u64> {
+    batches.iter().map(|batch| batch.sequence).collect()
+}
+
+async fn append(wal: &Wal, sequence: u64) {
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        wal.append(batch(sequence).encode_to_vec()),
+    )
+    .await
+    .expect("append finishes")
+    .expect("append succeeds");
+}
+
+fn segment(dir: &Path, sequence: u64) -> PathBuf {
+    dir.join(segment_name(sequence))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_commit_acks_concurrent_appends_with_fewer_fsyncs() {
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = Arc::new(Metrics::new());
+    let (wal, _) = Wal::open(dir.path(), metrics.clone(), |_| Ok(())).unwrap();
+    const APPENDS: u64 = 200;
+    let tasks: Vec<_> = (1..=APPENDS)
+        .map(|sequence| {
+            let wal = wal.clone();
+            tokio::spawn(async move { append(&wal, sequence).await })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let fsyncs = metrics.wal_fsyncs.get();
+    assert!(
+        (1..APPENDS).contains(&fsyncs),
+        "{fsyncs} fsyncs for {APPENDS} appends"
+    );
+    let mut recorded = sequences(&read_dir(dir.path()).unwrap());
+    recorded.sort();
+    assert_eq!(recorded, (1..=APPENDS).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn recovery_drops_a_torn_tail_and_keeps_what_came_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let (wal, replayed, recovery) = open(dir.path()).unwrap();
+    assert!(replayed.is_empty());
+    assert_eq!(recovery.last_segment, None);
+    assert_eq!(wal.current_segment(), 1);
+    for sequence in 1..=3 {
+        append(&wal, sequence).await;
+    }
+    wal.close();
+    let path = segment(dir.path(), 1);
+    let full = fs::metadata(&path).unwrap().len();
+    let third = (batch(3).encode_to_vec().len() + RECORD_HEADER_BYTES) as u64;
+    let good = full - third;
+    // A crash in the middle of writing the third record.
+    OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(good + 5)
+        .unwrap();
+
+    let (wal, replayed, recovery) = open(dir.path()).unwrap();
+    assert_eq!(sequences(&replayed), [1, 2]);
+    assert_eq!(recovery.records, 2);
+    assert_eq!(recovery.truncated, Some((path.clone(), good, 5)));
+    assert_eq!(fs::metadata(&path).unwrap().len(), good);
+    // New appends go to a new segment; the next recovery sees both.
+    assert_eq!(wal.current_segment(), 2);
+    append(&wal, 4).await;
+    wal.close();
+    let (_wal, replayed, recovery) = open(dir.path()).unwrap();
+    assert_eq!(sequences(&replayed), [1, 2, 4]);
+    assert_eq!(recovery.truncated, None);
+    assert_eq!(recovery.last_segment, Some(2));
+}
+
+#[tokio::test]
+async fn a_damaged_record_before_the_last_segment_is_an_error_naming_file_and_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let (wal, _, _) = open(dir.path()).unwrap();
+    append(&wal, 1).await;
+    append(&wal, 2).await;
+    assert_eq!(wal.rotate().await.unwrap(), 1);
+    append(&wal, 3).await;
+    wal.close();
+    let path = segment(dir.path(), 1);
+    let mut bytes = fs::read(&path).unwrap();
+    let second = batch(1).encode_to_vec().len() + RECORD_HEADER_BYTES;
+    // Flip a payload byte of the second record.
+    bytes[second + RECORD_HEADER_BYTES + 2] ^= 0x40;
+    fs::write(&path, &bytes).unwrap();
+
+    let error = open(dir.path()).unwrap_err();
+    let message = error.to_string();
+    assert!(
+        matches!(&error, Error::WalCorrupt { path: p, offset, .. } if *p == path && *offset == second as u64),
+        "{message}"
+    );
+    assert!(
+        message.contains(&format!("{}, offset {second}", path.display())),
+        "{message}"
+    );
+    assert!(message.contains("checksum mismatch"), "{message}");
+    // Nothing was deleted or cut, and no segment was started.
+    assert_eq!(fs::read(&path).unwrap(), bytes);
+    assert!(segment(dir.path(), 2).exists());
+    assert!(!segment(dir.path(), 3).exists());
+    let error = read_dir(dir.path()).unwrap_err().to_string();
+    assert!(error.contains("checksum mismatch"), "{error}");
+}
+
+#[tokio::test]
+async fn read_dir_reads_without_changing_anything() {
+    let dir = tempfile::tempdir().unwrap();
+    let (wal, _, _) = open(dir.path()).unwrap();
+    append(&wal, 1).await;
+    wal.rotate().await.unwrap();
+    append(&wal, 2).await;
+    append(&wal, 3).await;
+    wal.close();
+    let path = segment(dir.path(), 2);
+    let len = fs::metadata(&path).unwrap().len();
+    OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(len - 3)
+        .unwrap();
+    let before = snapshot(dir.path());
+
+    let batches = read_dir(dir.path()).unwrap();
+    assert_eq!(sequences(&batches), [1, 2]);
+    assert_eq!(batches[0], batch(1));
+    assert_eq!(snapshot(dir.path()), before);
+    assert!(read_dir(&dir.path().join("missing")).unwrap().is_empty());
+}
+
+/// Names, sizes, contents and modification times of a folder's files.
+fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>, std::time::SystemTime)> {
+    let mut files: Vec<_> = fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| {
+            let entry = entry.unwrap();
+            let metadata = entry.metadata().unwrap();
+            (
+                entry.file_name().to_string_lossy().into_owned(),
+                fs::read(entry.path()).unwrap(),
+                metadata.modified().unwrap(),
+            )
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+#[tokio::test]
+async fn remove_through_deletes_closed_segments_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let (wal, _, _) = open(dir.path()).unwrap();
+    append(&wal, 1).await;
+    assert_eq!(wal.rotate().await.unwrap(), 1);
+    append(&wal, 2).await;
+    assert_eq!(wal.rotate().await.unwrap(), 2);
+    append(&wal, 3).await;
+    assert_eq!(wal.remove_through(1).await.unwrap(), 1);
+    assert_eq!(sequences(&read_dir(dir.path()).unwrap()), [2, 3]);
+    // The open segment is never removed.
+    assert_eq!(wal.remove_through(u64::MAX).await.unwrap(), 1);
+    assert_eq!(sequences(&read_dir(dir.path()).unwrap()), [3]);
+    assert!(segment(dir.path(), 3).exists());
+}
+
+#[test]
+fn segment_names_sort_by_sequence() {
+    assert_eq!(segment_name(42), "00000000000000000042.wal");
+    assert_eq!(parse_segment_name("00000000000000000042.wal"), Some(42));
+    assert_eq!(parse_segment_name("42.wal"), None);
+    assert_eq!(parse_segment_name("00000000000000000042.wal.tmp"), None);
+}

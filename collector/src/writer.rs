@@ -1,0 +1,888 @@
+//! Moves buffered exchanges into Parquet files, and keeps the store tidy.
+//!
+//! # Flush
+//!
+//! [`Flusher::flush`] takes the ingest gate exclusively for two quick steps, rotating the
+//! write-ahead log and sealing the buffer, so that the sealed data is exactly the data of the
+//! closed segments. Without the gate it then, in order:
+//! 1. records a flush intent in the log folder ([`crate::wal::FlushIntent`]: the closed segments
+//!    and the exact path of every file the flush will write), durably;
+//! 2. writes one zstd Parquet file per partition ([`write_partition`]), forgetting each sealed
+//!    entry once its file is in the store;
+//! 3. once every file of the flush is written, deletes the closed segments;
+//! 4. deletes the intent.
+//!
+//! A crash at any point leaves the log folder and the store in a state that
+//! [`crate::wal::resolve_intents`] settles on the next start (see [`crate::wal`]): a complete
+//! flush is not replayed, a partial one has its files deleted and is replayed. Either way every
+//! acknowledged exchange ends up in the store exactly once.
+//!
+//! A file that cannot be written is retried with backoff, now and on later flushes, under the
+//! same name, so the intent always lists what is actually written; until then its data stays in
+//! the buffer (queries see it) and in the log (a restart replays it). Flushes complete in order:
+//! a later flush does not record its intent or put a file until every earlier one is written,
+//! and segments are only ever deleted up to the last flush whose files are all in the store.
+//! Files of a flush whose intent is recorded are pinned ([`PinnedFiles`]): compaction leaves
+//! them alone, since merging one away would make its intent look cut short.
+//!
+//! # Compaction and retention
+//!
+//! [`compact`] merges the files of every partition whose hour is over and that has at least
+//! `--compact-min-files` files into one new file, then deletes the old ones. Between the put and
+//! the deletes a query listing the partition sees the rows twice; that window is short and
+//! accepted for now. [`apply_retention`] deletes the files of partitions whose hour ended more
+//! than `--retention` ago.
+
+use std::collections::{BTreeMap, HashSet};
+use std::hash::BuildHasher;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use futures::{FutureExt, TryFutureExt, TryStreamExt};
+use object_store::buffered::BufWriter;
+use object_store::path::Path;
+use object_store::{GetOptions, GetRange, ObjectMeta, ObjectStore, ObjectStoreExt};
+use parquet::arrow::arrow_reader::ArrowReaderOptions;
+use parquet::arrow::async_reader::{AsyncFileReader, MetadataSuffixFetch};
+use parquet::arrow::{AsyncArrowWriter, ParquetRecordBatchStreamBuilder};
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::errors::ParquetError;
+use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
+use parquet::file::properties::WriterProperties;
+use tapedeck_proto::Exchange;
+use tapedeck_proto::arrow::{schema, to_record_batch};
+use tapedeck_proto::arrow_array::RecordBatch;
+use tokio::sync::{Notify, RwLock, watch};
+
+use crate::buffer::{Buffer, Sealed};
+use crate::error::{Error, Result};
+use crate::layout::{FileName, PartitionKey, TABLE_DIR, parse_file_path};
+use crate::metrics::Metrics;
+use crate::store::StoreHandle;
+use crate::wal::{FlushIntent, Wal};
+
+/// Rows per Parquet row group.
+pub const ROW_GROUP_ROWS: usize = 128 * 1024;
+/// The zstd level of Parquet pages.
+pub const ZSTD_LEVEL: i32 = 3;
+/// Attempts to write one file within one flush before leaving it to the next flush.
+pub const WRITE_ATTEMPTS: u32 = 3;
+/// The wait before the first retry of a failed write; it doubles per attempt.
+pub const RETRY_BACKOFF: Duration = Duration::from_millis(200);
+/// How often compaction and retention run.
+pub const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(60);
+
+const HOUR_NANOS: i64 = 3_600 * 1_000_000_000;
+
+/// A random writer id: 64 bits from the process's random hasher keys, the process id and the
+/// clock, so that collectors sharing a bucket do not collide.
+pub fn random_writer_id() -> u64 {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_nanos());
+    std::collections::hash_map::RandomState::new().hash_one((std::process::id(), nanos))
+}
+
+/// Names the files of one writer: its id and a counter.
+#[derive(Debug)]
+pub struct FileNamer {
+    writer: u64,
+    next: AtomicU64,
+}
+
+impl FileNamer {
+    /// A namer for `writer`, counting from `first`.
+    pub fn new(writer: u64, first: u64) -> Self {
+        Self {
+            writer,
+            next: AtomicU64::new(first),
+        }
+    }
+
+    /// The writer id.
+    pub fn writer(&self) -> u64 {
+        self.writer
+    }
+
+    /// The next file name.
+    pub fn next_name(&self) -> FileName {
+        FileName {
+            writer: self.writer,
+            sequence: self.next.fetch_add(1, Ordering::Relaxed),
+        }
+    }
+}
+
+fn writer_properties() -> WriterProperties {
+    WriterProperties::builder()
+        .set_compression(Compression::ZSTD(
+            ZstdLevel::try_new(ZSTD_LEVEL).expect("3 is a valid zstd level"),
+        ))
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .build()
+}
+
+/// Writes record batches of the `exchanges` table as one Parquet file of a partition. The file
+/// appears whole or not at all (one put, or one completed multipart upload). Returns its size
+/// in bytes.
+pub async fn write_partition(
+    store: &Arc<dyn ObjectStore>,
+    partition: &PartitionKey,
+    name: &FileName,
+    batches: &[RecordBatch],
+) -> Result<usize> {
+    let mut file = FileWriter::create(store, partition.file(name))?;
+    let written = async {
+        for batch in batches {
+            file.write(batch).await?;
+        }
+        file.finish().await
+    }
+    .await;
+    file.abort_if_failed(written).await
+}
+
+/// One Parquet file being written.
+struct FileWriter {
+    path: Path,
+    writer: Option<AsyncArrowWriter<BufWriter>>,
+    /// Whether `finish` began (the upload can no longer be aborted; `BufWriter` panics if
+    /// asked to).
+    finishing: bool,
+}
+
+impl FileWriter {
+    fn create(store: &Arc<dyn ObjectStore>, path: Path) -> Result<Self> {
+        let writer = AsyncArrowWriter::try_new(
+            BufWriter::new(store.clone(), path.clone()),
+            schema(),
+            Some(writer_properties()),
+        )
+        .map_err(|source| Error::Parquet {
+            path: path.to_string(),
+            source,
+        })?;
+        Ok(Self {
+            path,
+            writer: Some(writer),
+            finishing: false,
+        })
+    }
+
+    fn error(&self, source: ParquetError) -> Error {
+        Error::Parquet {
+            path: self.path.to_string(),
+            source,
+        }
+    }
+
+    async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        let writer = self.writer.as_mut().expect("not finished");
+        let written = writer.write(batch).await;
+        written.map_err(|source| self.error(source))
+    }
+
+    /// Writes the footer and completes the upload; returns the file's size.
+    async fn finish(&mut self) -> Result<usize> {
+        let writer = self.writer.as_mut().expect("not finished");
+        self.finishing = true;
+        match writer.finish().await {
+            Ok(_) => Ok(writer.bytes_written()),
+            Err(source) => Err(self.error(source)),
+        }
+    }
+
+    /// Passes `result` on, dropping an unfinished multipart upload first if it is an error
+    /// (nothing was made visible).
+    async fn abort_if_failed<T>(mut self, result: Result<T>) -> Result<T> {
+        if result.is_err()
+            && !self.finishing
+            && let Some(writer) = self.writer.take()
+        {
+            let _ = writer.into_inner().abort().await;
+        }
+        result
+    }
+}
+
+/// Writes exchanges (for example imported from HAR) straight to Parquet: one file per
+/// partition, named by `writer` and a counter that starts at the current time in ns (so names
+/// sort by age and repeated imports do not collide). Returns the paths written.
+pub async fn write_exchanges(
+    store: &Arc<dyn ObjectStore>,
+    writer: u64,
+    exchanges: &[Exchange],
+) -> Result<Vec<Path>> {
+    let mut groups: BTreeMap<PartitionKey, Vec<Exchange>> = BTreeMap::new();
+    for exchange in exchanges {
+        groups
+            .entry(PartitionKey::of(exchange))
+            .or_default()
+            .push(exchange.clone());
+    }
+    let start = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| u64::try_from(elapsed.as_nanos()).unwrap_or(0));
+    let names = FileNamer::new(writer, start);
+    let mut paths = Vec::with_capacity(groups.len());
+    for (partition, group) in groups {
+        let batch = to_record_batch(&group)?;
+        let name = names.next_name();
+        write_partition(store, &partition, &name, &[batch]).await?;
+        paths.push(partition.file(&name));
+    }
+    Ok(paths)
+}
+
+/// What one flush did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct FlushReport {
+    /// Files written.
+    pub files: usize,
+    /// Rows in them.
+    pub rows: usize,
+    /// Their bytes.
+    pub bytes: usize,
+    /// Write-ahead log segments deleted.
+    pub segments_removed: usize,
+}
+
+/// Data files that a flush in progress has written or is about to write, which compaction must
+/// leave alone until the flush's intent is deleted (see the module docs).
+#[derive(Debug, Default)]
+pub struct PinnedFiles {
+    paths: std::sync::Mutex<HashSet<Path>>,
+}
+
+impl PinnedFiles {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<Path>> {
+        self.paths
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Whether `path` is pinned.
+    pub fn contains(&self, path: &Path) -> bool {
+        self.lock().contains(path)
+    }
+
+    fn pin(&self, paths: &[Path]) {
+        self.lock().extend(paths.iter().cloned());
+    }
+
+    fn unpin(&self, paths: &[Path]) {
+        let mut pinned = self.lock();
+        for path in paths {
+            pinned.remove(path);
+        }
+    }
+}
+
+/// A flush whose files are not all written yet, or whose segments and intent are not yet
+/// deleted.
+#[derive(Debug)]
+struct PendingFlush {
+    /// The segment this flush closed.
+    segment: u64,
+    /// The segment the previous flush closed: this flush holds the data of the segments after
+    /// it, up to `segment`.
+    after: u64,
+    /// Every file of the flush.
+    paths: Vec<Path>,
+    /// The files not written yet.
+    files: Vec<Arc<Sealed>>,
+    /// Whether its intent is durable (it is before any file is put).
+    intent_written: bool,
+}
+
+#[derive(Debug, Default)]
+struct FlushState {
+    /// Flushes in order, oldest first.
+    pending: Vec<PendingFlush>,
+    /// The segment the last seal closed (0: none yet in this process).
+    sealed_through: u64,
+}
+
+/// The points of a flush where tests simulate a crash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FlushStep {
+    /// The intent is durable; no file is put yet.
+    IntentWritten,
+    /// One more file is put.
+    FilePut,
+    /// Every file of a flush is put; its segments are not deleted yet.
+    FilesWritten,
+    /// The segments are deleted; the intent is not yet.
+    SegmentsRemoved,
+}
+
+/// Where a test wants the flush to stop as if the process died: the `n`th time (from 1) the
+/// step is reached, `reached` is told and the flush never goes on.
+#[cfg(test)]
+#[derive(Debug)]
+pub(crate) struct CrashPoint {
+    pub(crate) step: FlushStep,
+    pub(crate) n: usize,
+    pub(crate) reached: tokio::sync::oneshot::Sender<()>,
+}
+
+/// Flushes the buffer into the store; see the module docs.
+#[derive(Debug)]
+pub struct Flusher {
+    store: StoreHandle,
+    buffer: Arc<Buffer>,
+    wal: Wal,
+    gate: Arc<RwLock<()>>,
+    metrics: Arc<Metrics>,
+    names: Arc<FileNamer>,
+    pinned: Arc<PinnedFiles>,
+    /// Only the flush loop and the final flush touch it.
+    state: tokio::sync::Mutex<FlushState>,
+    #[cfg(test)]
+    crash: std::sync::Mutex<Option<CrashPoint>>,
+}
+
+impl Flusher {
+    /// A flusher. `gate` is the lock ingest holds (shared) across its log append and buffer
+    /// insert. Settle the log's flush intents ([`crate::wal::resolve_intents`]) before opening
+    /// the log it writes to.
+    pub fn new(
+        store: StoreHandle,
+        buffer: Arc<Buffer>,
+        wal: Wal,
+        gate: Arc<RwLock<()>>,
+        metrics: Arc<Metrics>,
+        names: Arc<FileNamer>,
+    ) -> Self {
+        Self {
+            store,
+            buffer,
+            wal,
+            gate,
+            metrics,
+            names,
+            pinned: Arc::default(),
+            state: tokio::sync::Mutex::new(FlushState::default()),
+            #[cfg(test)]
+            crash: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// The files compaction must leave alone (see [`compact_except`]).
+    pub fn pinned(&self) -> Arc<PinnedFiles> {
+        self.pinned.clone()
+    }
+
+    /// Makes the flush stop for good at `crash` (tests only).
+    #[cfg(test)]
+    pub(crate) fn crash_at(&self, crash: CrashPoint) {
+        *self.crash.lock().unwrap() = Some(crash);
+    }
+
+    /// A point where a test may simulate a crash.
+    async fn checkpoint(&self, step: FlushStep) {
+        #[cfg(test)]
+        {
+            let reached = {
+                let mut crash = self.crash.lock().unwrap();
+                match crash.as_mut() {
+                    Some(point) if point.step == step && point.n > 1 => {
+                        point.n -= 1;
+                        None
+                    }
+                    Some(point) if point.step == step => crash.take(),
+                    _ => None,
+                }
+            };
+            if let Some(point) = reached {
+                let _ = point.reached.send(());
+                std::future::pending::<()>().await;
+            }
+        }
+        #[cfg(not(test))]
+        let _ = step;
+    }
+
+    /// Seals what is buffered and writes it, with earlier unwritten files first. On error, what
+    /// could not be written stays pending for the next flush.
+    pub async fn flush(&self) -> Result<FlushReport> {
+        let started = Instant::now();
+        let mut state = self.state.lock().await;
+        if self.buffer.open_rows() > 0 {
+            let (segment, files) = {
+                let _exclusive = self.gate.write().await;
+                let segment = self.wal.rotate().await?;
+                (segment, self.buffer.seal(|_| self.names.next_name()))
+            };
+            let after = std::mem::replace(&mut state.sealed_through, segment);
+            state.pending.push(PendingFlush {
+                segment,
+                after,
+                paths: files
+                    .iter()
+                    .map(|sealed| sealed.partition.file(&sealed.file))
+                    .collect(),
+                files,
+                intent_written: false,
+            });
+        }
+        let mut report = FlushReport::default();
+        if state.pending.is_empty() {
+            return Ok(report);
+        }
+        let mut result = self.write_pending(&mut state.pending, &mut report).await;
+        if let Err(error) = self.finish_written(&mut state.pending, &mut report).await
+            && result.is_ok()
+        {
+            result = Err(error);
+        }
+        self.observe_buffer();
+        self.metrics
+            .flush_seconds
+            .observe(started.elapsed().as_secs_f64());
+        result.map(|()| report)
+    }
+
+    /// Writes pending flushes in order, each one's intent first, until one cannot be finished.
+    async fn write_pending(
+        &self,
+        pending: &mut [PendingFlush],
+        report: &mut FlushReport,
+    ) -> Result<()> {
+        for flush in pending {
+            if flush.files.is_empty() {
+                // Written; its segments or intent are still to delete.
+                continue;
+            }
+            if !flush.intent_written {
+                let segments = self
+                    .wal
+                    .segments_between(flush.after, flush.segment)
+                    .await?;
+                // Pinned before any put, so compaction never sees the files unpinned.
+                self.pinned.pin(&flush.paths);
+                self.wal
+                    .write_intent(FlushIntent {
+                        segment: flush.segment,
+                        segments,
+                        files: flush.paths.iter().map(ToString::to_string).collect(),
+                    })
+                    .await?;
+                flush.intent_written = true;
+                self.checkpoint(FlushStep::IntentWritten).await;
+            }
+            while let Some(sealed) = flush.files.first() {
+                let bytes = self.write_with_retry(sealed).await?;
+                self.buffer.remove_sealed(&sealed.file);
+                report.files += 1;
+                report.rows += sealed.rows;
+                report.bytes += bytes;
+                self.metrics.rows_flushed.inc_by(sealed.rows as u64);
+                flush.files.remove(0);
+                self.checkpoint(FlushStep::FilePut).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes the segments, then the intents, of the oldest flushes whose files are all
+    /// written. What fails stays pending and is retried by the next flush.
+    async fn finish_written(
+        &self,
+        pending: &mut Vec<PendingFlush>,
+        report: &mut FlushReport,
+    ) -> Result<()> {
+        let written = pending
+            .iter()
+            .take_while(|flush| flush.files.is_empty())
+            .count();
+        let Some(last) = written.checked_sub(1).map(|last| &pending[last]) else {
+            return Ok(());
+        };
+        self.checkpoint(FlushStep::FilesWritten).await;
+        report.segments_removed += self.wal.remove_through(last.segment).await?;
+        self.checkpoint(FlushStep::SegmentsRemoved).await;
+        for _ in 0..written {
+            let flush = &pending[0];
+            self.wal.remove_intent(flush.segment).await?;
+            self.pinned.unpin(&flush.paths);
+            pending.remove(0);
+        }
+        Ok(())
+    }
+
+    async fn write_with_retry(&self, sealed: &Sealed) -> Result<usize> {
+        let mut backoff = RETRY_BACKOFF;
+        let mut attempt = 1;
+        loop {
+            match write_partition(
+                &self.store.store,
+                &sealed.partition,
+                &sealed.file,
+                &sealed.batches,
+            )
+            .await
+            {
+                Ok(bytes) => {
+                    self.metrics.parquet_files_written.inc();
+                    self.metrics.parquet_bytes_written.inc_by(bytes as u64);
+                    return Ok(bytes);
+                }
+                Err(error) if attempt < WRITE_ATTEMPTS => {
+                    self.metrics.store_retries.inc();
+                    tracing::warn!(
+                        %error,
+                        file = %sealed.partition.file(&sealed.file),
+                        attempt,
+                        "Parquet write failed; retrying."
+                    );
+                    tokio::time::sleep(backoff).await;
+                    backoff *= 2;
+                    attempt += 1;
+                }
+                Err(error) => {
+                    self.metrics.store_retries.inc();
+                    return Err(error);
+                }
+            }
+        }
+    }
+
+    /// Updates the buffer gauges.
+    pub fn observe_buffer(&self) {
+        observe_buffer(&self.metrics, &self.buffer);
+    }
+
+    /// Flushes every `interval`, or sooner when `wake` is notified and `flush_rows` rows are
+    /// buffered, until `stop` turns true. (The final flush is the caller's, once ingest has
+    /// stopped.)
+    pub async fn run(
+        self: Arc<Self>,
+        interval: Duration,
+        flush_rows: usize,
+        wake: Arc<Notify>,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        let mut next = tokio::time::Instant::now() + interval;
+        loop {
+            tokio::select! {
+                _ = stop.wait_for(|stop| *stop) => return,
+                () = tokio::time::sleep_until(next) => {}
+                () = wake.notified() => {
+                    if self.buffer.open_rows() < flush_rows {
+                        continue;
+                    }
+                }
+            }
+            next = tokio::time::Instant::now() + interval;
+            match self.flush().await {
+                Ok(report) if report.files > 0 => tracing::info!(
+                    files = report.files,
+                    rows = report.rows,
+                    bytes = report.bytes,
+                    segments_removed = report.segments_removed,
+                    "Flushed."
+                ),
+                Ok(_) => {}
+                Err(error) => tracing::warn!(%error, "Flush failed; it is retried."),
+            }
+        }
+    }
+}
+
+/// Updates the buffer gauges of `metrics` from `buffer`.
+pub fn observe_buffer(metrics: &Metrics, buffer: &Buffer) {
+    metrics
+        .buffer_bytes
+        .set(i64::try_from(buffer.bytes()).unwrap_or(i64::MAX));
+    metrics
+        .buffer_rows
+        .set(i64::try_from(buffer.open_rows()).unwrap_or(i64::MAX));
+}
+
+/// The data files of the table, by partition, oldest file first.
+pub async fn list_partitions(
+    store: &Arc<dyn ObjectStore>,
+) -> Result<BTreeMap<PartitionKey, Vec<(FileName, ObjectMeta)>>> {
+    let mut partitions: BTreeMap<PartitionKey, Vec<(FileName, ObjectMeta)>> = BTreeMap::new();
+    let mut listing = store.list(Some(&Path::from(TABLE_DIR)));
+    while let Some(meta) = listing.try_next().await? {
+        if let Some((partition, name)) = parse_file_path(&meta.location) {
+            partitions.entry(partition).or_default().push((name, meta));
+        }
+    }
+    for files in partitions.values_mut() {
+        files.sort_by_key(|(name, meta)| (meta.last_modified, *name));
+    }
+    Ok(partitions)
+}
+
+/// Reads one Parquet file of the table back into record batches.
+pub async fn read_file(store: &Arc<dyn ObjectStore>, path: &Path) -> Result<Vec<RecordBatch>> {
+    let parquet_error = |source| Error::Parquet {
+        path: path.to_string(),
+        source,
+    };
+    ParquetRecordBatchStreamBuilder::new(StoreReader::new(store.clone(), path.clone()))
+        .await
+        .map_err(parquet_error)?
+        .build()
+        .map_err(parquet_error)?
+        .try_collect()
+        .await
+        .map_err(parquet_error)
+}
+
+/// Reads a Parquet file from an object store: byte ranges for the pages, a suffix read for the
+/// footer (the shape `parquet/examples/object_store.rs` recommends now that
+/// `ParquetObjectReader` is deprecated).
+#[derive(Debug, Clone)]
+pub struct StoreReader {
+    store: Arc<dyn ObjectStore>,
+    path: Path,
+}
+
+impl StoreReader {
+    /// A reader of `path` in `store`.
+    pub fn new(store: Arc<dyn ObjectStore>, path: Path) -> Self {
+        Self { store, path }
+    }
+}
+
+fn external(error: object_store::Error) -> ParquetError {
+    ParquetError::External(Box::new(error))
+}
+
+impl AsyncFileReader for StoreReader {
+    fn get_bytes(
+        &mut self,
+        range: std::ops::Range<u64>,
+    ) -> BoxFuture<'_, parquet::errors::Result<Bytes>> {
+        self.store
+            .get_range(&self.path, range)
+            .map_err(external)
+            .boxed()
+    }
+
+    fn get_byte_ranges(
+        &mut self,
+        ranges: Vec<std::ops::Range<u64>>,
+    ) -> BoxFuture<'_, parquet::errors::Result<Vec<Bytes>>> {
+        async move {
+            self.store
+                .get_ranges(&self.path, &ranges)
+                .await
+                .map_err(external)
+        }
+        .boxed()
+    }
+
+    fn get_metadata<'a>(
+        &'a mut self,
+        options: Option<&'a ArrowReaderOptions>,
+    ) -> BoxFuture<'a, parquet::errors::Result<Arc<ParquetMetaData>>> {
+        async move {
+            let metadata = ParquetMetaDataReader::new()
+                .with_arrow_reader_options(options)
+                .load_via_suffix_and_finish(self)
+                .await?;
+            Ok(Arc::new(metadata))
+        }
+        .boxed()
+    }
+}
+
+impl MetadataSuffixFetch for &mut StoreReader {
+    fn fetch_suffix(&mut self, suffix: usize) -> BoxFuture<'_, parquet::errors::Result<Bytes>> {
+        let options = GetOptions {
+            range: Some(GetRange::Suffix(suffix as u64)),
+            ..Default::default()
+        };
+        async move {
+            let result = self
+                .store
+                .get_opts(&self.path, options)
+                .await
+                .map_err(external)?;
+            result.bytes().await.map_err(external)
+        }
+        .boxed()
+    }
+}
+
+fn nanos_since_epoch(time: SystemTime) -> i64 {
+    time.duration_since(UNIX_EPOCH).map_or(0, |elapsed| {
+        i64::try_from(elapsed.as_nanos()).unwrap_or(i64::MAX)
+    })
+}
+
+/// What one compaction pass did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CompactionReport {
+    /// Partitions merged.
+    pub partitions: usize,
+    /// Files replaced.
+    pub files: usize,
+    /// Rows rewritten.
+    pub rows: usize,
+}
+
+/// Merges the files of each partition whose hour ended before `now` and that has at least
+/// `min_files` files into one file named by `names`, then deletes the merged files. A partition
+/// that fails is logged and left as it was; the others go on.
+pub async fn compact(
+    store: &Arc<dyn ObjectStore>,
+    names: &FileNamer,
+    min_files: usize,
+    now: SystemTime,
+    metrics: &Metrics,
+) -> Result<CompactionReport> {
+    compact_except(store, names, min_files, now, metrics, &PinnedFiles::default()).await
+}
+
+/// [`compact`], leaving out the files of flushes in progress (they neither count towards
+/// `min_files` nor are merged).
+pub async fn compact_except(
+    store: &Arc<dyn ObjectStore>,
+    names: &FileNamer,
+    min_files: usize,
+    now: SystemTime,
+    metrics: &Metrics,
+    pinned: &PinnedFiles,
+) -> Result<CompactionReport> {
+    let now = nanos_since_epoch(now);
+    let mut report = CompactionReport::default();
+    for (partition, mut files) in list_partitions(store).await? {
+        let Some(start) = partition.start_unix_nanos() else {
+            continue;
+        };
+        files.retain(|(_, meta)| !pinned.contains(&meta.location));
+        if start.saturating_add(HOUR_NANOS) > now || files.len() < min_files.max(2) {
+            continue;
+        }
+        match compact_partition(store, &partition, &files, names).await {
+            Ok(rows) => {
+                metrics.compactions.inc();
+                metrics.compacted_files.inc_by(files.len() as u64);
+                report.partitions += 1;
+                report.files += files.len();
+                report.rows += rows;
+                tracing::info!(%partition, files = files.len(), rows, "Compacted.");
+            }
+            Err(error) => {
+                tracing::warn!(%error, %partition, "Compaction failed; the files stay as they are.");
+            }
+        }
+    }
+    Ok(report)
+}
+
+async fn compact_partition(
+    store: &Arc<dyn ObjectStore>,
+    partition: &PartitionKey,
+    files: &[(FileName, ObjectMeta)],
+    names: &FileNamer,
+) -> Result<usize> {
+    let mut merged = FileWriter::create(store, partition.file(&names.next_name()))?;
+    let written = async {
+        let mut rows = 0;
+        for (_, meta) in files {
+            let parquet_error = |source| Error::Parquet {
+                path: meta.location.to_string(),
+                source,
+            };
+            let reader = StoreReader::new(store.clone(), meta.location.clone());
+            let mut batches = ParquetRecordBatchStreamBuilder::new(reader)
+                .await
+                .map_err(parquet_error)?
+                .with_batch_size(8 * 1024)
+                .build()
+                .map_err(parquet_error)?;
+            while let Some(batch) = batches.try_next().await.map_err(parquet_error)? {
+                rows += batch.num_rows();
+                merged.write(&batch).await?;
+            }
+        }
+        merged.finish().await?;
+        Ok(rows)
+    }
+    .await;
+    let rows = merged.abort_if_failed(written).await?;
+    // The merged file is in place; from here until the deletes finish a listing sees the rows
+    // twice (see the module docs).
+    for (_, meta) in files {
+        store.delete(&meta.location).await?;
+    }
+    Ok(rows)
+}
+
+/// Deletes every file of partitions whose hour ended more than `retention` before `now`.
+/// Returns how many files were deleted.
+pub async fn apply_retention(
+    store: &Arc<dyn ObjectStore>,
+    retention: Duration,
+    now: SystemTime,
+    metrics: &Metrics,
+) -> Result<usize> {
+    let cutoff = nanos_since_epoch(now)
+        .saturating_sub(i64::try_from(retention.as_nanos()).unwrap_or(i64::MAX));
+    let mut deleted = 0;
+    for (partition, files) in list_partitions(store).await? {
+        let Some(start) = partition.start_unix_nanos() else {
+            continue;
+        };
+        if start.saturating_add(HOUR_NANOS) > cutoff {
+            continue;
+        }
+        for (_, meta) in &files {
+            store.delete(&meta.location).await?;
+            metrics.retention_deleted_files.inc();
+            deleted += 1;
+        }
+        tracing::info!(%partition, files = files.len(), "Deleted a partition past retention.");
+    }
+    Ok(deleted)
+}
+
+/// Runs compaction (leaving `pinned` files alone) and retention every [`MAINTENANCE_INTERVAL`]
+/// until `stop` turns true.
+pub async fn run_maintenance(
+    store: Arc<dyn ObjectStore>,
+    names: Arc<FileNamer>,
+    min_files: usize,
+    retention: Option<Duration>,
+    metrics: Arc<Metrics>,
+    pinned: Arc<PinnedFiles>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|stop| *stop) => return,
+            () = tokio::time::sleep(MAINTENANCE_INTERVAL) => {}
+        }
+        if let Some(retention) = retention
+            && let Err(error) =
+                apply_retention(&store, retention, SystemTime::now(), &metrics).await
+        {
+            tracing::warn!(%error, "Retention failed; it is retried.");
+        }
+        if let Err(error) = compact_except(
+            &store,
+            &names,
+            min_files,
+            SystemTime::now(),
+            &metrics,
+            &pinned,
+        )
+        .await
+        {
+            tracing::warn!(%error, "Compaction failed; it is retried.");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,340 @@
+//! Pushes: what is accepted ends up in Parquet exactly; what is refused says why and changes
+//! nothing.
+
+use tapedeck_collector::layout::parse_file_path;
+use tapedeck_collector::metrics;
+use tapedeck_collector::wal;
+use tapedeck_proto::PushAck;
+use tonic::Code;
+
+use crate::support::*;
+
+#[tokio::test]
+async fn pushed_exchanges_are_flushed_to_parquet_exactly() {
+    let data = tempfile::tempdir().unwrap();
+    let collector = Collector::start(args(data.path())).await;
+    let mut client = collector.client().await;
+    let first = vec![
+        exchange(1, "orders", T13 + 5),
+        exchange(2, "payments", T13 + 6),
+        exchange(3, "orders", T13 + HOUR + 7),
+    ];
+    let second = vec![exchange(4, "orders", T13 + 8), exchange(5, "", T13 + 9)];
+    for (sequence, exchanges) in [(1, first.clone()), (2, second.clone())] {
+        let ack = within("push", client.push(batch(sequence, exchanges.clone())))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            ack,
+            PushAck {
+                accepted: exchanges.len() as u64
+            }
+        );
+    }
+    // Acknowledged means logged.
+    let logged = wal::read_dir(&collector.data.join("wal")).unwrap();
+    assert_eq!(logged.len(), 2);
+    assert_eq!(logged[0].exchanges, first);
+    assert!(collector.files().await.is_empty());
+    assert_eq!(
+        collector
+            .metric(&format!("{}_total", metrics::EXCHANGES_RECEIVED))
+            .await,
+        5.0
+    );
+    assert_eq!(
+        collector.metric(metrics::BUFFER_ROWS).await,
+        5.0,
+        "buffered until the flush"
+    );
+    drop(client);
+    let store = collector.store.clone();
+    let wal_dir = collector.data.join("wal");
+    collector.stop().await.unwrap();
+
+    let files = files(&store.store).await;
+    let partitions: Vec<String> = files
+        .iter()
+        .map(|path| {
+            let (partition, _) = parse_file_path(&path.as_str().into()).expect("a data file");
+            partition.to_string()
+        })
+        .collect();
+    assert_eq!(
+        partitions,
+        [
+            "service=orders/date=2026-11-27/hour=13",
+            "service=orders/date=2026-11-27/hour=14",
+            "service=payments/date=2026-11-27/hour=13",
+            "service=unknown/date=2026-11-27/hour=13",
+        ]
+    );
+    assert_eq!(stored(&store.store).await, by_id([first, second].concat()));
+    // Everything flushed: the log holds nothing any more.
+    assert!(wal::read_dir(&wal_dir).unwrap().is_empty());
+    assert_eq!(
+        std::fs::read_dir(&wal_dir).unwrap().count(),
+        1,
+        "only the open segment"
+    );
+}
+
+#[tokio::test]
+async fn a_full_buffer_flushes_before_the_interval() {
+    let data = tempfile::tempdir().unwrap();
+    let collector = Collector::start(tapedeck_collector::CollectorArgs {
+        flush_rows: 3,
+        ..args(data.path())
+    })
+    .await;
+    let mut client = collector.client().await;
+    let exchanges: Vec<_> = (0..4)
+        .map(|i| exchange(i, "orders", T13 + u64::from(i)))
+        .collect();
+    within("push", client.push(batch(1, exchanges[..2].to_vec())))
+        .await
+        .unwrap();
+    within("push", client.push(batch(2, exchanges[2..].to_vec())))
+        .await
+        .unwrap();
+    let wal_dir = collector.data.join("wal");
+    eventually("the flush", || async {
+        wal::read_dir(&wal_dir).unwrap().is_empty() && !collector.files().await.is_empty()
+    })
+    .await;
+    assert_eq!(stored(&collector.store.store).await, exchanges);
+    assert_eq!(
+        collector
+            .metric(&format!("{}_total", metrics::PARQUET_FILES_WRITTEN))
+            .await,
+        1.0
+    );
+    drop(client);
+    collector.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn malformed_pushes_are_refused_with_the_problem_named() {
+    let data = tempfile::tempdir().unwrap();
+    let collector = Collector::start(tapedeck_collector::CollectorArgs {
+        max_push_bytes: 16 * 1024,
+        ..args(data.path())
+    })
+    .await;
+    let mut client = collector.client().await;
+    let good = exchange(1, "orders", T13);
+
+    let mut bad = exchange(2, "orders", T13);
+    bad.id.truncate(4);
+    let status = within("push", client.push(batch(7, vec![good.clone(), bad])))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(
+        status.message(),
+        "batch 7, exchange 1: id must be 16 bytes, got 4"
+    );
+
+    let mut huge = exchange(3, "orders", T13);
+    huge.response.as_mut().unwrap().body = vec![b'x'; 32 * 1024];
+    huge.response.as_mut().unwrap().body_size = 32 * 1024;
+    let status = within("push", client.push(batch(8, vec![huge])))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
+    assert!(
+        status.message().contains("too large") && status.message().contains("16384"),
+        "{status:?}"
+    );
+
+    let status = push_garbage(&collector).await;
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(
+        status
+            .message()
+            .starts_with("failed to decode Protobuf message"),
+        "{status:?}"
+    );
+
+    // Nothing of the refused batches was stored; the collector goes on accepting.
+    within("push", client.push(batch(9, vec![good.clone()])))
+        .await
+        .unwrap();
+    let rejected =
+        |reason: &str| format!("{}_total{{reason=\"{reason}\"}}", metrics::BATCHES_REJECTED);
+    assert_eq!(collector.metric(&rejected("invalid")).await, 1.0);
+    assert_eq!(collector.metric(&rejected("too_large")).await, 1.0);
+    assert_eq!(collector.metric(&rejected("malformed")).await, 1.0);
+    assert_eq!(wal::read_dir(&collector.data.join("wal")).unwrap().len(), 1);
+    drop(client);
+    let store = collector.store.clone();
+    collector.stop().await.unwrap();
+    assert_eq!(stored(&store.store).await, vec![good]);
+}
+
+/// A push whose field 1 (the exchanges) holds bytes that are not an `Exchange`.
+async fn push_garbage(collector: &Collector) -> tonic::Status {
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct Garbage {
+        #[prost(bytes = "vec", tag = "1")]
+        exchanges: Vec<u8>,
+    }
+    let mut grpc = tonic::client::Grpc::new(collector.channel().await);
+    within("ready", grpc.ready()).await.unwrap();
+    let path = http::uri::PathAndQuery::from_static("/tapedeck.capture.v1.Capture/Push");
+    let garbage = Garbage {
+        exchanges: vec![0xff; 12],
+    };
+    within(
+        "garbage push",
+        grpc.unary::<_, PushAck, _>(
+            tonic::Request::new(garbage),
+            path,
+            tonic_prost::ProstCodec::default(),
+        ),
+    )
+    .await
+    .unwrap_err()
+}
+
+#[tokio::test]
+async fn pushes_need_the_token_when_one_is_set() {
+    let data = tempfile::tempdir().unwrap();
+    let collector = Collector::start(tapedeck_collector::CollectorArgs {
+        token: Some("s3cret".into()),
+        ..args(data.path())
+    })
+    .await;
+    let mut client = collector.client().await;
+    let push = |token: Option<&str>| {
+        let mut request = tonic::Request::new(batch(1, vec![exchange(1, "orders", T13)]));
+        if let Some(token) = token {
+            request
+                .metadata_mut()
+                .insert("authorization", token.parse().unwrap());
+        }
+        request
+    };
+    for token in [
+        None,
+        Some("Bearer wrong"),
+        Some("s3cret"),
+        Some("Basic s3cret"),
+    ] {
+        let status = within("push", client.push(push(token))).await.unwrap_err();
+        assert_eq!(status.code(), Code::Unauthenticated, "{token:?}");
+        assert_eq!(status.message(), "missing or wrong bearer token");
+    }
+    within("push", client.push(push(Some("Bearer s3cret"))))
+        .await
+        .unwrap();
+    let unauthenticated = format!(
+        "{}_total{{reason=\"unauthenticated\"}}",
+        metrics::BATCHES_REJECTED
+    );
+    assert_eq!(collector.metric(&unauthenticated).await, 4.0);
+    assert_eq!(wal::read_dir(&collector.data.join("wal")).unwrap().len(), 1);
+    drop(client);
+    collector.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn limits_answer_resource_exhausted() {
+    let data = tempfile::tempdir().unwrap();
+    let collector = Collector::start(tapedeck_collector::CollectorArgs {
+        buffer_max_bytes: 1,
+        ..args(data.path())
+    })
+    .await;
+    let mut client = collector.client().await;
+    within(
+        "push",
+        client.push(batch(1, vec![exchange(1, "orders", T13)])),
+    )
+    .await
+    .unwrap();
+    let status = within(
+        "push",
+        client.push(batch(2, vec![exchange(2, "orders", T13)])),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted);
+    assert!(
+        status.message().starts_with("buffer holds ")
+            && status
+                .message()
+                .ends_with("at or above its limit of 1 bytes"),
+        "{status:?}"
+    );
+    let buffer_full = format!(
+        "{}_total{{reason=\"buffer_full\"}}",
+        metrics::BATCHES_REJECTED
+    );
+    assert_eq!(collector.metric(&buffer_full).await, 1.0);
+    drop(client);
+    collector.stop().await.unwrap();
+
+    let data = tempfile::tempdir().unwrap();
+    let collector = Collector::start(tapedeck_collector::CollectorArgs {
+        min_free_disk: u64::MAX,
+        ..args(data.path())
+    })
+    .await;
+    let mut client = collector.client().await;
+    let status = within(
+        "push",
+        client.push(batch(1, vec![exchange(1, "orders", T13)])),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted);
+    assert!(status.message().starts_with("data disk has "), "{status:?}");
+    assert!(
+        wal::read_dir(&collector.data.join("wal"))
+            .unwrap()
+            .is_empty()
+    );
+    drop(client);
+    collector.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn http_serves_health_readiness_and_metrics() {
+    let data = tempfile::tempdir().unwrap();
+    let collector = Collector::start(args(data.path())).await;
+    assert_eq!(collector.get("/healthz").await, (200, "ok\n".to_string()));
+    eventually("readiness", || async {
+        collector.get("/readyz").await.0 == 200
+    })
+    .await;
+    let mut client = collector.client().await;
+    let mut pushed = batch(3, vec![exchange(1, "orders", T13)]);
+    pushed.dropped_since_last = 17;
+    within("push", client.push(pushed)).await.unwrap();
+    // Batch 4 never arrives; 5 through 5 + 64 do, so 4 falls out of the reorder window.
+    for sequence in 5..=5 + tapedeck_collector::ingest::SEQUENCE_WINDOW {
+        within("push", client.push(batch(sequence, vec![])))
+            .await
+            .unwrap();
+    }
+    let (status, text) = collector.get("/metrics").await;
+    assert_eq!(status, 200);
+    for (series, value) in [
+        (format!("{}_total", metrics::BATCHES_RECEIVED), 66.0),
+        (format!("{}_total", metrics::FILTER_DROPPED_EXCHANGES), 17.0),
+        (format!("{}_total", metrics::BATCHES_LOST), 1.0),
+        (metrics::BUFFER_ROWS.to_string(), 1.0),
+    ] {
+        assert_eq!(metric_value(&text, &series), value, "{series}\n{text}");
+    }
+    assert!(
+        metric_value(&text, &format!("{}_count", metrics::WAL_FSYNC_SECONDS)) >= 1.0,
+        "{text}"
+    );
+    assert!(text.ends_with("# EOF\n"), "{text}");
+    assert_eq!(collector.get("/nope").await.0, 404);
+    drop(client);
+    collector.stop().await.unwrap();
+}

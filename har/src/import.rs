@@ -1,0 +1,890 @@
+//! HAR → exchanges: [`parse`] reads a file, [`to_exchanges`] turns its entries into
+//! [`Exchange`]s.
+//!
+//! Parsing is strict about the document (JSON, `log`, `log.entries` as an array, field types)
+//! and fails with a [`HarError`] that names the JSON path, line and column. Conversion never
+//! fails: an entry that cannot become an exchange (a bad URL, a bad date, a bad base64 body…)
+//! yields a [`Diagnostic`] naming `log.entries[i]…` and is skipped; the others convert.
+//!
+//! The mapping, per entry:
+//! - `startedDateTime` (RFC 3339 with a UTC offset) → `start_unix_nanos`; `time` (ms) →
+//!   `duration_nanos` (the sum of the known timings when `time` is `-1`); `blocked + dns +
+//!   connect + send + wait` (the known ones, when `wait` is known) → `response_headers_nanos`.
+//! - `request.url` → `scheme`, `authority` (user info dropped) and `path` (query included,
+//!   fragment dropped). HTTP/2 pseudo-headers (`:authority`, `:scheme`, `:path`, `:method`)
+//!   win over the URL and are not kept as headers; neither is `host`, which becomes the
+//!   authority as it does in Envoy. When the URL has no query, `queryString` supplies one.
+//! - Headers keep their order, with names lowercased as Envoy carries them. A `cookie` header
+//!   is built from `request.cookies` (and `set-cookie` headers from `response.cookies`) only
+//!   when the headers have none.
+//! - `httpVersion` → `protocol` (`HTTP/1.0`, `HTTP/1.1`, `HTTP/2`/`HTTP/2.0`/`h2`,
+//!   `HTTP/3`/`h3`), and gRPC when the request's `content-type` is `application/grpc*`.
+//! - `postData.text` → request body (`postData.params` → a URL-encoded body when there is no
+//!   text); `response.content.text` → response body, base64-decoded when `encoding` is
+//!   `base64`. Sizes come from `request.bodySize` and `response.content.size`; `-1` means the
+//!   captured length. A size above the captured length marks the body truncated.
+//! - HAR bodies are decoded from their `content-encoding` (browsers store what they rendered),
+//!   so `content-encoding` and `content-length` are dropped from a message whose body is
+//!   decoded; bodies of tapedeck exports (and any marked `_tapedeckRaw`) are as they crossed
+//!   the proxy and keep them.
+//! - The trace id comes from the first valid `traceparent`, else the first `x-request-id`,
+//!   as the filter reads it. For outbound exchanges the peer is `serverIPAddress` plus the
+//!   URL's port (for inbound, the peer is the caller, which a HAR does not record).
+//! - `id` is 16 random bytes ([`ImportOptions::id_seed`] makes them repeatable), the sample
+//!   rate 1, `filter_version` [`IMPORT_FILTER_VERSION`], no redactions.
+//!
+//! An entry with a `_tapedeck` object was written by [`crate::export`]: its exchange fields
+//! (id, direction, workload, protocol, trace id, the exact start…) are restored from it and the
+//! import options do not apply to it.
+//!
+//! Imported HAR is not redacted: the filter redacts what it captures, but a HAR file comes from
+//! elsewhere, and the collector stores what the file contains. Sanitize files (browsers offer
+//! "export HAR (sanitized)") before importing secrets.
+
+use std::fmt;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
+use tapedeck_proto::{
+    Direction, Exchange, Header, Message, Protocol, REQUEST_ID_HEADER, TRACEPARENT_HEADER,
+};
+
+use crate::model::{Cookie, Entry, Har, NameValue, TapedeckEntry};
+use crate::time;
+
+/// The `filter_version` of imported exchanges: they were read from a file, not captured.
+pub const IMPORT_FILTER_VERSION: &str = "har-import";
+
+/// A HAR document that cannot be read at all.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HarError {
+    /// Not JSON, or JSON of the wrong shape: `path` is where (`log.entries[12].time`, or
+    /// `document` for the top level).
+    #[error("{path}: {message} (line {line}, column {column})")]
+    Json {
+        /// The JSON path of the value that failed.
+        path: String,
+        /// What is wrong.
+        message: String,
+        /// The 1-based line.
+        line: usize,
+        /// The 1-based column.
+        column: usize,
+    },
+    /// Well-formed JSON that is not HAR this crate reads.
+    #[error("{path}: {message}")]
+    Invalid {
+        /// The JSON path of the value that failed.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// The result type of this crate.
+pub type Result<T, E = HarError> = std::result::Result<T, E>;
+
+/// One entry that did not become an exchange, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    /// The entry's index in `log.entries`.
+    pub entry: usize,
+    /// The JSON path of the offending value, for example `log.entries[3].request.url`.
+    pub path: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// How entries become exchanges.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImportOptions {
+    /// The workload the exchanges are recorded for.
+    pub service: String,
+    /// Its namespace.
+    pub namespace: Option<String>,
+    /// Which way the exchanges crossed the workload's sidecar (default inbound: a HAR
+    /// usually records calls made to the service).
+    pub direction: Direction,
+    /// Seeds the exchange ids, so that tests get the same ids every run; `None` seeds from
+    /// the process's randomness.
+    pub id_seed: Option<u64>,
+}
+
+impl ImportOptions {
+    /// Options for `service`, inbound, with random ids.
+    pub fn new(service: impl Into<String>) -> Self {
+        ImportOptions {
+            service: service.into(),
+            ..Self::default()
+        }
+    }
+}
+
+impl Default for ImportOptions {
+    fn default() -> Self {
+        ImportOptions {
+            service: String::new(),
+            namespace: None,
+            direction: Direction::Inbound,
+            id_seed: None,
+        }
+    }
+}
+
+/// Reads a HAR document. A UTF-8 byte order mark is skipped.
+pub fn parse(bytes: &[u8]) -> Result<Har> {
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    let har: Har = serde_json::from_slice(bytes).map_err(|error| json_error(bytes, &error))?;
+    let version = har.log.version.trim();
+    if !(version.is_empty() || version.starts_with("1.")) {
+        return Err(HarError::Invalid {
+            path: "log.version".into(),
+            message: format!("unsupported HAR version {version:?} (expected 1.x)"),
+        });
+    }
+    Ok(har)
+}
+
+/// Converts every entry it can; each entry it cannot yields one [`Diagnostic`].
+pub fn to_exchanges(har: &Har, options: &ImportOptions) -> (Vec<Exchange>, Vec<Diagnostic>) {
+    let mut ids = Ids::new(options.id_seed);
+    let mut exchanges = Vec::with_capacity(har.log.entries.len());
+    let mut diagnostics = Vec::new();
+    for (index, entry) in har.log.entries.iter().enumerate() {
+        match entry_to_exchange(entry, options, &mut ids) {
+            Ok(exchange) => exchanges.push(exchange),
+            Err((path, message)) => diagnostics.push(Diagnostic {
+                entry: index,
+                path: format!("log.entries[{index}].{path}"),
+                message,
+            }),
+        }
+    }
+    (exchanges, diagnostics)
+}
+
+/// A failure inside one entry: the path below the entry, and the reason.
+type EntryError = (String, String);
+
+fn fail<T>(path: impl Into<String>, message: impl Into<String>) -> Result<T, EntryError> {
+    Err((path.into(), message.into()))
+}
+
+fn entry_to_exchange(
+    entry: &Entry,
+    options: &ImportOptions,
+    ids: &mut Ids,
+) -> Result<Exchange, EntryError> {
+    let recorded = entry.tapedeck.as_ref();
+    let request = &entry.request;
+    let response = &entry.response;
+
+    let started = entry.started_date_time.trim();
+    if started.is_empty() {
+        return fail("startedDateTime", "missing");
+    }
+    let mut start_unix_nanos = time::parse(started).map_err(|reason| {
+        (
+            "startedDateTime".to_owned(),
+            format!("{started:?} is not an RFC 3339 date-time: {reason}"),
+        )
+    })?;
+    if let Some(exact) = recorded.and_then(|r| r.start_unix_nanos)
+        && exact / 1_000_000 == start_unix_nanos / 1_000_000
+    {
+        start_unix_nanos = exact;
+    }
+
+    let mut method = request.method.trim().to_owned();
+    let url = parse_url(&request.url).map_err(|reason| {
+        let shown = if request.url.is_empty() {
+            "missing".to_owned()
+        } else {
+            format!("{:?} {reason}", request.url)
+        };
+        ("request.url".to_owned(), shown)
+    })?;
+    let (mut scheme, mut authority, mut path) = (url.scheme, url.authority, url.path);
+    if !path.contains('?') && !request.query_string.is_empty() {
+        path.push('?');
+        path.push_str(&join_query(&request.query_string));
+    }
+
+    let mut host = None;
+    let mut pseudo_authority = None;
+    let mut request_headers = Vec::with_capacity(request.headers.len());
+    for (i, field) in request.headers.iter().enumerate() {
+        let name = field.name.trim().to_ascii_lowercase();
+        let value = field_value(field).map_err(|m| (format!("request.headers[{i}].value"), m))?;
+        match name.as_str() {
+            ":authority" => pseudo_authority = Some(lossy(value)),
+            ":scheme" => scheme = lossy(value).to_ascii_lowercase(),
+            ":path" => path = lossy(value),
+            ":method" => method = lossy(value),
+            "host" => {
+                host.get_or_insert(lossy(value));
+            }
+            _ if name.starts_with(':') => {}
+            _ => request_headers.push(Header { name, value }),
+        }
+    }
+    if let Some(value) = pseudo_authority.or(host).filter(|a| !a.is_empty()) {
+        authority = value;
+    }
+    if method.is_empty() {
+        return fail("request.method", "missing");
+    }
+    if method
+        .bytes()
+        .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+    {
+        return fail(
+            "request.method",
+            format!("{method:?} is not an HTTP method"),
+        );
+    }
+    if !request_headers.iter().any(|h| h.name == "cookie") && !request.cookies.is_empty() {
+        request_headers.push(Header {
+            name: "cookie".into(),
+            value: cookie_header(&request.cookies).into_bytes(),
+        });
+    }
+
+    let status = match u32::try_from(response.status) {
+        Ok(status) if status <= 999 => status,
+        _ => {
+            return fail(
+                "response.status",
+                format!("{} is not an HTTP status", response.status),
+            );
+        }
+    };
+    let mut response_headers = Vec::with_capacity(response.headers.len());
+    for (i, field) in response.headers.iter().enumerate() {
+        let name = field.name.trim().to_ascii_lowercase();
+        let value = field_value(field).map_err(|m| (format!("response.headers[{i}].value"), m))?;
+        if !name.starts_with(':') {
+            response_headers.push(Header { name, value });
+        }
+    }
+    if !response_headers.iter().any(|h| h.name == "set-cookie") {
+        for cookie in &response.cookies {
+            response_headers.push(Header {
+                name: "set-cookie".into(),
+                value: set_cookie_header(cookie).into_bytes(),
+            });
+        }
+    }
+
+    // Bodies.
+    let (request_body, request_raw) = match &request.post_data {
+        Some(post) => {
+            let body = match &post.text {
+                Some(text) => decode_text(text, post.encoding.as_deref())
+                    .map_err(|m| ("request.postData.text".to_owned(), m))?,
+                None if is_form(&post.mime_type) => form_body(&post.params).into_bytes(),
+                None => Vec::new(),
+            };
+            (body, post.tapedeck_raw)
+        }
+        None => (Vec::new(), false),
+    };
+    let content = &response.content;
+    let response_body = match &content.text {
+        Some(text) => decode_text(text, content.encoding.as_deref())
+            .map_err(|m| ("response.content.text".to_owned(), m))?,
+        None => Vec::new(),
+    };
+    // Tapedeck exports always hold bodies as they crossed the proxy.
+    if recorded.is_none() && !request_raw {
+        drop_decoded_headers(&mut request_headers);
+    }
+    if recorded.is_none() && !content.tapedeck_raw {
+        drop_decoded_headers(&mut response_headers);
+    }
+
+    let grpc = request_headers
+        .iter()
+        .find(|h| h.name == "content-type")
+        .is_some_and(|h| h.value.starts_with(b"application/grpc"));
+    let protocol = match recorded {
+        Some(r) => protocol_of_word(&r.protocol).unwrap_or(Protocol::Unspecified),
+        None if grpc => Protocol::Grpc,
+        None => match protocol_of_version(&request.http_version) {
+            Protocol::Unspecified => protocol_of_version(&response.http_version),
+            protocol => protocol,
+        },
+    };
+
+    // Timings.
+    let timings = &entry.timings;
+    let known = |ms: Option<f64>| ms.filter(|ms| *ms >= 0.0).unwrap_or(0.0);
+    let to_headers = known(timings.blocked)
+        + known(timings.dns)
+        + known(timings.connect)
+        + known(Some(timings.send))
+        + known(Some(timings.wait));
+    let duration_ms = if entry.time >= 0.0 {
+        entry.time
+    } else {
+        to_headers + known(Some(timings.receive))
+    };
+    let duration_nanos = ms_to_nanos(duration_ms);
+    let response_headers_nanos = if status == 0 || timings.wait < 0.0 {
+        0
+    } else {
+        ms_to_nanos(to_headers).min(duration_nanos)
+    };
+
+    let trace_id = match recorded {
+        Some(r) => r.trace_id.clone(),
+        None => trace_id_of(&request_headers),
+    };
+    let id = recorded
+        .and_then(|r| hex_id(&r.id))
+        .unwrap_or_else(|| ids.next_id());
+    let exchange = Exchange {
+        id,
+        trace_id,
+        start_unix_nanos,
+        duration_nanos,
+        response_headers_nanos,
+        protocol: protocol as i32,
+        scheme,
+        authority,
+        method,
+        path,
+        request: Some(message(
+            request_headers,
+            request_body,
+            request.body_size,
+            trailers(&request.tapedeck_trailers, "request._tapedeckTrailers")?,
+        )),
+        status,
+        response: Some(message(
+            response_headers,
+            response_body,
+            content.size,
+            trailers(&response.tapedeck_trailers, "response._tapedeckTrailers")?,
+        )),
+        ..Default::default()
+    };
+    Ok(match recorded {
+        Some(r) => restore(exchange, r),
+        None => Exchange {
+            direction: options.direction as i32,
+            workload: options.service.clone(),
+            namespace: options.namespace.clone().unwrap_or_default(),
+            peer_address: match (options.direction, &entry.server_ip_address) {
+                (Direction::Outbound, Some(ip)) if !ip.trim().is_empty() => {
+                    peer_address(ip.trim(), url.port)
+                }
+                _ => String::new(),
+            },
+            sample_rate: 1.0,
+            filter_version: IMPORT_FILTER_VERSION.into(),
+            ..exchange
+        },
+    })
+}
+
+/// Fills in the fields a tapedeck export recorded in `_tapedeck`.
+fn restore(exchange: Exchange, recorded: &TapedeckEntry) -> Exchange {
+    let direction = match recorded.direction.as_str() {
+        "inbound" => Direction::Inbound,
+        "outbound" => Direction::Outbound,
+        _ => Direction::Unspecified,
+    };
+    Exchange {
+        direction: direction as i32,
+        workload: recorded.workload.clone(),
+        namespace: recorded.namespace.clone(),
+        pod: recorded.pod.clone(),
+        peer_address: recorded.peer_address.clone(),
+        upstream_cluster: recorded.upstream_cluster.clone(),
+        route_name: recorded.route_name.clone(),
+        response_flags: recorded.response_flags.clone(),
+        response_code_details: recorded.response_code_details.clone(),
+        sample_rate: recorded.sample_rate.unwrap_or(1.0),
+        redactions: recorded.redactions.clone(),
+        filter_version: recorded.filter_version.clone(),
+        ..exchange
+    }
+}
+
+fn message(headers: Vec<Header>, body: Vec<u8>, size: i64, trailers: Vec<Header>) -> Message {
+    let captured = body.len() as u64;
+    let body_size = u64::try_from(size).map_or(captured, |size| size.max(captured));
+    Message {
+        headers,
+        body,
+        body_size,
+        body_truncated: body_size > captured,
+        trailers,
+    }
+}
+
+fn trailers(fields: &[NameValue], path: &str) -> Result<Vec<Header>, EntryError> {
+    fields
+        .iter()
+        .enumerate()
+        .map(|(i, field)| {
+            let value = field_value(field).map_err(|m| (format!("{path}[{i}].value"), m))?;
+            Ok(Header {
+                name: field.name.trim().to_ascii_lowercase(),
+                value,
+            })
+        })
+        .collect()
+}
+
+/// The raw bytes of a header value: base64-decoded when `_encoding` is `base64`.
+fn field_value(field: &NameValue) -> Result<Vec<u8>, String> {
+    decode_text(&field.value, field.encoding.as_deref())
+}
+
+/// The bytes of a body or value written as text with an optional `encoding`.
+fn decode_text(text: &str, encoding: Option<&str>) -> Result<Vec<u8>, String> {
+    match encoding.map(str::trim) {
+        None | Some("") => Ok(text.as_bytes().to_vec()),
+        Some(encoding) if encoding.eq_ignore_ascii_case("base64") => {
+            let compact: Vec<u8> = text.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+            STANDARD
+                .decode(&compact)
+                .or_else(|_| STANDARD_NO_PAD.decode(&compact))
+                .map_err(|error| format!("invalid base64: {error}"))
+        }
+        Some(other) => Err(format!("unsupported encoding {other:?} (expected base64)")),
+    }
+}
+
+/// Removes `content-encoding` (other than identity) and `content-length` from a message whose
+/// HAR body is decoded, so the exchange describes the body it holds.
+fn drop_decoded_headers(headers: &mut Vec<Header>) {
+    let encoded = headers.iter().any(|h| {
+        h.name == "content-encoding" && !h.value.trim_ascii().eq_ignore_ascii_case(b"identity")
+    });
+    if encoded {
+        headers.retain(|h| h.name != "content-encoding" && h.name != "content-length");
+    }
+}
+
+/// The trace id as the filter reads it: the first valid `traceparent`, else the first
+/// `x-request-id`, else empty.
+fn trace_id_of(headers: &[Header]) -> String {
+    headers
+        .iter()
+        .filter(|h| h.name == TRACEPARENT_HEADER)
+        .find_map(|h| traceparent_trace_id(&h.value))
+        .or_else(|| {
+            headers
+                .iter()
+                .find(|h| h.name == REQUEST_ID_HEADER)
+                .map(|h| String::from_utf8_lossy(&h.value).into_owned())
+        })
+        .unwrap_or_default()
+}
+
+/// The trace-id of a W3C `traceparent` value (32 lowercase hex digits, not all zero). The same
+/// rule as the filter's `traceparent_trace_id`.
+fn traceparent_trace_id(value: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(value).ok()?;
+    let mut parts = text.trim().split('-');
+    let _version = parts.next().filter(|v| v.len() == 2)?;
+    let trace = parts.next()?;
+    let _parent = parts.next().filter(|p| p.len() == 16)?;
+    let valid = trace.len() == 32
+        && trace.bytes().all(|b| b.is_ascii_hexdigit())
+        && trace.bytes().any(|b| b != b'0');
+    valid.then(|| trace.to_ascii_lowercase())
+}
+
+pub(crate) fn protocol_of_word(word: &str) -> Option<Protocol> {
+    Some(match word {
+        "HTTP/1.0" => Protocol::Http10,
+        "HTTP/1.1" => Protocol::Http11,
+        "HTTP/2" => Protocol::Http2,
+        "HTTP/3" => Protocol::Http3,
+        "gRPC" => Protocol::Grpc,
+        _ => return None,
+    })
+}
+
+fn protocol_of_version(version: &str) -> Protocol {
+    match version.trim().to_ascii_lowercase().as_str() {
+        "http/1.0" => Protocol::Http10,
+        "http/1.1" => Protocol::Http11,
+        "http/2" | "http/2.0" | "h2" | "h2c" => Protocol::Http2,
+        "http/3" | "http/3.0" | "h3" => Protocol::Http3,
+        v if v.starts_with("h3-") => Protocol::Http3,
+        _ => Protocol::Unspecified,
+    }
+}
+
+fn ms_to_nanos(ms: f64) -> u64 {
+    if ms.is_finite() && ms > 0.0 {
+        // Saturates at u64::MAX for absurd values.
+        (ms * 1_000_000.0).round() as u64
+    } else {
+        0
+    }
+}
+
+fn lossy(value: Vec<u8>) -> String {
+    String::from_utf8(value).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
+fn hex_id(text: &str) -> Option<Vec<u8>> {
+    if text.len() != 32 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    (0..16)
+        .map(|i| u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok())
+        .collect()
+}
+
+/// The parts of an absolute URL that an exchange keeps.
+#[derive(Debug, PartialEq)]
+struct UrlParts {
+    scheme: String,
+    authority: String,
+    /// The path and query (never the fragment), starting with `/`.
+    path: String,
+    /// The explicit port, else the scheme's default, else none.
+    port: Option<u16>,
+}
+
+fn parse_url(url: &str) -> Result<UrlParts, String> {
+    let url = url.trim();
+    if url
+        .bytes()
+        .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+    {
+        return Err("contains whitespace or control characters".into());
+    }
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return Err("is not an absolute URL (expected scheme://host/path)".into());
+    };
+    let valid_scheme = scheme
+        .bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic())
+        && scheme
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'));
+    if !valid_scheme {
+        return Err("has no valid scheme".into());
+    }
+    let scheme = scheme.to_ascii_lowercase();
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, remainder) = rest.split_at(end);
+    let authority = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    if authority.is_empty() {
+        return Err("has no host".into());
+    }
+    let explicit_port = match authority.rsplit_once(':') {
+        // An IPv6 literal without a port: the colon is inside the brackets.
+        Some((_, after)) if after.contains(']') => None,
+        Some((_, port)) => match port.parse::<u16>() {
+            Ok(port) => Some(port),
+            Err(_) if port.is_empty() => None,
+            Err(_) => return Err(format!("has an invalid port {port:?}")),
+        },
+        None => None,
+    };
+    let port = explicit_port.or(match scheme.as_str() {
+        "http" | "ws" => Some(80),
+        "https" | "wss" => Some(443),
+        _ => None,
+    });
+    let remainder = remainder
+        .split_once('#')
+        .map_or(remainder, |(path, _)| path);
+    let path = if remainder.starts_with('/') {
+        remainder.to_owned()
+    } else {
+        format!("/{remainder}")
+    };
+    Ok(UrlParts {
+        scheme,
+        authority: authority.to_owned(),
+        path,
+        port,
+    })
+}
+
+/// `ip:port`, with brackets around IPv6 addresses, as Envoy writes addresses.
+fn peer_address(ip: &str, port: Option<u16>) -> String {
+    let ip = ip.trim_start_matches('[').trim_end_matches(']');
+    match (ip.contains(':'), port) {
+        (true, Some(port)) => format!("[{ip}]:{port}"),
+        (true, None) => format!("[{ip}]"),
+        (false, Some(port)) => format!("{ip}:{port}"),
+        (false, None) => ip.to_owned(),
+    }
+}
+
+fn is_form(mime_type: &str) -> bool {
+    let mime = mime_type.trim();
+    mime.is_empty()
+        || mime
+            .to_ascii_lowercase()
+            .starts_with("application/x-www-form-urlencoded")
+}
+
+/// `params` as an `application/x-www-form-urlencoded` body.
+fn form_body(params: &[crate::model::Param]) -> String {
+    params
+        .iter()
+        .map(|p| {
+            format!(
+                "{}={}",
+                form_encode(&p.name),
+                form_encode(p.value.as_deref().unwrap_or_default())
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+fn form_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'*' => {
+                out.push(byte as char)
+            }
+            b' ' => out.push('+'),
+            _ => out.push_str(&format!("%{byte:02X}")),
+        }
+    }
+    out
+}
+
+/// `queryString` as a query, for URLs that lack one. Values may already be percent-encoded,
+/// so `%` is kept; what cannot stand in a query is encoded.
+fn join_query(pairs: &[NameValue]) -> String {
+    let encode = |text: &str| {
+        let mut out = String::with_capacity(text.len());
+        for byte in text.bytes() {
+            if byte.is_ascii_graphic() && !matches!(byte, b'&' | b'#' | b'+' | b'=') {
+                out.push(byte as char);
+            } else {
+                out.push_str(&format!("%{byte:02X}"));
+            }
+        }
+        out
+    };
+    pairs
+        .iter()
+        .map(|p| format!("{}={}", encode(&p.name), encode(&p.value)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+fn cookie_header(cookies: &[Cookie]) -> String {
+    cookies
+        .iter()
+        .map(|c| format!("{}={}", c.name, c.value))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn set_cookie_header(cookie: &Cookie) -> String {
+    let mut value = format!("{}={}", cookie.name, cookie.value);
+    if let Some(path) = &cookie.path {
+        value.push_str(&format!("; Path={path}"));
+    }
+    if let Some(domain) = &cookie.domain {
+        value.push_str(&format!("; Domain={domain}"));
+    }
+    if cookie.http_only == Some(true) {
+        value.push_str("; HttpOnly");
+    }
+    if cookie.secure == Some(true) {
+        value.push_str("; Secure");
+    }
+    value
+}
+
+/// The source of exchange ids: splitmix64, seeded or from the process's randomness.
+#[derive(Debug)]
+struct Ids(u64);
+
+impl Ids {
+    fn new(seed: Option<u64>) -> Self {
+        Ids(seed.unwrap_or_else(|| {
+            use std::hash::{BuildHasher, Hasher};
+            let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos());
+            hasher.write_u128(now);
+            hasher.finish()
+        }))
+    }
+
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn next_id(&mut self) -> Vec<u8> {
+        let mut id = Vec::with_capacity(16);
+        id.extend_from_slice(&self.next_u64().to_be_bytes());
+        id.extend_from_slice(&self.next_u64().to_be_bytes());
+        id
+    }
+}
+
+/// A serde_json error, with the JSON path of where it happened.
+fn json_error(bytes: &[u8], error: &serde_json::Error) -> HarError {
+    let (line, column) = (error.line(), error.column());
+    let text = error.to_string();
+    let suffix = format!(" at line {line} column {column}");
+    let message = text.strip_suffix(&suffix).unwrap_or(&text).to_owned();
+    let path = json_path_at(bytes, offset_of(bytes, line, column));
+    HarError::Json {
+        path: if path.is_empty() {
+            "document".into()
+        } else {
+            path
+        },
+        message,
+        line,
+        column,
+    }
+}
+
+/// The byte offset just past a 1-based line and column as serde_json reports them.
+fn offset_of(bytes: &[u8], line: usize, column: usize) -> usize {
+    let mut start = 0;
+    for _ in 1..line {
+        match bytes
+            .get(start..)
+            .and_then(|rest| rest.iter().position(|&b| b == b'\n'))
+        {
+            Some(newline) => start += newline + 1,
+            None => return bytes.len(),
+        }
+    }
+    (start + column).min(bytes.len())
+}
+
+/// The JSON path (`log.entries[3].request.url`) of the innermost value open at `offset`,
+/// found by scanning the text up to there. Keys are shown as written (escapes not decoded).
+fn json_path_at(bytes: &[u8], offset: usize) -> String {
+    enum Frame {
+        Object {
+            key: Option<String>,
+            expect_key: bool,
+        },
+        Array {
+            index: usize,
+            started: bool,
+        },
+    }
+    let mut stack: Vec<Frame> = Vec::new();
+    let mut in_string = false;
+    let mut escaped = false;
+    let mut key: Option<Vec<u8>> = None;
+    let start_value = |stack: &mut Vec<Frame>| {
+        if let Some(Frame::Array { started, .. }) = stack.last_mut() {
+            *started = true;
+        }
+    };
+    for &byte in bytes.iter().take(offset) {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if byte == b'\\' {
+                escaped = true;
+            } else if byte == b'"' {
+                in_string = false;
+                if let (Some(done), Some(Frame::Object { key: slot, .. })) =
+                    (key.take(), stack.last_mut())
+                {
+                    *slot = Some(String::from_utf8_lossy(&done).into_owned());
+                }
+                continue;
+            }
+            if let Some(key) = key.as_mut() {
+                key.push(byte);
+            }
+            continue;
+        }
+        match byte {
+            b'"' => {
+                in_string = true;
+                match stack.last_mut() {
+                    Some(Frame::Object { expect_key, .. }) if *expect_key => {
+                        *expect_key = false;
+                        key = Some(Vec::new());
+                    }
+                    _ => start_value(&mut stack),
+                }
+            }
+            b'{' => {
+                start_value(&mut stack);
+                stack.push(Frame::Object {
+                    key: None,
+                    expect_key: true,
+                });
+            }
+            b'[' => {
+                start_value(&mut stack);
+                stack.push(Frame::Array {
+                    index: 0,
+                    started: false,
+                });
+            }
+            b'}' | b']' => {
+                stack.pop();
+            }
+            b',' => match stack.last_mut() {
+                Some(Frame::Array { index, started }) => {
+                    *index += 1;
+                    *started = false;
+                }
+                Some(Frame::Object { key, expect_key }) => {
+                    *key = None;
+                    *expect_key = true;
+                }
+                None => {}
+            },
+            b':' | b' ' | b'\t' | b'\r' | b'\n' => {}
+            _ => start_value(&mut stack),
+        }
+    }
+    let mut path = String::new();
+    for frame in &stack {
+        match frame {
+            Frame::Object { key: Some(key), .. } => {
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(key);
+            }
+            Frame::Array {
+                index,
+                started: true,
+            } => path.push_str(&format!("[{index}]")),
+            _ => {}
+        }
+    }
+    path
+}
+
+#[cfg(test)]
+mod tests;
