@@ -309,7 +309,10 @@ fn check_exchange(exchange: &Exchange) -> Result<(), String> {
             // Redaction rewrites a JSON body with markers that can be longer than the secrets
             // they replace, so a redacted body may hold more bytes than the proxy saw.
             let prefix = format!("{side}.body:");
-            let redacted = exchange.redactions.iter().any(|place| place.starts_with(&prefix));
+            let redacted = exchange
+                .redactions
+                .iter()
+                .any(|place| place.starts_with(&prefix));
             check_message(side, message, redacted)?;
         }
     }

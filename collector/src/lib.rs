@@ -196,7 +196,7 @@ pub async fn run_with(
     });
     tasks.spawn({
         let run = writer::run_maintenance(
-            store.store.clone(),
+            store.clone(),
             names.clone(),
             usize::try_from(args.compact_min_files).unwrap_or(usize::MAX),
             args.retention.0,

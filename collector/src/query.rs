@@ -626,7 +626,7 @@ pub async fn open_offline(
 ) -> crate::Result<QueryEngine> {
     let store = crate::store::open_store(data, store_url)?.store;
     let buffer = Arc::new(Buffer::new());
-    for batch in crate::wal::read_dir(&crate::config::wal_dir(data))? {
+    for batch in crate::wal::read_dir_with_store(&crate::config::wal_dir(data), &store).await? {
         buffer.insert(&batch.exchanges)?;
     }
     QueryEngine::new(store, buffer, args)

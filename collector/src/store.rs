@@ -104,6 +104,45 @@ pub fn open_store_with<K: AsRef<str>, V: Into<String>>(
     }
 }
 
+impl StoreHandle {
+    /// Makes a file just put into a local store durable across a power loss: `object_store`'s
+    /// local put writes a temporary file and renames it, without fsync. This fsyncs the file and
+    /// every folder from its own up to the store root (a new partition creates new folders).
+    /// Nothing to do for object storage, where a completed PUT is durable.
+    pub async fn sync(&self, path: &object_store::path::Path) -> Result<()> {
+        if self.url.scheme() != "file" {
+            return Ok(());
+        }
+        let Ok(root) = self.url.to_file_path() else {
+            return Ok(());
+        };
+        let file = path
+            .parts()
+            .fold(root.clone(), |dir, part| dir.join(part.as_ref()));
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            std::fs::File::open(&file)?.sync_all()?;
+            let mut dir = file.parent();
+            while let Some(folder) = dir {
+                std::fs::File::open(folder)?.sync_all()?;
+                if folder == root {
+                    break;
+                }
+                dir = folder.parent();
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|error| Error::Io {
+            what: format!("syncing {path}"),
+            source: std::io::Error::other(error),
+        })?
+        .map_err(|source| Error::Io {
+            what: format!("syncing {path} to disk"),
+            source,
+        })
+    }
+}
+
 fn open_local(dir: &Path) -> Result<StoreHandle> {
     std::fs::create_dir_all(dir).map_err(|source| Error::Io {
         what: format!("creating store folder {}", dir.display()),

@@ -458,7 +458,10 @@ impl Wal {
     /// folder fsynced), replacing an earlier one of the same segment.
     pub async fn write_intent(&self, intent: FlushIntent) -> Result<()> {
         let dir = self.inner.dir.clone();
-        blocking("writing a flush intent", move || write_intent(&dir, &intent)).await
+        blocking("writing a flush intent", move || {
+            write_intent(&dir, &intent)
+        })
+        .await
     }
 
     /// Deletes the intent of the flush that closed `segment` (none is fine), durably.
@@ -612,7 +615,8 @@ pub async fn resolve_intents(dir: &Path, store: &Arc<dyn ObjectStore>) -> Result
                 blocking("removing flushed write-ahead log segments", move || {
                     let mut removed = 0;
                     for segment in segments {
-                        removed += usize::from(remove_if_present(&dir.join(segment_name(segment)))?);
+                        removed +=
+                            usize::from(remove_if_present(&dir.join(segment_name(segment)))?);
                     }
                     sync_dir(&dir)?;
                     remove_if_present(&path)?;
@@ -673,7 +677,9 @@ async fn blocking<T: Send + 'static>(
         })?
 }
 
-fn write_intent(dir: &Path, intent: &FlushIntent) -> Result<()> {
+/// Makes a flush intent durable in the log folder `dir` ([`Wal::write_intent`] without a log
+/// handle).
+pub fn write_intent(dir: &Path, intent: &FlushIntent) -> Result<()> {
     let path = dir.join(intent_name(intent.segment));
     let temp = dir.join(format!("{}{TEMP_SUFFIX}", intent_name(intent.segment)));
     let wal_error = |path: &Path| {

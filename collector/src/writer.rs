@@ -7,8 +7,10 @@
 //! closed segments. Without the gate it then, in order:
 //! 1. records a flush intent in the log folder ([`crate::wal::FlushIntent`]: the closed segments
 //!    and the exact path of every file the flush will write), durably;
-//! 2. writes one zstd Parquet file per partition ([`write_partition`]), forgetting each sealed
-//!    entry once its file is in the store;
+//! 2. writes one zstd Parquet file per partition ([`write_partition`]), makes it durable
+//!    ([`StoreHandle::sync`]: fsync of the file and its folders on a local store, where
+//!    `object_store` itself does not), and forgets each sealed entry once its file is in the
+//!    store;
 //! 3. once every file of the flush is written, deletes the closed segments;
 //! 4. deletes the intent.
 //!
@@ -476,6 +478,10 @@ impl Flusher {
             }
             while let Some(sealed) = flush.files.first() {
                 let bytes = self.write_with_retry(sealed).await?;
+                // Durable before the log segments that hold the same data can go.
+                self.store
+                    .sync(&sealed.partition.file(&sealed.file))
+                    .await?;
                 self.buffer.remove_sealed(&sealed.file);
                 report.files += 1;
                 report.rows += sealed.rows;
@@ -740,13 +746,23 @@ pub async fn compact(
     now: SystemTime,
     metrics: &Metrics,
 ) -> Result<CompactionReport> {
-    compact_except(store, names, min_files, now, metrics, &PinnedFiles::default()).await
+    compact_except(
+        store,
+        None,
+        names,
+        min_files,
+        now,
+        metrics,
+        &PinnedFiles::default(),
+    )
+    .await
 }
 
 /// [`compact`], leaving out the files of flushes in progress (they neither count towards
 /// `min_files` nor are merged).
 pub async fn compact_except(
     store: &Arc<dyn ObjectStore>,
+    durable: Option<&StoreHandle>,
     names: &FileNamer,
     min_files: usize,
     now: SystemTime,
@@ -763,7 +779,7 @@ pub async fn compact_except(
         if start.saturating_add(HOUR_NANOS) > now || files.len() < min_files.max(2) {
             continue;
         }
-        match compact_partition(store, &partition, &files, names).await {
+        match compact_partition(store, durable, &partition, &files, names).await {
             Ok(rows) => {
                 metrics.compactions.inc();
                 metrics.compacted_files.inc_by(files.len() as u64);
@@ -782,11 +798,13 @@ pub async fn compact_except(
 
 async fn compact_partition(
     store: &Arc<dyn ObjectStore>,
+    durable: Option<&StoreHandle>,
     partition: &PartitionKey,
     files: &[(FileName, ObjectMeta)],
     names: &FileNamer,
 ) -> Result<usize> {
-    let mut merged = FileWriter::create(store, partition.file(&names.next_name()))?;
+    let merged_path = partition.file(&names.next_name());
+    let mut merged = FileWriter::create(store, merged_path.clone())?;
     let written = async {
         let mut rows = 0;
         for (_, meta) in files {
@@ -811,6 +829,10 @@ async fn compact_partition(
     }
     .await;
     let rows = merged.abort_if_failed(written).await?;
+    // On disk for good before the files it replaces go.
+    if let Some(handle) = durable {
+        handle.sync(&merged_path).await?;
+    }
     // The merged file is in place; from here until the deletes finish a listing sees the rows
     // twice (see the module docs).
     for (_, meta) in files {
@@ -850,7 +872,7 @@ pub async fn apply_retention(
 /// Runs compaction (leaving `pinned` files alone) and retention every [`MAINTENANCE_INTERVAL`]
 /// until `stop` turns true.
 pub async fn run_maintenance(
-    store: Arc<dyn ObjectStore>,
+    handle: StoreHandle,
     names: Arc<FileNamer>,
     min_files: usize,
     retention: Option<Duration>,
@@ -858,6 +880,7 @@ pub async fn run_maintenance(
     pinned: Arc<PinnedFiles>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let store = handle.store.clone();
     loop {
         tokio::select! {
             _ = stop.wait_for(|stop| *stop) => return,
@@ -871,6 +894,7 @@ pub async fn run_maintenance(
         }
         if let Err(error) = compact_except(
             &store,
+            Some(&handle),
             &names,
             min_files,
             SystemTime::now(),

@@ -209,3 +209,49 @@ fn segment_names_sort_by_sequence() {
     assert_eq!(parse_segment_name("42.wal"), None);
     assert_eq!(parse_segment_name("00000000000000000042.wal.tmp"), None);
 }
+
+#[test]
+fn intent_names_sort_by_sequence_and_intents_round_trip() {
+    assert_eq!(intent_name(42), "flush-00000000000000000042.intent");
+    assert_eq!(parse_intent_name(&intent_name(42)), Some(42));
+    assert_eq!(parse_intent_name("flush-42.intent"), None);
+    assert_eq!(
+        parse_intent_name("flush-00000000000000000042.intent.tmp"),
+        None
+    );
+    assert_eq!(parse_segment_name(&intent_name(42)), None);
+
+    let dir = tempfile::tempdir().unwrap();
+    let intent = FlushIntent {
+        segment: 3,
+        segments: vec![2, 3],
+        files: vec![
+            "exchanges/service=a/date=2026-11-27/hour=13/00000000000000ab-00000000000000000007.parquet"
+                .into(),
+        ],
+    };
+    write_intent(dir.path(), &intent).unwrap();
+    assert_eq!(
+        read_intents(dir.path()).unwrap(),
+        [(dir.path().join(intent_name(3)), intent.clone())]
+    );
+    // An intent naming another segment than its file, or foreign paths, is refused.
+    for bad in [
+        FlushIntent {
+            segment: 4,
+            ..intent.clone()
+        },
+        FlushIntent {
+            segments: vec![4],
+            ..intent.clone()
+        },
+        FlushIntent {
+            files: vec!["exchanges/x.parquet".into()],
+            ..intent.clone()
+        },
+    ] {
+        let error =
+            FlushIntent::decode(&dir.path().join(intent_name(3)), &bad.encode()).unwrap_err();
+        assert!(matches!(error, Error::WalCorrupt { .. }), "{error}");
+    }
+}

@@ -1,0 +1,421 @@
+//! The collector benchmarks.
+//!
+//! `ingest`: a collector in this process (default settings, data on local disk) and concurrent
+//! pushers sending pre-encoded `ExchangeBatch`es (1 KiB request and 1 KiB response bodies,
+//! realistic headers) over gRPC, as the filters would. Measured: exchanges and MB per second
+//! acknowledged (so durable in the write-ahead log), over a fixed window after a warm-up; at the
+//! end the collector is stopped (final flush) and the stored row count is checked.
+//!
+//! `query`: a dataset of N exchanges (10 million by default) written once as the collector
+//! writes it (zstd Parquet, `service=/date=/hour=`), then three queries timed with tapedeck's
+//! SQL engine and with DuckDB (PyPI `duckdb`, from the project's `.venv`) on the same files in
+//! the same run, best of three each, both with 2 threads.
+//!
+//! Run with `./x bench collector` (builds in release).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail, ensure};
+use bytes::{Buf as _, BufMut as _, Bytes};
+use clap::{Parser, Subcommand};
+use tapedeck_collector::query::{QueryArgs, open_offline};
+use tapedeck_collector::{CollectorArgs, Listeners};
+use tapedeck_proto::prost::Message as _;
+use tapedeck_proto::tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tapedeck_proto::tonic::{self, Status};
+use tapedeck_proto::{Direction, Exchange, ExchangeBatch, Header, Message, Protocol, PushAck};
+use tokio::net::TcpListener;
+
+#[derive(Debug, Parser)]
+struct Args {
+    #[command(subcommand)]
+    command: Bench,
+}
+
+#[derive(Debug, Subcommand)]
+enum Bench {
+    /// Durable ingest rate.
+    Ingest {
+        /// Seconds measured.
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+        /// Seconds of warm-up.
+        #[arg(long, default_value_t = 3)]
+        warmup: u64,
+        /// Concurrent pushers (one HTTP/2 connection each).
+        #[arg(long, default_value_t = 8)]
+        pushers: usize,
+        /// Exchanges per push.
+        #[arg(long, default_value_t = 250)]
+        batch: usize,
+        /// Request and response body bytes.
+        #[arg(long, default_value_t = 1024)]
+        body_bytes: usize,
+    },
+    /// Queries over N exchanges, beside DuckDB.
+    Query {
+        /// Exchanges in the dataset.
+        #[arg(long, default_value_t = 10_000_000)]
+        rows: usize,
+        /// Where the dataset is kept between runs (written once).
+        #[arg(long, default_value = "/tmp/tapedeck-bench-dataset")]
+        dataset: PathBuf,
+        /// Python with `duckdb` installed.
+        #[arg(long, default_value = ".venv/bin/python")]
+        python: PathBuf,
+        /// Runs per query (the best counts).
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    match Args::parse().command {
+        Bench::Ingest { seconds, warmup, pushers, batch, body_bytes } => ingest(seconds, warmup, pushers, batch, body_bytes).await,
+        Bench::Query { rows, dataset, python, runs } => query(rows, &dataset, &python, runs).await,
+    }
+}
+
+/// A small deterministic generator.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+const PATHS: usize = 50;
+
+fn h(name: &str, value: impl Into<Vec<u8>>) -> Header {
+    Header { name: name.into(), value: value.into() }
+}
+
+/// One realistic exchange: `body_bytes` of JSON-ish request and response body.
+fn exchange(rng: &mut Rng, n: u64, start: u64, body_bytes: usize) -> Exchange {
+    let path_index = rng.below(PATHS as u64);
+    let status = match rng.below(100) {
+        0..=79 => 200,
+        80..=89 => 201,
+        90..=94 => 404,
+        95..=97 => 500,
+        _ => 503,
+    };
+    // Latency: a per-path base plus an exponential-ish tail.
+    let base = 200_000 + path_index * 40_000;
+    let tail = (rng.below(1_000_000) as f64 / 1_000_000.0).max(1e-9).ln().abs() * 3_000_000.0;
+    let needle = if rng.below(100) == 0 { "needle-error" } else { "ok" };
+    let mut body = format!("{{\"order\":\"{n:012}\",\"status\":\"{needle}\",\"items\":[");
+    while body.len() + 40 < body_bytes {
+        body.push_str(&format!("{{\"sku\":\"{:08}\",\"qty\":{}}},", rng.below(100_000_000), rng.below(9) + 1));
+    }
+    body.push_str("{}]}");
+    let request_body = body.replace("order", "query").into_bytes();
+    let mut id = [0u8; 16];
+    id[..8].copy_from_slice(&n.to_le_bytes());
+    id[8..].copy_from_slice(&rng.next().to_le_bytes());
+    Exchange {
+        id: id.to_vec(),
+        trace_id: format!("{:032x}", rng.next() as u128 * 31),
+        start_unix_nanos: start,
+        duration_nanos: base + tail as u64,
+        response_headers_nanos: base,
+        direction: if n % 4 == 0 { Direction::Outbound } else { Direction::Inbound } as i32,
+        workload: "orders".into(),
+        namespace: "shop".into(),
+        pod: "orders-7d9f8b6c5-x2k4p".into(),
+        peer_address: "10.0.3.17:43122".into(),
+        upstream_cluster: "inbound|8080||".into(),
+        route_name: "default".into(),
+        protocol: Protocol::Http11 as i32,
+        scheme: "http".into(),
+        authority: "orders.shop.svc.cluster.local".into(),
+        method: if path_index % 3 == 0 { "POST" } else { "GET" }.into(),
+        path: format!("/api/v1/resource-{path_index:02}"),
+        request: Some(Message {
+            headers: vec![
+                h("content-type", "application/json"),
+                h("user-agent", "checkout/2.3.1"),
+                h("x-request-id", format!("{:016x}", rng.next())),
+                h("traceparent", format!("00-{:032x}-{:016x}-01", n, rng.next())),
+                h("accept", "application/json"),
+            ],
+            body_size: request_body.len() as u64,
+            body: request_body,
+            ..Default::default()
+        }),
+        status,
+        response: Some(Message {
+            headers: vec![
+                h("content-type", "application/json"),
+                h("date", "Fri, 27 Nov 2026 13:45:10 GMT"),
+                h("x-envoy-upstream-service-time", "3"),
+            ],
+            body_size: body.len() as u64,
+            body: body.into_bytes(),
+            ..Default::default()
+        }),
+        sample_rate: 1.0,
+        filter_version: "0.1.0".into(),
+        ..Default::default()
+    }
+}
+
+/// Sends already encoded `ExchangeBatch` bytes, so that the pushers spend no CPU encoding (the
+/// filters that push in production run on other machines).
+#[derive(Debug, Default, Clone)]
+struct RawCodec;
+
+#[derive(Debug)]
+struct RawEncoder;
+
+#[derive(Debug)]
+struct AckDecoder;
+
+impl Codec for RawCodec {
+    type Encode = Bytes;
+    type Decode = PushAck;
+    type Encoder = RawEncoder;
+    type Decoder = AckDecoder;
+    fn encoder(&mut self) -> RawEncoder {
+        RawEncoder
+    }
+    fn decoder(&mut self) -> AckDecoder {
+        AckDecoder
+    }
+}
+
+impl Encoder for RawEncoder {
+    type Item = Bytes;
+    type Error = Status;
+    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl Decoder for AckDecoder {
+    type Item = PushAck;
+    type Error = Status;
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<PushAck>, Status> {
+        let ack = PushAck::decode(src.copy_to_bytes(src.remaining())).map_err(|error| Status::internal(error.to_string()))?;
+        Ok(Some(ack))
+    }
+}
+
+async fn ingest(seconds: u64, warmup: u64, pushers: usize, batch: usize, body_bytes: usize) -> Result<()> {
+    let data = tempfile::tempdir_in(std::env::temp_dir())?;
+    let args = CollectorArgs { data: data.path().to_path_buf(), ..CollectorArgs::default() };
+    let listeners = Listeners {
+        grpc: TcpListener::bind("127.0.0.1:0").await?,
+        http: TcpListener::bind("127.0.0.1:0").await?,
+        flight: None,
+    };
+    let grpc = listeners.grpc.local_addr()?;
+    let store = tapedeck_collector::store::open_store(data.path(), None)?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let collector = tokio::spawn(tapedeck_collector::run_with(args, listeners, store, async {
+        let _ = stopped.await;
+    }));
+
+    // 32 distinct batches, encoded once.
+    let mut rng = Rng(7);
+    let start = 1_795_787_110_000_000_000u64;
+    let batches: Vec<Bytes> = (0..32u64)
+        .map(|b| {
+            let exchanges = (0..batch as u64).map(|i| exchange(&mut rng, b * batch as u64 + i, start + i * 1000, body_bytes)).collect();
+            Bytes::from(ExchangeBatch { exchanges, sequence: b + 1, ..Default::default() }.encode_to_vec())
+        })
+        .collect();
+    let batch_bytes = batches.iter().map(Bytes::len).sum::<usize>() as f64 / batches.len() as f64;
+    let acked = Arc::new(AtomicU64::new(0));
+    let measuring = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for p in 0..pushers {
+        let (batches, acked, measuring, done) = (batches.clone(), acked.clone(), measuring.clone(), done.clone());
+        let endpoint = format!("http://{grpc}");
+        tasks.push(tokio::spawn(async move {
+            let channel = tonic::transport::Endpoint::from_shared(endpoint)?.connect().await?;
+            let mut client = tonic::client::Grpc::new(channel).max_encoding_message_size(usize::MAX);
+            let path = http::uri::PathAndQuery::from_static("/tapedeck.capture.v1.Capture/Push");
+            let mut total = 0u64;
+            let mut i = p;
+            while !done.load(Ordering::Relaxed) {
+                client.ready().await?;
+                let ack = client.unary(tonic::Request::new(batches[i % batches.len()].clone()), path.clone(), RawCodec).await?;
+                if measuring.load(Ordering::Relaxed) {
+                    acked.fetch_add(ack.into_inner().accepted, Ordering::Relaxed);
+                }
+                total += batch as u64;
+                i += pushers;
+            }
+            anyhow::Ok(total)
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(warmup)).await;
+    measuring.store(true, Ordering::Relaxed);
+    let began = Instant::now();
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    measuring.store(false, Ordering::Relaxed);
+    let elapsed = began.elapsed().as_secs_f64();
+    let in_window = acked.load(Ordering::Relaxed);
+    done.store(true, Ordering::Relaxed);
+    let mut pushed = 0;
+    for task in tasks {
+        pushed += task.await??;
+    }
+    let _ = stop.send(());
+    let stopping = Instant::now();
+    collector.await??;
+    let final_flush = stopping.elapsed();
+    let engine = open_offline(data.path(), None, &QueryArgs::default()).await?;
+    let (_, rows) = engine.sql("SELECT count(*) FROM exchanges").await?;
+    let stored = rows[0].column(0).as_any().downcast_ref::<tapedeck_proto::arrow_array::Int64Array>().context("count")?.value(0) as u64;
+    ensure!(stored == pushed, "pushed and acknowledged {pushed} exchanges but {stored} are stored");
+    let rate = in_window as f64 / elapsed;
+    let per_exchange = batch_bytes / batch as f64;
+    println!("| metric | value |");
+    println!("| --- | --- |");
+    println!("| exchanges/s acknowledged (durable) | {rate:.0} |");
+    println!("| MB/s acknowledged (encoded protobuf) | {:.1} |", rate * per_exchange / 1e6);
+    println!("| bytes per exchange (encoded) | {per_exchange:.0} |");
+    println!("| stored = pushed after shutdown | {stored} = {pushed} |");
+    println!("| final flush at shutdown | {:.2} s |", final_flush.as_secs_f64());
+    println!();
+    println!(
+        "({pushers} pushers, {batch} exchanges per push, {body_bytes} B request + {body_bytes} B response bodies, {seconds} s measured after {warmup} s warm-up; collector defaults, data on local disk)"
+    );
+    Ok(())
+}
+
+const QUERIES: [(&str, &str, &str); 3] = [
+    (
+        "count by status",
+        "SELECT status, count(*) AS n FROM exchanges GROUP BY status ORDER BY status",
+        "SELECT status, count(*) AS n FROM exchanges GROUP BY status ORDER BY status",
+    ),
+    (
+        "p99 latency by path",
+        "SELECT path, approx_percentile_cont(duration_ns, 0.99) AS p99 FROM exchanges GROUP BY path ORDER BY p99 DESC, path LIMIT 10",
+        "SELECT path, approx_quantile(duration_ns, 0.99) AS p99 FROM exchanges GROUP BY path ORDER BY p99 DESC, path LIMIT 10",
+    ),
+    (
+        "bodies containing a string",
+        "SELECT count(*) AS n FROM exchanges WHERE strpos(body_text(response_body), 'needle-error') > 0",
+        "SELECT count(*) AS n FROM exchanges WHERE contains(CAST(response_body AS VARCHAR), 'needle-error')",
+    ),
+];
+
+async fn query(rows: usize, dataset: &Path, python: &Path, runs: usize) -> Result<()> {
+    let marker = dataset.join(format!(".complete-{rows}"));
+    if !marker.exists() {
+        if dataset.exists() {
+            std::fs::remove_dir_all(dataset).with_context(|| format!("clearing {}", dataset.display()))?;
+        }
+        std::fs::create_dir_all(dataset)?;
+        let store = tapedeck_collector::store::open_store(dataset, None)?;
+        let began = Instant::now();
+        let mut rng = Rng(42);
+        const CHUNK: usize = 250_000;
+        // Spread over 24 hours from 2026-11-26T00:00Z, in time order, as a collector would.
+        let first = 1_795_651_200_000_000_000u64;
+        let step = 86_400_000_000_000u64 / rows as u64;
+        let mut n = 0u64;
+        while (n as usize) < rows {
+            let count = CHUNK.min(rows - n as usize) as u64;
+            let exchanges: Vec<Exchange> = (n..n + count).map(|i| exchange(&mut rng, i, first + i * step, 256)).collect();
+            tapedeck_collector::writer::write_exchanges(&store.store, 1, &exchanges).await?;
+            n += count;
+            eprintln!("dataset: {n} of {rows} exchanges written ({:.0} s)", began.elapsed().as_secs_f64());
+        }
+        std::fs::write(&marker, b"")?;
+    }
+    let files = walk(&dataset.join("store"))?;
+    let bytes: u64 = files.iter().filter_map(|f| std::fs::metadata(f).ok()).map(|m| m.len()).sum();
+    eprintln!("dataset: {} Parquet files, {:.2} GB", files.len(), bytes as f64 / 1e9);
+
+    let args = QueryArgs { timeout: 600, memory: 8 << 30, max_rows: 0, concurrency: 1 };
+    let engine = open_offline(dataset, None, &args).await?;
+    let mut ours = Vec::new();
+    for (name, sql, _) in QUERIES {
+        let mut best = f64::MAX;
+        let mut answer = String::new();
+        for _ in 0..runs {
+            let began = Instant::now();
+            let (schema, batches) = engine.sql(sql).await.with_context(|| format!("tapedeck: {name}"))?;
+            best = best.min(began.elapsed().as_secs_f64());
+            answer = tapedeck_collector::query::format_batches(&schema, &batches, tapedeck_collector::query::OutputFormat::Csv)?;
+        }
+        eprintln!("tapedeck {name}: {best:.3} s\n{answer}");
+        ours.push(best);
+    }
+
+    let script = format!(
+        r#"
+import duckdb, json, sys, time
+con = duckdb.connect()
+con.execute("SET threads = 2")
+con.execute("CREATE VIEW exchanges AS SELECT * FROM read_parquet('{glob}', hive_partitioning = true)")
+out = []
+for sql in json.loads(sys.argv[1]):
+    best = None
+    for _ in range({runs}):
+        began = time.perf_counter()
+        rows = con.execute(sql).fetchall()
+        took = time.perf_counter() - began
+        best = took if best is None else min(best, took)
+    print(rows, file=sys.stderr)
+    out.append(best)
+print(json.dumps(out))
+"#,
+        glob = dataset.join("store/exchanges/*/*/*/*.parquet").display(),
+    );
+    let duck_sql: Vec<&str> = QUERIES.iter().map(|(_, _, duck)| *duck).collect();
+    let output = tokio::process::Command::new(python)
+        .args(["-c", &script, &serde_json::to_string(&duck_sql)?])
+        .output()
+        .await
+        .with_context(|| format!("running DuckDB through {}", python.display()))?;
+    eprintln!("{}", String::from_utf8_lossy(&output.stderr));
+    if !output.status.success() {
+        bail!("DuckDB failed (is `duckdb` installed in {}?)", python.display());
+    }
+    let theirs: Vec<f64> = serde_json::from_slice(&output.stdout).context("DuckDB's timings")?;
+    let version = tokio::process::Command::new(python).args(["-c", "import duckdb; print(duckdb.__version__)"]).output().await?;
+    println!("| query ({rows} exchanges) | tapedeck (DataFusion) s | DuckDB {} s | tapedeck / DuckDB |", String::from_utf8_lossy(&version.stdout).trim());
+    println!("| --- | --- | --- | --- |");
+    for (((name, _, _), ours), theirs) in QUERIES.iter().zip(&ours).zip(&theirs) {
+        println!("| {name} | {ours:.3} | {theirs:.3} | {:.2} |", ours / theirs);
+    }
+    println!();
+    println!("({} Parquet files, {:.2} GB, zstd; best of {runs} runs each; both engines 2 threads)", files.len(), bytes as f64 / 1e9);
+    Ok(())
+}
+
+fn walk(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).with_context(|| format!("listing {}", dir.display()))? {
+            let path = entry?.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "parquet") {
+                out.push(path);
+            }
+        }
+    }
+    Ok(out)
+}
