@@ -234,11 +234,10 @@ pub async fn run_with(
     let flight_addr = match listeners.flight {
         Some(listener) => {
             let addr = listener.local_addr().ok();
-            let engine = Arc::new(query::QueryEngine::new(
-                store.store.clone(),
-                buffer.clone(),
-                &args.query,
-            )?);
+            let engine = Arc::new(
+                query::QueryEngine::new(store.store.clone(), buffer.clone(), &args.query)?
+                    .with_metrics(metrics.clone()),
+            );
             let serve = flight::serve(listener, engine, args.token.clone(), stopped(stop.clone()));
             tasks.spawn(async move {
                 serve.await.map_err(|error| Error::Task {

@@ -241,6 +241,7 @@ pub struct QueryEngine {
     runtime: Arc<RuntimeEnv>,
     args: QueryArgs,
     turns: Arc<Semaphore>,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 impl fmt::Debug for QueryEngine {
@@ -299,7 +300,15 @@ impl QueryEngine {
             runtime,
             args: args.clone(),
             turns,
+            metrics: None,
         })
+    }
+
+    /// Counts every query and its duration (`tapedeck_collector_queries_total`,
+    /// `tapedeck_collector_query_seconds`) in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// The limits this engine enforces.
@@ -326,13 +335,27 @@ impl QueryEngine {
     }
 
     /// The schema a query's result will have, without running it.
+    ///
+    /// A query that fails here (invalid SQL, a refused statement) is counted as a failed query;
+    /// one that plans is counted when it runs.
     pub async fn schema(&self, query: &str) -> Result<SchemaRef, QueryError> {
-        let deadline = Instant::now() + self.args.timeout();
-        let state = self.session()?;
-        let plan = self
-            .with_deadline(deadline, self.plan(&state, query))
-            .await??;
-        Ok(plan.schema().inner().clone())
+        let began = Instant::now();
+        let deadline = began + self.args.timeout();
+        let planned = async {
+            let state = self.session()?;
+            self.with_deadline(deadline, self.plan(&state, query))
+                .await?
+        }
+        .await;
+        match planned {
+            Ok(plan) => Ok(plan.schema().inner().clone()),
+            Err(error) => {
+                if let Some(metrics) = &self.metrics {
+                    metrics.query_finished(began.elapsed(), false);
+                }
+                Err(error)
+            }
+        }
     }
 
     async fn sql_stream_until(
@@ -359,8 +382,31 @@ impl QueryEngine {
                 .map_err(|e| self.error(e))?;
             Ok::<_, QueryError>((stream, turn))
         };
-        let (stream, turn) = self.with_deadline(deadline, start).await??;
-        Ok(QueryStream::new(stream, turn, deadline, self.args.clone()))
+        let began = Instant::now();
+        let started = self
+            .with_deadline(deadline, start)
+            .await
+            .and_then(|started| started);
+        let (stream, turn) = match started {
+            Ok(started) => started,
+            Err(error) => {
+                if let Some(metrics) = &self.metrics {
+                    metrics.query_finished(began.elapsed(), false);
+                }
+                return Err(error);
+            }
+        };
+        let recorder = self
+            .metrics
+            .clone()
+            .map(|metrics| Recorder { metrics, began });
+        Ok(QueryStream::new(
+            stream,
+            turn,
+            deadline,
+            self.args.clone(),
+            recorder,
+        ))
     }
 
     async fn with_deadline<T>(
@@ -524,12 +570,30 @@ impl fmt::Debug for QueryStream {
     }
 }
 
+/// Reports a query to the metrics when its stream ends or is dropped.
+struct Recorder {
+    metrics: Arc<crate::metrics::Metrics>,
+    began: Instant,
+}
+
 struct Running {
     batches: mpsc::Receiver<Result<RecordBatch, DataFusionError>>,
     rows: u64,
     done: bool,
+    failed: bool,
+    recorder: Option<Recorder>,
     /// Stops the query when the stream ends or is dropped.
     _task: AbortOnDrop,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(recorder) = &self.recorder {
+            recorder
+                .metrics
+                .query_finished(recorder.began.elapsed(), !self.failed);
+        }
+    }
 }
 
 /// Aborts a task when dropped.
@@ -550,6 +614,7 @@ impl QueryStream {
         turn: OwnedSemaphorePermit,
         deadline: Instant,
         args: QueryArgs,
+        recorder: Option<Recorder>,
     ) -> Self {
         let schema = stream.schema();
         let (sender, batches) = mpsc::channel(2);
@@ -566,6 +631,8 @@ impl QueryStream {
             batches,
             rows: 0,
             done: false,
+            failed: false,
+            recorder,
             _task: AbortOnDrop(task),
         };
         let inner = futures::stream::unfold(running, move |mut running| {
@@ -592,6 +659,7 @@ impl QueryStream {
                     }
                 };
                 running.done = next.is_err();
+                running.failed |= next.is_err();
                 Some((next, running))
             }
         });

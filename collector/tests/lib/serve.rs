@@ -55,6 +55,18 @@ async fn flight_sql_sees_acknowledged_exchanges_before_and_after_the_flush() {
     assert_eq!(count().await, 3, "in Parquet");
     let refused = within("query", query_remote(&flight, Some("wrong"), "SELECT 1")).await;
     assert!(refused.is_err());
+    // Every query the engine ran is counted: two count(*) queries succeeded, and a bad one
+    // fails and is counted as an error (the refused token never reached the engine).
+    let invalid = within("query", query_remote(&flight, Some("s3cret"), "SELEC 1")).await;
+    assert!(invalid.is_err());
+    let ok = collector
+        .metric("tapedeck_collector_queries_total{outcome=\"ok\"}")
+        .await;
+    let failed = collector
+        .metric("tapedeck_collector_queries_total{outcome=\"error\"}")
+        .await;
+    assert!(ok >= 2.0, "ok queries counted: {ok}");
+    assert!(failed >= 1.0, "failed queries counted: {failed}");
     drop(client);
     collector.stop().await.unwrap();
 }
