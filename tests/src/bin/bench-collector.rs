@@ -75,8 +75,19 @@ enum Bench {
 #[tokio::main]
 async fn main() -> Result<()> {
     match Args::parse().command {
-        Bench::Ingest { seconds, warmup, pushers, batch, body_bytes } => ingest(seconds, warmup, pushers, batch, body_bytes).await,
-        Bench::Query { rows, dataset, python, runs } => query(rows, &dataset, &python, runs).await,
+        Bench::Ingest {
+            seconds,
+            warmup,
+            pushers,
+            batch,
+            body_bytes,
+        } => ingest(seconds, warmup, pushers, batch, body_bytes).await,
+        Bench::Query {
+            rows,
+            dataset,
+            python,
+            runs,
+        } => query(rows, &dataset, &python, runs).await,
     }
 }
 
@@ -99,7 +110,10 @@ impl Rng {
 const PATHS: usize = 50;
 
 fn h(name: &str, value: impl Into<Vec<u8>>) -> Header {
-    Header { name: name.into(), value: value.into() }
+    Header {
+        name: name.into(),
+        value: value.into(),
+    }
 }
 
 /// One realistic exchange: `body_bytes` of JSON-ish request and response body.
@@ -114,11 +128,23 @@ fn exchange(rng: &mut Rng, n: u64, start: u64, body_bytes: usize) -> Exchange {
     };
     // Latency: a per-path base plus an exponential-ish tail.
     let base = 200_000 + path_index * 40_000;
-    let tail = (rng.below(1_000_000) as f64 / 1_000_000.0).max(1e-9).ln().abs() * 3_000_000.0;
-    let needle = if rng.below(100) == 0 { "needle-error" } else { "ok" };
+    let tail = (rng.below(1_000_000) as f64 / 1_000_000.0)
+        .max(1e-9)
+        .ln()
+        .abs()
+        * 3_000_000.0;
+    let needle = if rng.below(100) == 0 {
+        "needle-error"
+    } else {
+        "ok"
+    };
     let mut body = format!("{{\"order\":\"{n:012}\",\"status\":\"{needle}\",\"items\":[");
     while body.len() + 40 < body_bytes {
-        body.push_str(&format!("{{\"sku\":\"{:08}\",\"qty\":{}}},", rng.below(100_000_000), rng.below(9) + 1));
+        body.push_str(&format!(
+            "{{\"sku\":\"{:08}\",\"qty\":{}}},",
+            rng.below(100_000_000),
+            rng.below(9) + 1
+        ));
     }
     body.push_str("{}]}");
     let request_body = body.replace("order", "query").into_bytes();
@@ -131,7 +157,11 @@ fn exchange(rng: &mut Rng, n: u64, start: u64, body_bytes: usize) -> Exchange {
         start_unix_nanos: start,
         duration_nanos: base + tail as u64,
         response_headers_nanos: base,
-        direction: if n % 4 == 0 { Direction::Outbound } else { Direction::Inbound } as i32,
+        direction: if n % 4 == 0 {
+            Direction::Outbound
+        } else {
+            Direction::Inbound
+        } as i32,
         workload: "orders".into(),
         namespace: "shop".into(),
         pod: "orders-7d9f8b6c5-x2k4p".into(),
@@ -148,7 +178,10 @@ fn exchange(rng: &mut Rng, n: u64, start: u64, body_bytes: usize) -> Exchange {
                 h("content-type", "application/json"),
                 h("user-agent", "checkout/2.3.1"),
                 h("x-request-id", format!("{:016x}", rng.next())),
-                h("traceparent", format!("00-{:032x}-{:016x}-01", n, rng.next())),
+                h(
+                    "traceparent",
+                    format!("00-{:032x}-{:016x}-01", n, rng.next()),
+                ),
                 h("accept", "application/json"),
             ],
             body_size: request_body.len() as u64,
@@ -209,14 +242,24 @@ impl Decoder for AckDecoder {
     type Item = PushAck;
     type Error = Status;
     fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<PushAck>, Status> {
-        let ack = PushAck::decode(src.copy_to_bytes(src.remaining())).map_err(|error| Status::internal(error.to_string()))?;
+        let ack = PushAck::decode(src.copy_to_bytes(src.remaining()))
+            .map_err(|error| Status::internal(error.to_string()))?;
         Ok(Some(ack))
     }
 }
 
-async fn ingest(seconds: u64, warmup: u64, pushers: usize, batch: usize, body_bytes: usize) -> Result<()> {
+async fn ingest(
+    seconds: u64,
+    warmup: u64,
+    pushers: usize,
+    batch: usize,
+    body_bytes: usize,
+) -> Result<()> {
     let data = tempfile::tempdir_in(std::env::temp_dir())?;
-    let args = CollectorArgs { data: data.path().to_path_buf(), ..CollectorArgs::default() };
+    let args = CollectorArgs {
+        data: data.path().to_path_buf(),
+        ..CollectorArgs::default()
+    };
     let listeners = Listeners {
         grpc: TcpListener::bind("127.0.0.1:0").await?,
         http: TcpListener::bind("127.0.0.1:0").await?,
@@ -225,17 +268,31 @@ async fn ingest(seconds: u64, warmup: u64, pushers: usize, batch: usize, body_by
     let grpc = listeners.grpc.local_addr()?;
     let store = tapedeck_collector::store::open_store(data.path(), None)?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let collector = tokio::spawn(tapedeck_collector::run_with(args, listeners, store, async {
-        let _ = stopped.await;
-    }));
+    let collector = tokio::spawn(tapedeck_collector::run_with(
+        args,
+        listeners,
+        store,
+        async {
+            let _ = stopped.await;
+        },
+    ));
 
     // 32 distinct batches, encoded once.
     let mut rng = Rng(7);
     let start = 1_795_787_110_000_000_000u64;
     let batches: Vec<Bytes> = (0..32u64)
         .map(|b| {
-            let exchanges = (0..batch as u64).map(|i| exchange(&mut rng, b * batch as u64 + i, start + i * 1000, body_bytes)).collect();
-            Bytes::from(ExchangeBatch { exchanges, sequence: b + 1, ..Default::default() }.encode_to_vec())
+            let exchanges = (0..batch as u64)
+                .map(|i| exchange(&mut rng, b * batch as u64 + i, start + i * 1000, body_bytes))
+                .collect();
+            Bytes::from(
+                ExchangeBatch {
+                    exchanges,
+                    sequence: b + 1,
+                    ..Default::default()
+                }
+                .encode_to_vec(),
+            )
         })
         .collect();
     let batch_bytes = batches.iter().map(Bytes::len).sum::<usize>() as f64 / batches.len() as f64;
@@ -244,17 +301,31 @@ async fn ingest(seconds: u64, warmup: u64, pushers: usize, batch: usize, body_by
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut tasks = Vec::new();
     for p in 0..pushers {
-        let (batches, acked, measuring, done) = (batches.clone(), acked.clone(), measuring.clone(), done.clone());
+        let (batches, acked, measuring, done) = (
+            batches.clone(),
+            acked.clone(),
+            measuring.clone(),
+            done.clone(),
+        );
         let endpoint = format!("http://{grpc}");
         tasks.push(tokio::spawn(async move {
-            let channel = tonic::transport::Endpoint::from_shared(endpoint)?.connect().await?;
-            let mut client = tonic::client::Grpc::new(channel).max_encoding_message_size(usize::MAX);
+            let channel = tonic::transport::Endpoint::from_shared(endpoint)?
+                .connect()
+                .await?;
+            let mut client =
+                tonic::client::Grpc::new(channel).max_encoding_message_size(usize::MAX);
             let path = http::uri::PathAndQuery::from_static("/tapedeck.capture.v1.Capture/Push");
             let mut total = 0u64;
             let mut i = p;
             while !done.load(Ordering::Relaxed) {
                 client.ready().await?;
-                let ack = client.unary(tonic::Request::new(batches[i % batches.len()].clone()), path.clone(), RawCodec).await?;
+                let ack = client
+                    .unary(
+                        tonic::Request::new(batches[i % batches.len()].clone()),
+                        path.clone(),
+                        RawCodec,
+                    )
+                    .await?;
                 if measuring.load(Ordering::Relaxed) {
                     acked.fetch_add(ack.into_inner().accepted, Ordering::Relaxed);
                 }
@@ -282,17 +353,31 @@ async fn ingest(seconds: u64, warmup: u64, pushers: usize, batch: usize, body_by
     let final_flush = stopping.elapsed();
     let engine = open_offline(data.path(), None, &QueryArgs::default()).await?;
     let (_, rows) = engine.sql("SELECT count(*) FROM exchanges").await?;
-    let stored = rows[0].column(0).as_any().downcast_ref::<tapedeck_proto::arrow_array::Int64Array>().context("count")?.value(0) as u64;
-    ensure!(stored == pushed, "pushed and acknowledged {pushed} exchanges but {stored} are stored");
+    let stored = rows[0]
+        .column(0)
+        .as_any()
+        .downcast_ref::<tapedeck_proto::arrow_array::Int64Array>()
+        .context("count")?
+        .value(0) as u64;
+    ensure!(
+        stored == pushed,
+        "pushed and acknowledged {pushed} exchanges but {stored} are stored"
+    );
     let rate = in_window as f64 / elapsed;
     let per_exchange = batch_bytes / batch as f64;
     println!("| metric | value |");
     println!("| --- | --- |");
     println!("| exchanges/s acknowledged (durable) | {rate:.0} |");
-    println!("| MB/s acknowledged (encoded protobuf) | {:.1} |", rate * per_exchange / 1e6);
+    println!(
+        "| MB/s acknowledged (encoded protobuf) | {:.1} |",
+        rate * per_exchange / 1e6
+    );
     println!("| bytes per exchange (encoded) | {per_exchange:.0} |");
     println!("| stored = pushed after shutdown | {stored} = {pushed} |");
-    println!("| final flush at shutdown | {:.2} s |", final_flush.as_secs_f64());
+    println!(
+        "| final flush at shutdown | {:.2} s |",
+        final_flush.as_secs_f64()
+    );
     println!();
     println!(
         "({pushers} pushers, {batch} exchanges per push, {body_bytes} B request + {body_bytes} B response bodies, {seconds} s measured after {warmup} s warm-up; collector defaults, data on local disk)"
@@ -322,7 +407,8 @@ async fn query(rows: usize, dataset: &Path, python: &Path, runs: usize) -> Resul
     let marker = dataset.join(format!(".complete-{rows}"));
     if !marker.exists() {
         if dataset.exists() {
-            std::fs::remove_dir_all(dataset).with_context(|| format!("clearing {}", dataset.display()))?;
+            std::fs::remove_dir_all(dataset)
+                .with_context(|| format!("clearing {}", dataset.display()))?;
         }
         std::fs::create_dir_all(dataset)?;
         let store = tapedeck_collector::store::open_store(dataset, None)?;
@@ -335,18 +421,36 @@ async fn query(rows: usize, dataset: &Path, python: &Path, runs: usize) -> Resul
         let mut n = 0u64;
         while (n as usize) < rows {
             let count = CHUNK.min(rows - n as usize) as u64;
-            let exchanges: Vec<Exchange> = (n..n + count).map(|i| exchange(&mut rng, i, first + i * step, 256)).collect();
+            let exchanges: Vec<Exchange> = (n..n + count)
+                .map(|i| exchange(&mut rng, i, first + i * step, 256))
+                .collect();
             tapedeck_collector::writer::write_exchanges(&store.store, 1, &exchanges).await?;
             n += count;
-            eprintln!("dataset: {n} of {rows} exchanges written ({:.0} s)", began.elapsed().as_secs_f64());
+            eprintln!(
+                "dataset: {n} of {rows} exchanges written ({:.0} s)",
+                began.elapsed().as_secs_f64()
+            );
         }
         std::fs::write(&marker, b"")?;
     }
     let files = walk(&dataset.join("store"))?;
-    let bytes: u64 = files.iter().filter_map(|f| std::fs::metadata(f).ok()).map(|m| m.len()).sum();
-    eprintln!("dataset: {} Parquet files, {:.2} GB", files.len(), bytes as f64 / 1e9);
+    let bytes: u64 = files
+        .iter()
+        .filter_map(|f| std::fs::metadata(f).ok())
+        .map(|m| m.len())
+        .sum();
+    eprintln!(
+        "dataset: {} Parquet files, {:.2} GB",
+        files.len(),
+        bytes as f64 / 1e9
+    );
 
-    let args = QueryArgs { timeout: 600, memory: 8 << 30, max_rows: 0, concurrency: 1 };
+    let args = QueryArgs {
+        timeout: 600,
+        memory: 8 << 30,
+        max_rows: 0,
+        concurrency: 1,
+    };
     let engine = open_offline(dataset, None, &args).await?;
     let mut ours = Vec::new();
     for (name, sql, _) in QUERIES {
@@ -354,9 +458,16 @@ async fn query(rows: usize, dataset: &Path, python: &Path, runs: usize) -> Resul
         let mut answer = String::new();
         for _ in 0..runs {
             let began = Instant::now();
-            let (schema, batches) = engine.sql(sql).await.with_context(|| format!("tapedeck: {name}"))?;
+            let (schema, batches) = engine
+                .sql(sql)
+                .await
+                .with_context(|| format!("tapedeck: {name}"))?;
             best = best.min(began.elapsed().as_secs_f64());
-            answer = tapedeck_collector::query::format_batches(&schema, &batches, tapedeck_collector::query::OutputFormat::Csv)?;
+            answer = tapedeck_collector::query::format_batches(
+                &schema,
+                &batches,
+                tapedeck_collector::query::OutputFormat::Csv,
+            )?;
         }
         eprintln!("tapedeck {name}: {best:.3} s\n{answer}");
         ours.push(best);
@@ -390,17 +501,33 @@ print(json.dumps(out))
         .with_context(|| format!("running DuckDB through {}", python.display()))?;
     eprintln!("{}", String::from_utf8_lossy(&output.stderr));
     if !output.status.success() {
-        bail!("DuckDB failed (is `duckdb` installed in {}?)", python.display());
+        bail!(
+            "DuckDB failed (is `duckdb` installed in {}?)",
+            python.display()
+        );
     }
     let theirs: Vec<f64> = serde_json::from_slice(&output.stdout).context("DuckDB's timings")?;
-    let version = tokio::process::Command::new(python).args(["-c", "import duckdb; print(duckdb.__version__)"]).output().await?;
-    println!("| query ({rows} exchanges) | tapedeck (DataFusion) s | DuckDB {} s | tapedeck / DuckDB |", String::from_utf8_lossy(&version.stdout).trim());
+    let version = tokio::process::Command::new(python)
+        .args(["-c", "import duckdb; print(duckdb.__version__)"])
+        .output()
+        .await?;
+    println!(
+        "| query ({rows} exchanges) | tapedeck (DataFusion) s | DuckDB {} s | tapedeck / DuckDB |",
+        String::from_utf8_lossy(&version.stdout).trim()
+    );
     println!("| --- | --- | --- | --- |");
     for (((name, _, _), ours), theirs) in QUERIES.iter().zip(&ours).zip(&theirs) {
-        println!("| {name} | {ours:.3} | {theirs:.3} | {:.2} |", ours / theirs);
+        println!(
+            "| {name} | {ours:.3} | {theirs:.3} | {:.2} |",
+            ours / theirs
+        );
     }
     println!();
-    println!("({} Parquet files, {:.2} GB, zstd; best of {runs} runs each; both engines 2 threads)", files.len(), bytes as f64 / 1e9);
+    println!(
+        "({} Parquet files, {:.2} GB, zstd; best of {runs} runs each; both engines 2 threads)",
+        files.len(),
+        bytes as f64 / 1e9
+    );
     Ok(())
 }
 
@@ -408,7 +535,9 @@ fn walk(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).with_context(|| format!("listing {}", dir.display()))? {
+        for entry in
+            std::fs::read_dir(&dir).with_context(|| format!("listing {}", dir.display()))?
+        {
             let path = entry?.path();
             if path.is_dir() {
                 stack.push(path);
