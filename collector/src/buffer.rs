@@ -64,13 +64,7 @@ impl Buffer {
 
     /// Adds exchanges (already durable in the WAL), grouped by partition.
     pub fn insert(&self, exchanges: &[Exchange]) -> Result<(), ArrowError> {
-        let mut groups: BTreeMap<PartitionKey, Vec<Exchange>> = BTreeMap::new();
-        for exchange in exchanges {
-            groups
-                .entry(PartitionKey::of(exchange))
-                .or_default()
-                .push(exchange.clone());
-        }
+        let groups = crate::layout::group_by_partition(exchanges);
         let mut converted = Vec::with_capacity(groups.len());
         for (key, group) in groups {
             converted.push((key, to_record_batch(&group)?));

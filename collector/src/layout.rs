@@ -128,6 +128,20 @@ pub fn parse_file_path(path: &Path) -> Option<(PartitionKey, FileName)> {
     Some((key, FileName::parse(file.as_ref())?))
 }
 
+/// Exchanges grouped by the partition they belong to, in partition order.
+pub fn group_by_partition(
+    exchanges: &[Exchange],
+) -> std::collections::BTreeMap<PartitionKey, Vec<Exchange>> {
+    let mut groups: std::collections::BTreeMap<PartitionKey, Vec<Exchange>> = Default::default();
+    for exchange in exchanges {
+        groups
+            .entry(PartitionKey::of(exchange))
+            .or_default()
+            .push(exchange.clone());
+    }
+    groups
+}
+
 /// A workload name made safe for a path segment.
 pub fn sanitize_service(workload: &str) -> String {
     if workload.is_empty() {

@@ -218,13 +218,7 @@ pub async fn write_exchanges(
     writer: u64,
     exchanges: &[Exchange],
 ) -> Result<Vec<Path>> {
-    let mut groups: BTreeMap<PartitionKey, Vec<Exchange>> = BTreeMap::new();
-    for exchange in exchanges {
-        groups
-            .entry(PartitionKey::of(exchange))
-            .or_default()
-            .push(exchange.clone());
-    }
+    let groups = crate::layout::group_by_partition(exchanges);
     let start = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |elapsed| u64::try_from(elapsed.as_nanos()).unwrap_or(0));

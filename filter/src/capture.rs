@@ -3,6 +3,7 @@
 //! This is plain Rust with no host calls, so it is tested on the host. The proxy-wasm glue in
 //! `host.rs` only moves bytes into it.
 
+pub use tapedeck_proto::traceparent_trace_id;
 use tapedeck_proto::{
     Direction, Exchange, Header, Message, Protocol, REQUEST_ID_HEADER, TRACEPARENT_HEADER,
 };
@@ -331,20 +332,6 @@ fn to_headers(pairs: Vec<(String, Vec<u8>)>) -> Vec<Header> {
 fn lossy(bytes: Vec<u8>) -> String {
     String::from_utf8(bytes)
         .unwrap_or_else(|error| String::from_utf8_lossy(error.as_bytes()).into_owned())
-}
-
-/// The trace id of a W3C `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`), if well formed and not
-/// all zeros.
-pub fn traceparent_trace_id(value: &[u8]) -> Option<String> {
-    let text = std::str::from_utf8(value).ok()?;
-    let mut parts = text.trim().split('-');
-    let _version = parts.next().filter(|v| v.len() == 2)?;
-    let trace = parts.next()?;
-    let _parent = parts.next().filter(|p| p.len() == 16)?;
-    let valid = trace.len() == 32
-        && trace.bytes().all(|b| b.is_ascii_hexdigit())
-        && trace.bytes().any(|b| b != b'0');
-    valid.then(|| trace.to_ascii_lowercase())
 }
 
 /// Which exchanges are considered at all.

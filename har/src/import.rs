@@ -45,6 +45,7 @@ use std::fmt;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
+use tapedeck_proto::traceparent_trace_id;
 use tapedeck_proto::{
     Direction, Exchange, Header, Message, Protocol, REQUEST_ID_HEADER, TRACEPARENT_HEADER,
 };
@@ -489,20 +490,6 @@ fn trace_id_of(headers: &[Header]) -> String {
                 .map(|h| String::from_utf8_lossy(&h.value).into_owned())
         })
         .unwrap_or_default()
-}
-
-/// The trace-id of a W3C `traceparent` value (32 lowercase hex digits, not all zero). The same
-/// rule as the filter's `traceparent_trace_id`.
-fn traceparent_trace_id(value: &[u8]) -> Option<String> {
-    let text = std::str::from_utf8(value).ok()?;
-    let mut parts = text.trim().split('-');
-    let _version = parts.next().filter(|v| v.len() == 2)?;
-    let trace = parts.next()?;
-    let _parent = parts.next().filter(|p| p.len() == 16)?;
-    let valid = trace.len() == 32
-        && trace.bytes().all(|b| b.is_ascii_hexdigit())
-        && trace.bytes().any(|b| b != b'0');
-    valid.then(|| trace.to_ascii_lowercase())
 }
 
 pub(crate) fn protocol_of_word(word: &str) -> Option<Protocol> {

@@ -58,6 +58,21 @@ pub const TRACEPARENT_HEADER: &str = "traceparent";
 /// The Envoy request id header, the trace id when no `traceparent` is present.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
+/// The trace id of a W3C `traceparent` value (`00-<32 hex>-<16 hex>-<2 hex>`): the 32 hex
+/// digits, lowercase, if the value is well formed and the id not all zeros. The filter and the
+/// HAR import both take an exchange's trace id from it.
+pub fn traceparent_trace_id(value: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(value).ok()?;
+    let mut parts = text.trim().split('-');
+    let _version = parts.next().filter(|v| v.len() == 2)?;
+    let trace = parts.next()?;
+    let _parent = parts.next().filter(|p| p.len() == 16)?;
+    let valid = trace.len() == 32
+        && trace.bytes().all(|b| b.is_ascii_hexdigit())
+        && trace.bytes().any(|b| b != b'0');
+    valid.then(|| trace.to_ascii_lowercase())
+}
+
 impl Direction {
     /// The lowercase word used in SQL, snapshots and the CLI: `inbound`, `outbound` or
     /// `unspecified`.
