@@ -171,7 +171,12 @@ fn exchange(rng: &mut Rng, n: u64, start: u64, body_bytes: usize) -> Exchange {
         protocol: Protocol::Http11 as i32,
         scheme: "http".into(),
         authority: "orders.shop.svc.cluster.local".into(),
-        method: if path_index.is_multiple_of(3) { "POST" } else { "GET" }.into(),
+        method: if path_index.is_multiple_of(3) {
+            "POST"
+        } else {
+            "GET"
+        }
+        .into(),
         path: format!("/api/v1/resource-{path_index:02}"),
         request: Some(Message {
             headers: vec![
