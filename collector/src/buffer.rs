@@ -42,10 +42,32 @@ pub struct Snapshot {
     pub sealed: Vec<Arc<Sealed>>,
 }
 
+/// When the open set is due for a flush before the interval is up: at `rows` rows, or at
+/// `bytes` bytes (so that large exchanges flush well before the buffer's limit refuses pushes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlushTrigger {
+    /// Open rows that make a flush due.
+    pub rows: usize,
+    /// Open bytes that make a flush due.
+    pub bytes: usize,
+}
+
+impl FlushTrigger {
+    /// Whether `buffer` is due for a flush.
+    pub fn due(&self, buffer: &Buffer) -> bool {
+        let inner = buffer
+            .inner
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        inner.open_rows >= self.rows || inner.open_bytes >= self.bytes
+    }
+}
+
 #[derive(Debug, Default)]
 struct Inner {
     open: BTreeMap<PartitionKey, Vec<RecordBatch>>,
     open_rows: usize,
+    open_bytes: usize,
     sealed: Vec<Arc<Sealed>>,
     bytes: usize,
 }
@@ -74,8 +96,10 @@ impl Buffer {
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         for (key, batch) in converted {
+            let bytes = batch.get_array_memory_size();
             inner.open_rows += batch.num_rows();
-            inner.bytes += batch.get_array_memory_size();
+            inner.open_bytes += bytes;
+            inner.bytes += bytes;
             inner.open.entry(key).or_default().push(batch);
         }
         Ok(())
@@ -106,6 +130,7 @@ impl Buffer {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let open = std::mem::take(&mut inner.open);
         inner.open_rows = 0;
+        inner.open_bytes = 0;
         let mut sealed = Vec::with_capacity(open.len());
         for (partition, batches) in open {
             let rows = batches.iter().map(RecordBatch::num_rows).sum();

@@ -80,7 +80,8 @@ pub struct CollectorArgs {
     )]
     pub flush_interval: u64,
 
-    /// Buffered rows that trigger a flush before the interval is up.
+    /// Buffered rows that trigger a flush before the interval is up (so does a quarter of
+    /// --buffer-max-bytes).
     #[arg(
         long,
         env = "TAPEDECK_FLUSH_ROWS",
@@ -137,6 +138,15 @@ impl CollectorArgs {
     /// The write-ahead log folder, `DATA/wal`.
     pub fn wal_dir(&self) -> PathBuf {
         wal_dir(&self.data)
+    }
+
+    /// What makes a flush due before the interval: `--flush-rows` rows, or a quarter of
+    /// `--buffer-max-bytes` buffered.
+    pub fn flush_trigger(&self) -> crate::buffer::FlushTrigger {
+        crate::buffer::FlushTrigger {
+            rows: self.flush_rows,
+            bytes: usize::try_from(self.buffer_max_bytes / 4).unwrap_or(usize::MAX),
+        }
     }
 
     /// The flush interval.

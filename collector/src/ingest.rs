@@ -45,8 +45,8 @@ pub struct IngestConfig {
     pub buffer_max_bytes: u64,
     /// The free disk below which pushes are refused.
     pub min_free_disk: u64,
-    /// Buffered rows that wake the flush loop.
-    pub flush_rows: usize,
+    /// What wakes the flush loop.
+    pub flush: crate::buffer::FlushTrigger,
     /// The folder whose disk is checked (the write-ahead log's).
     pub disk_path: PathBuf,
 }
@@ -59,7 +59,7 @@ impl IngestConfig {
             max_push_bytes: args.max_push_bytes,
             buffer_max_bytes: args.buffer_max_bytes,
             min_free_disk: args.min_free_disk,
-            flush_rows: args.flush_rows,
+            flush: args.flush_trigger(),
             disk_path: args.wal_dir(),
         }
     }
@@ -137,7 +137,7 @@ impl CaptureService {
             self.wal.append(payload).await?;
             self.buffer.insert(&batch.exchanges)?;
         }
-        if self.buffer.open_rows() >= self.config.flush_rows {
+        if self.config.flush.due(&self.buffer) {
             self.wake_flush.notify_one();
         }
         self.metrics.batches_received.inc();

@@ -14,6 +14,7 @@
 //! Files are written whole and atomically (local: write then rename; S3: one PUT or a completed
 //! multipart upload), so a listed file is always complete.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use object_store::path::Path;
@@ -129,15 +130,13 @@ pub fn parse_file_path(path: &Path) -> Option<(PartitionKey, FileName)> {
 }
 
 /// Exchanges grouped by the partition they belong to, in partition order.
-pub fn group_by_partition(
-    exchanges: &[Exchange],
-) -> std::collections::BTreeMap<PartitionKey, Vec<Exchange>> {
-    let mut groups: std::collections::BTreeMap<PartitionKey, Vec<Exchange>> = Default::default();
+pub fn group_by_partition(exchanges: &[Exchange]) -> BTreeMap<PartitionKey, Vec<&Exchange>> {
+    let mut groups: BTreeMap<PartitionKey, Vec<&Exchange>> = BTreeMap::new();
     for exchange in exchanges {
         groups
             .entry(PartitionKey::of(exchange))
             .or_default()
-            .push(exchange.clone());
+            .push(exchange);
     }
     groups
 }

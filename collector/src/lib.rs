@@ -185,7 +185,7 @@ pub async fn run_with(
         let flusher = flusher.clone();
         let run = flusher.run(
             args.flush_interval(),
-            args.flush_rows,
+            args.flush_trigger(),
             wake_flush.clone(),
             stop.clone(),
         );

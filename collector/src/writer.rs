@@ -556,13 +556,13 @@ impl Flusher {
         observe_buffer(&self.metrics, &self.buffer);
     }
 
-    /// Flushes every `interval`, or sooner when `wake` is notified and `flush_rows` rows are
-    /// buffered, until `stop` turns true. (The final flush is the caller's, once ingest has
+    /// Flushes every `interval`, or sooner when `wake` is notified and `trigger` says a flush is
+    /// due, until `stop` turns true. (The final flush is the caller's, once ingest has
     /// stopped.)
     pub async fn run(
         self: Arc<Self>,
         interval: Duration,
-        flush_rows: usize,
+        trigger: crate::buffer::FlushTrigger,
         wake: Arc<Notify>,
         mut stop: watch::Receiver<bool>,
     ) {
@@ -572,7 +572,7 @@ impl Flusher {
                 _ = stop.wait_for(|stop| *stop) => return,
                 () = tokio::time::sleep_until(next) => {}
                 () = wake.notified() => {
-                    if self.buffer.open_rows() < flush_rows {
+                    if !trigger.due(&self.buffer) {
                         continue;
                     }
                 }

@@ -203,7 +203,10 @@ fn to_i64(value: u64) -> i64 {
 }
 
 /// Builds one record batch of the `exchanges` table from exchanges.
-pub fn to_record_batch(exchanges: &[Exchange]) -> Result<RecordBatch, ArrowError> {
+/// Takes exchanges or references to them, so callers that group exchanges need not copy them.
+pub fn to_record_batch<E: std::borrow::Borrow<Exchange>>(
+    exchanges: &[E],
+) -> Result<RecordBatch, ArrowError> {
     let n = exchanges.len();
     let mut id = FixedSizeBinaryBuilder::with_capacity(n, 16);
     let mut start = TimestampNanosecondBuilder::with_capacity(n).with_timezone("UTC");
@@ -231,6 +234,7 @@ pub fn to_record_batch(exchanges: &[Exchange]) -> Result<RecordBatch, ArrowError
     let mut filter_version = StringBuilder::with_capacity(n, n * 8);
     let empty = Message::default();
     for e in exchanges {
+        let e: &Exchange = e.borrow();
         let mut padded = [0u8; 16];
         for (slot, byte) in padded.iter_mut().zip(&e.id) {
             *slot = *byte;

@@ -29,6 +29,10 @@ use tapedeck_proto::tonic::{self, Status};
 use tapedeck_proto::{Direction, Exchange, ExchangeBatch, Header, Message, Protocol, PushAck};
 use tokio::net::TcpListener;
 
+/// The same allocator as the `tapedeck` binary.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 struct Args {
     #[command(subcommand)]
@@ -54,6 +58,12 @@ enum Bench {
         /// Request and response body bytes.
         #[arg(long, default_value_t = 1024)]
         body_bytes: usize,
+        /// The collector's --flush-interval (seconds); a long one measures ingest alone.
+        #[arg(long, default_value_t = 10)]
+        flush_interval: u64,
+        /// The collector's --buffer-max-bytes.
+        #[arg(long, default_value_t = 512 << 20)]
+        buffer_max_bytes: u64,
     },
     /// Queries over N exchanges, beside DuckDB.
     Query {
@@ -81,7 +91,21 @@ async fn main() -> Result<()> {
             pushers,
             batch,
             body_bytes,
-        } => ingest(seconds, warmup, pushers, batch, body_bytes).await,
+            flush_interval,
+            buffer_max_bytes,
+        } => {
+            let args = CollectorArgs {
+                flush_interval,
+                buffer_max_bytes,
+                flush_rows: if flush_interval > 10 {
+                    usize::MAX
+                } else {
+                    200_000
+                },
+                ..CollectorArgs::default()
+            };
+            ingest(args, seconds, warmup, pushers, batch, body_bytes).await
+        }
         Bench::Query {
             rows,
             dataset,
@@ -254,6 +278,7 @@ impl Decoder for AckDecoder {
 }
 
 async fn ingest(
+    base: CollectorArgs,
     seconds: u64,
     warmup: u64,
     pushers: usize,
@@ -263,7 +288,7 @@ async fn ingest(
     let data = tempfile::tempdir_in(std::env::temp_dir())?;
     let args = CollectorArgs {
         data: data.path().to_path_buf(),
-        ..CollectorArgs::default()
+        ..base
     };
     let listeners = Listeners {
         grpc: TcpListener::bind("127.0.0.1:0").await?,
@@ -302,6 +327,7 @@ async fn ingest(
         .collect();
     let batch_bytes = batches.iter().map(Bytes::len).sum::<usize>() as f64 / batches.len() as f64;
     let acked = Arc::new(AtomicU64::new(0));
+    let refused = Arc::new(AtomicU64::new(0));
     let measuring = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut tasks = Vec::new();
@@ -312,6 +338,7 @@ async fn ingest(
             measuring.clone(),
             done.clone(),
         );
+        let refused = refused.clone();
         let endpoint = format!("http://{grpc}");
         tasks.push(tokio::spawn(async move {
             let channel = tonic::transport::Endpoint::from_shared(endpoint)?
@@ -324,18 +351,23 @@ async fn ingest(
             let mut i = p;
             while !done.load(Ordering::Relaxed) {
                 client.ready().await?;
-                let ack = client
-                    .unary(
-                        tonic::Request::new(batches[i % batches.len()].clone()),
-                        path.clone(),
-                        RawCodec,
-                    )
-                    .await?;
-                if measuring.load(Ordering::Relaxed) {
-                    acked.fetch_add(ack.into_inner().accepted, Ordering::Relaxed);
+                let request = tonic::Request::new(batches[i % batches.len()].clone());
+                match client.unary(request, path.clone(), RawCodec).await {
+                    Ok(ack) => {
+                        if measuring.load(Ordering::Relaxed) {
+                            acked.fetch_add(ack.into_inner().accepted, Ordering::Relaxed);
+                        }
+                        total += batch as u64;
+                        i += pushers;
+                    }
+                    // Back-pressure: the collector is flushing; a filter would drop, a
+                    // benchmark pusher waits and sends the same batch again.
+                    Err(status) if status.code() == tonic::Code::ResourceExhausted => {
+                        refused.fetch_add(1, Ordering::Relaxed);
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    Err(status) => return Err(status.into()),
                 }
-                total += batch as u64;
-                i += pushers;
             }
             anyhow::Ok(total)
         }));
@@ -382,6 +414,10 @@ async fn ingest(
     println!(
         "| final flush at shutdown | {:.2} s |",
         final_flush.as_secs_f64()
+    );
+    println!(
+        "| pushes refused with RESOURCE_EXHAUSTED (retried) | {} |",
+        refused.load(Ordering::Relaxed)
     );
     println!();
     println!(

@@ -26,6 +26,10 @@ use tapedeck_local::sink::{self, SinkMode};
 use tapedeck_local::{Envoy, EnvoyBootstrap, EnvoyOptions, Workload};
 use tokio::net::TcpListener;
 
+/// The same allocator as the `tapedeck` binary.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Envoy with and without the tapedeck filter under wrk, 1 KiB bodies each way.
 #[derive(Debug, Parser)]
 struct Args {
