@@ -608,7 +608,7 @@ mod tests {
 
     #[test]
     fn an_empty_batch_has_the_schema_and_no_rows() {
-        let batch = to_record_batch(&[]).unwrap();
+        let batch = to_record_batch::<Exchange>(&[]).unwrap();
         assert_eq!(batch.num_rows(), 0);
         assert_eq!(batch.num_columns(), schema().fields().len());
     }
