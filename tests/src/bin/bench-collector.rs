@@ -519,6 +519,7 @@ async fn query(rows: usize, dataset: &Path, python: &Path, runs: usize) -> Resul
 import duckdb, json, sys, time
 con = duckdb.connect()
 con.execute("SET threads = 2")
+con.execute("SET enable_progress_bar = false")
 con.execute("CREATE VIEW exchanges AS SELECT * FROM read_parquet('{glob}', hive_partitioning = true)")
 out = []
 for sql in json.loads(sys.argv[1]):
@@ -547,7 +548,10 @@ print(json.dumps(out))
             python.display()
         );
     }
-    let theirs: Vec<f64> = serde_json::from_slice(&output.stdout).context("DuckDB's timings")?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let last = stdout.lines().last().unwrap_or_default();
+    let theirs: Vec<f64> =
+        serde_json::from_str(last).with_context(|| format!("DuckDB's timings in {stdout:?}"))?;
     let version = tokio::process::Command::new(python)
         .args(["-c", "import duckdb; print(duckdb.__version__)"])
         .output()
