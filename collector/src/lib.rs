@@ -220,7 +220,11 @@ pub async fn run_with(
     );
     let grpc_addr = listeners.grpc.local_addr().ok();
     let grpc_task = tasks.spawn({
+        // Batches are up to megabytes: HTTP/2's default 64 KiB windows would make every push
+        // wait for window updates.
         let server = tonic::transport::Server::builder()
+            .initial_stream_window_size(4 * 1024 * 1024)
+            .initial_connection_window_size(16 * 1024 * 1024)
             .layer(tower::util::MapResponseLayer::new(ingest::count_refusals(
                 metrics.clone(),
             )))
