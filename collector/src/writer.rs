@@ -68,8 +68,10 @@ use crate::wal::{FlushIntent, Wal};
 
 /// Rows per Parquet row group.
 pub const ROW_GROUP_ROWS: usize = 128 * 1024;
-/// The zstd level of Parquet pages.
-pub const ZSTD_LEVEL: i32 = 3;
+/// The zstd level of Parquet pages. Level 1, not 3: on 2 cores level 3 made Parquet writing
+/// the limit of sustained ingest (about 65 000 against 89 000 exchanges/s, BENCHMARKS.md), and
+/// on the benchmark's dataset it did not even make the files smaller (1.58 against 1.45 GB).
+pub const ZSTD_LEVEL: i32 = 1;
 /// Attempts to write one file within one flush before leaving it to the next flush.
 pub const WRITE_ATTEMPTS: u32 = 3;
 /// The wait before the first retry of a failed write; it doubles per attempt.
@@ -121,7 +123,7 @@ impl FileNamer {
 fn writer_properties() -> WriterProperties {
     WriterProperties::builder()
         .set_compression(Compression::ZSTD(
-            ZstdLevel::try_new(ZSTD_LEVEL).expect("3 is a valid zstd level"),
+            ZstdLevel::try_new(ZSTD_LEVEL).expect("1 is a valid zstd level"),
         ))
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         .build()

@@ -445,7 +445,11 @@ const QUERIES: [(&str, &str, &str); 3] = [
 ];
 
 async fn query(rows: usize, dataset: &Path, python: &Path, runs: usize) -> Result<()> {
-    let marker = dataset.join(format!(".complete-{rows}"));
+    // The marker names what the files depend on, so a dataset written otherwise is rewritten.
+    let marker = dataset.join(format!(
+        ".complete-{rows}-zstd{}",
+        tapedeck_collector::writer::ZSTD_LEVEL
+    ));
     if !marker.exists() {
         if dataset.exists() {
             std::fs::remove_dir_all(dataset)
