@@ -121,12 +121,18 @@ impl FileNamer {
 }
 
 fn writer_properties() -> WriterProperties {
-    WriterProperties::builder()
+    use tapedeck_proto::arrow::columns;
+    let mut builder = WriterProperties::builder()
         .set_compression(Compression::ZSTD(
             ZstdLevel::try_new(ZSTD_LEVEL).expect("1 is a valid zstd level"),
         ))
-        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-        .build()
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS));
+    // Ids and bodies are (nearly) all distinct: a dictionary only costs hashing there, and zstd
+    // compresses them anyway.
+    for column in [columns::ID, columns::REQUEST_BODY, columns::RESPONSE_BODY] {
+        builder = builder.set_column_dictionary_enabled(column.into(), false);
+    }
+    builder.build()
 }
 
 /// Writes record batches of the `exchanges` table as one Parquet file of a partition. The file

@@ -447,7 +447,7 @@ const QUERIES: [(&str, &str, &str); 3] = [
 async fn query(rows: usize, dataset: &Path, python: &Path, runs: usize) -> Result<()> {
     // The marker names what the files depend on, so a dataset written otherwise is rewritten.
     let marker = dataset.join(format!(
-        ".complete-{rows}-zstd{}",
+        ".complete-{rows}-zstd{}-nodict-bodies",
         tapedeck_collector::writer::ZSTD_LEVEL
     ));
     if !marker.exists() {
