@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
 use tapedeck_proto::Exchange;
-use tapedeck_proto::arrow::{schema, to_record_batch};
+use tapedeck_proto::arrow::to_record_batch;
 use tapedeck_proto::arrow_array::RecordBatch;
 use tapedeck_proto::arrow_schema::ArrowError;
 
@@ -184,12 +184,6 @@ impl Buffer {
             sealed: inner.sealed.clone(),
         }
     }
-}
-
-/// The schema of buffered batches: the `exchanges` schema (partition columns are added by the
-/// query side from the [`PartitionKey`]).
-pub fn buffered_schema() -> tapedeck_proto::arrow_schema::SchemaRef {
-    schema()
 }
 
 #[cfg(test)]
