@@ -1,11 +1,14 @@
-//! `tapedeck demo`: capture → store → query on the bundled sample service, on loopback.
+//! `tapedeck demo`: capture → store → query → snapshot on the bundled sample service, on
+//! loopback.
 //!
 //! The collector (in a temporary data directory unless `--data` is given), the sample service
 //! `orders` and its dependency `payments` start in this process; a real Envoy with
 //! `filter.wasm` sits in front of `orders` (inbound listener) and between `orders` and
 //! `payments` (outbound listener). The demo sends a few requests, waits until the collector has
 //! acknowledged every exchange, and prints them with SQL over Arrow Flight SQL, the way
-//! `tapedeck sql` would.
+//! `tapedeck sql` would. Then it cuts a snapshot of `orders` (written to `DATA/snapshot`) and
+//! prints the token rules found in it and the service's inventory, the way
+//! `tapedeck snapshot create` and `tapedeck inventory` would.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -21,6 +24,9 @@ use http_body_util::{BodyExt as _, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::json;
+use tapedeck_analyzer::Cut;
+use tapedeck_analyzer::inventory::Inventory;
+use tapedeck_analyzer::snapshot;
 use tapedeck_collector::flight::query_remote;
 use tapedeck_collector::query::{OutputFormat, format_batches};
 use tapedeck_collector::{CollectorArgs, Listeners};
@@ -194,6 +200,8 @@ pub(crate) async fn run(args: DemoArgs) -> Result<ExitCode> {
         println!("{}", format_batches(&schema, &batches, args.format)?);
     }
 
+    show_snapshot(&flight_url, &data.join("snapshot")).await?;
+
     let stats = envoy.stats().await?;
     let stat = |name: &str| tapedeck_local::process::stat_by_suffix(&stats, name).unwrap_or(0);
     eprintln!(
@@ -208,13 +216,61 @@ pub(crate) async fn run(args: DemoArgs) -> Result<ExitCode> {
     collector.await.context("the collector task failed")??;
     match &args.data {
         Some(dir) => eprintln!(
-            "data kept in {}: try `tapedeck sql --data {} \"SELECT count(*) FROM exchanges\"`",
+            "data kept in {}: try `tapedeck sql --data {} \"SELECT count(*) FROM exchanges\"` or `tapedeck snapshot validate {}`",
             dir.display(),
-            dir.display()
+            dir.display(),
+            dir.join("snapshot").display()
         ),
         None => eprintln!("(the data was in a temporary directory; pass --data DIR to keep it)"),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Cuts a snapshot of `orders` from the collector, writes it to `dir`, and prints its token
+/// rules and the service's inventory.
+async fn show_snapshot(flight_url: &str, dir: &std::path::Path) -> Result<()> {
+    let cut = Cut::new("orders", None, None, None, crate::source::now_nanos())?;
+    let sql = cut.snapshot_sql();
+    let (_, batches) = query_remote(flight_url, None, &sql)
+        .await
+        .context("querying the snapshot's exchanges")?;
+    let mut exchanges = Vec::new();
+    for batch in &batches {
+        exchanges.extend(tapedeck_proto::arrow::from_record_batch(batch)?);
+    }
+    let inventory = Inventory::from_exchanges("orders", &exchanges);
+    let spec = snapshot::Spec {
+        service: cut.service.clone(),
+        sql,
+        predicate: None,
+        from: None,
+        to: None,
+    };
+    let manifest = snapshot::build(&spec, exchanges).write(dir, true)?;
+    println!(
+        "\nsnapshot of orders, with the dynamic values found in it:\n  $ tapedeck snapshot create --service orders --out {}",
+        dir.display()
+    );
+    println!(
+        "snapshot {}: {} inbound requests, {} outbound calls ({} linked to the request that caused them)",
+        manifest.id, manifest.counts.inbound, manifest.counts.outbound, manifest.counts.linked
+    );
+    for rule in &manifest.tokens {
+        let to: Vec<String> = rule.to.iter().map(|l| l.describe()).collect();
+        println!(
+            "  {:<10} {}{}",
+            format!("{:?}", rule.replay).to_lowercase(),
+            rule.name,
+            if to.is_empty() {
+                String::new()
+            } else {
+                format!(" → {}", to.join(", "))
+            }
+        );
+    }
+    println!("\ninventory:\n  $ tapedeck inventory --service orders");
+    print!("{}", inventory.to_table());
+    Ok(())
 }
 
 /// Polls the collector until `rows` exchanges are queryable.
@@ -263,13 +319,16 @@ type DemoRequest = (Method, &'static str, Vec<(&'static str, String)>, Bytes);
 /// Sends the demo requests through the sidecar; returns how many.
 async fn send_requests(inbound: SocketAddr) -> Result<usize> {
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let cookie = format!("session={}", sample::LOGIN_SESSION);
     let requests: Vec<DemoRequest> = vec![
         (Method::GET, "/hello", vec![], Bytes::new()),
+        (Method::GET, "/login", vec![], Bytes::new()),
         (
             Method::POST,
             "/orders",
             vec![
                 ("authorization", format!("Bearer {DEMO_JWT}")),
+                ("cookie", cookie.clone()),
                 ("content-type", "application/json".into()),
                 (
                     "traceparent",
@@ -278,8 +337,12 @@ async fn send_requests(inbound: SocketAddr) -> Result<usize> {
             ],
             Bytes::from_static(br#"{"item":"book","qty":2,"card":"4111111111111111"}"#),
         ),
-        (Method::GET, "/login", vec![], Bytes::new()),
-        (Method::GET, "/binary", vec![], Bytes::new()),
+        (
+            Method::GET,
+            "/binary",
+            vec![("cookie", cookie)],
+            Bytes::new(),
+        ),
         (Method::GET, "/download?bytes=200000", vec![], Bytes::new()),
     ];
     let count = requests.len();

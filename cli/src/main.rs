@@ -2,8 +2,12 @@
 //! crates; each subcommand's work lives in its crate (or, for the demo, in `demo.rs`).
 
 mod demo;
+mod export;
 mod filter;
 mod import;
+mod inventory;
+mod snapshot;
+mod source;
 
 use std::process::ExitCode;
 
@@ -46,6 +50,17 @@ enum Command {
     /// Bring traffic recorded elsewhere into the store.
     #[command(subcommand)]
     Import(import::ImportCommand),
+    /// Cut, check and inspect snapshots: the recorded traffic of one service over a time window,
+    /// with the dynamic values (tokens, timestamps, ids, correlations) found and written as
+    /// editable rules.
+    #[command(subcommand)]
+    Snapshot(snapshot::SnapshotCommand),
+    /// What a service is called by and what it calls: every endpoint and dependency with counts,
+    /// status mix, latency percentiles, protocols and content types.
+    Inventory(inventory::InventoryArgs),
+    /// Write a snapshot in a format other tools read.
+    #[command(subcommand)]
+    Export(export::ExportCommand),
 }
 
 fn block_on(
@@ -98,8 +113,23 @@ async fn sql(args: tapedeck_collector::query::SqlArgs) -> anyhow::Result<ExitCod
     }
 }
 
+/// Commands that print a report die quietly when the reader goes away (`tapedeck sql … | head`),
+/// as Unix tools do, instead of panicking on a broken pipe. Servers (the collector, the demo's
+/// in-process collector) keep Rust's default of ignoring SIGPIPE: a peer closing a socket must
+/// not kill them.
+fn default_sigpipe() {
+    // SAFETY: called first thing in main, before any thread exists; SIG_DFL is a valid
+    // disposition for SIGPIPE.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Collector(_) | Command::Demo(_)) {
+        default_sigpipe();
+    }
     let default_log = if matches!(cli.command, Command::Collector(_)) {
         "info"
     } else {
@@ -123,6 +153,9 @@ fn main() -> ExitCode {
         Command::Collector(args) => block_on(collector(args)),
         Command::Sql(args) => block_on(sql(args)),
         Command::Import(command) => block_on(import::run(command)),
+        Command::Snapshot(command) => block_on(snapshot::run(command)),
+        Command::Inventory(args) => block_on(inventory::run(args)),
+        Command::Export(command) => export::run(command),
     };
     match result {
         Ok(code) => code,

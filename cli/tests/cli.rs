@@ -250,3 +250,442 @@ async fn a_har_file_imports_into_a_data_directory_and_queries_back() -> Result<(
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn inventory_reports_a_data_directory_as_json() -> Result<()> {
+    const T0: u64 = 1_795_780_800_000_000_000; // 2026-11-27T12:00:00Z
+    let data = tempfile::tempdir()?;
+    let call = |direction: Direction, authority: &str, method: &str, path: &str, n: u64| {
+        let mut e = exchange(0, n as usize);
+        e.direction = direction as i32;
+        e.authority = authority.into();
+        e.method = method.into();
+        e.path = path.into();
+        e.start_unix_nanos = T0 + n * 1_000_000_000;
+        e.duration_nanos = (n + 1) * 1_000_000;
+        e
+    };
+    let mut exchanges = vec![
+        call(Direction::Inbound, "orders:8080", "GET", "/orders/123", 0),
+        call(Direction::Inbound, "orders:8080", "GET", "/orders/456", 1),
+        call(Direction::Inbound, "orders:8080", "GET", "/orders/789", 2),
+        call(Direction::Inbound, "orders:8080", "POST", "/orders", 3),
+        call(
+            Direction::Outbound,
+            "payments:9000",
+            "POST",
+            "/pay.v1.Pay/Charge",
+            4,
+        ),
+    ];
+    exchanges[3].status = 500;
+    exchanges[3].request = Some(Message {
+        headers: vec![tapedeck_proto::Header {
+            name: "content-type".into(),
+            value: b"application/json; charset=utf-8".to_vec(),
+        }],
+        body_size: 5_000,
+        ..Default::default()
+    });
+    exchanges[4].protocol = tapedeck_proto::Protocol::Grpc as i32;
+    // Another service's exchange, which the inventory of `orders` must not count.
+    let mut other = call(Direction::Inbound, "billing:8080", "GET", "/invoices/1", 5);
+    other.workload = "billing".into();
+    exchanges.push(other);
+    let store = tapedeck_collector::store::open_store(data.path(), None)?;
+    tapedeck_collector::writer::write_exchanges(
+        &store.store,
+        tapedeck_collector::writer::random_writer_id(),
+        &exchanges,
+    )
+    .await?;
+
+    let inventory = |extra: &[&str]| {
+        let mut command = Command::new(TAPEDECK);
+        command
+            .args(["inventory", "--service", "orders", "--data"])
+            .arg(data.path())
+            .args(extra)
+            .env_remove("TAPEDECK_FROM")
+            .env_remove("TAPEDECK_TO")
+            .env_remove("TAPEDECK_WHERE")
+            .env_remove("TAPEDECK_FORMAT");
+        command.output()
+    };
+    let output = inventory(&["--format", "json"]).await?;
+    ensure!(
+        output.status.success(),
+        "tapedeck inventory failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout)
+        .with_context(|| String::from_utf8_lossy(&output.stdout).into_owned())?;
+    assert_eq!(json["service"], "orders");
+    assert_eq!(json["first_seen"], "2026-11-27T12:00:00Z");
+    assert_eq!(json["last_seen"], "2026-11-27T12:00:04Z");
+    assert_eq!(json["totals"]["exchanges"], 5);
+    assert_eq!(json["totals"]["inbound"], 4);
+    assert_eq!(json["totals"]["outbound"], 1);
+    let post = &json["inbound"][0];
+    assert_eq!(
+        (&post["method"], &post["template"]),
+        (&"POST".into(), &"/orders".into())
+    );
+    assert_eq!(post["status"]["500"], 1);
+    assert_eq!(post["request_content_types"]["application/json"], 1);
+    assert_eq!(post["request_sizes"]["≤10 KiB"], 1);
+    let get = &json["inbound"][1];
+    assert_eq!(
+        (&get["method"], &get["template"]),
+        (&"GET".into(), &"/orders/{id}".into())
+    );
+    assert_eq!(get["count"], 3);
+    assert_eq!(get["status"]["200"], 3);
+    // Durations 1, 2 and 3 ms: nearest rank.
+    assert_eq!(get["latency_ms"]["p50"], 2.0);
+    assert_eq!(get["latency_ms"]["p99"], 3.0);
+    assert_eq!(json["outbound"][0]["host"], "payments:9000");
+    assert_eq!(json["outbound"][0]["endpoints"][0]["protocols"]["gRPC"], 1);
+
+    // The table is the default format.
+    let output = inventory(&["--where", "status >= 500"]).await?;
+    ensure!(output.status.success(), "{output:?}");
+    let table = String::from_utf8(output.stdout)?;
+    ensure!(
+        table.starts_with("service orders: 1 exchange from ") && table.contains("POST    /orders"),
+        "{table}"
+    );
+
+    // A bad time is a usage error that names the flag; nothing is printed on stdout.
+    let output = inventory(&["--from", "yesterday"]).await?;
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    ensure!(
+        stderr.contains("--from") && stderr.contains("yesterday"),
+        "the error should name --from: {stderr}"
+    );
+    ensure!(output.stdout.is_empty());
+
+    // A window without exchanges says so, naming the service and the window, and exits 1.
+    let output = inventory(&[
+        "--from",
+        "2020-01-01T00:00:00Z",
+        "--to",
+        "2020-01-02T00:00:00Z",
+    ])
+    .await?;
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    ensure!(
+        stderr.contains("\"orders\"") && stderr.contains("2020-01-01T00:00:00Z"),
+        "the message should name the service and the window: {stderr}"
+    );
+    Ok(())
+}
+
+/// Runs `tapedeck` with arguments and no TAPEDECK_* settings from the environment.
+async fn tapedeck(args: &[&std::ffi::OsStr]) -> Result<std::process::Output> {
+    let mut command = Command::new(TAPEDECK);
+    command.args(args);
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("TAPEDECK_") {
+            command.env_remove(name);
+        }
+    }
+    Ok(command.output().await?)
+}
+
+fn os(text: &str) -> &std::ffi::OsStr {
+    std::ffi::OsStr::new(text)
+}
+
+/// The fields a HAR entry carries, as exchanges, for comparing two HAR files.
+fn har_exchanges(path: &Path) -> Result<Vec<Exchange>> {
+    let har = tapedeck_har::parse(&std::fs::read(path)?)?;
+    let (mut exchanges, diagnostics) =
+        tapedeck_har::to_exchanges(&har, &tapedeck_har::ImportOptions::new("web"));
+    ensure!(diagnostics.is_empty(), "{diagnostics:?}");
+    exchanges.sort_by_key(|e| e.start_unix_nanos);
+    Ok(exchanges)
+}
+
+#[tokio::test]
+async fn har_to_store_to_snapshot_to_har_keeps_every_request_and_response() -> Result<()> {
+    let temp = tempfile::tempdir()?;
+    let data = temp.path().join("data");
+    let snapshot = temp.path().join("snapshot");
+    let exported = temp.path().join("out.har");
+    let har = Path::new(env!("CARGO_MANIFEST_DIR")).join("../har/tests/fixtures/browser.har");
+    let output = tapedeck(&[
+        os("import"),
+        os("har"),
+        har.as_os_str(),
+        os("--service"),
+        os("web"),
+        os("--data"),
+        data.as_os_str(),
+    ])
+    .await?;
+    ensure!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let output = tapedeck(&[
+        os("snapshot"),
+        os("create"),
+        os("--service"),
+        os("web"),
+        os("--data"),
+        data.as_os_str(),
+        os("--out"),
+        snapshot.as_os_str(),
+    ])
+    .await?;
+    ensure!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let output = tapedeck(&[
+        os("export"),
+        os("har"),
+        snapshot.as_os_str(),
+        os("-o"),
+        exported.as_os_str(),
+    ])
+    .await?;
+    ensure!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    let before = har_exchanges(&har)?;
+    let after = har_exchanges(&exported)?;
+    ensure!(
+        before.len() == 6 && after.len() == before.len(),
+        "{} vs {}",
+        before.len(),
+        after.len()
+    );
+    for (b, a) in before.iter().zip(&after) {
+        let what = format!("{} {}", b.method, b.path);
+        assert_eq!(
+            (&a.method, &a.scheme, &a.authority, &a.path),
+            (&b.method, &b.scheme, &b.authority, &b.path),
+            "{what}"
+        );
+        assert_eq!(a.status, b.status, "{what}");
+        assert_eq!(a.request, b.request, "{what}: request");
+        assert_eq!(a.response, b.response, "{what}: response");
+        assert_eq!(
+            (a.start_unix_nanos, a.duration_nanos),
+            (b.start_unix_nanos, b.duration_nanos),
+            "{what}"
+        );
+        assert_eq!(a.direction(), Direction::Inbound, "{what}");
+    }
+    // The export is HAR 1.2 that tapedeck reads back without a diagnostic, and says who wrote it.
+    let text = std::fs::read_to_string(&exported)?;
+    let json: serde_json::Value = serde_json::from_str(&text)?;
+    assert_eq!(json["log"]["version"], "1.2");
+    assert!(
+        json["log"]["creator"]["name"]
+            .as_str()
+            .is_some_and(|n| n.starts_with("tapedeck"))
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn snapshot_create_cuts_the_shop_and_explains_bad_input() -> Result<()> {
+    let temp = tempfile::tempdir()?;
+    let data = temp.path().join("data");
+    let out = temp.path().join("snap");
+    std::fs::create_dir_all(&data)?;
+    let shop = tapedeck_analyzer::fixture::Shop::default();
+    let store = tapedeck_collector::store::open_store(&data, None)?;
+    tapedeck_collector::writer::write_exchanges(
+        &store.store,
+        tapedeck_collector::writer::random_writer_id(),
+        &shop.exchanges(),
+    )
+    .await?;
+    let create = |extra: Vec<&'static str>, out: &Path| {
+        let mut args = vec![
+            os("snapshot"),
+            os("create"),
+            os("--data"),
+            data.as_os_str(),
+            os("--out"),
+            out.as_os_str().to_owned().leak(),
+        ];
+        args.extend(extra.into_iter().map(os));
+        async move { tapedeck(&args).await }
+    };
+
+    // The whole service: the same rules as the library finds (see the analyzer's golden files).
+    let output = create(vec!["--service", "orders"], &out).await?;
+    ensure!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    ensure!(stdout.contains("inbound   36 requests"), "{stdout}");
+    ensure!(
+        stdout.contains("tokens    20 rules: 4 correlation, 2 jwt, 8 timestamp, 1 uuid, 5 id"),
+        "{stdout}"
+    );
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("snapshot.json"))?)?;
+    assert!(
+        manifest["source"]["sql"]
+            .as_str()
+            .is_some_and(|s| s.ends_with("WHERE service = 'orders'"))
+    );
+
+    // A window and a predicate are recorded in the SQL and cut the traffic.
+    let cut = temp.path().join("cut");
+    let output = create(
+        vec![
+            "--service",
+            "orders",
+            "--from",
+            "2026-11-27T13:00:02Z",
+            "--to",
+            "2026-11-27T13:00:06Z",
+            "--where",
+            "method <> 'GET'",
+        ],
+        &cut,
+    )
+    .await?;
+    ensure!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let snapshot = tapedeck_analyzer::snapshot::read(&cut)?;
+    assert!(snapshot.inbound.iter().all(|e| e.method != "GET"));
+    assert!(!snapshot.inbound.is_empty() && snapshot.inbound.len() < 36);
+    assert_eq!(
+        snapshot.manifest.source.predicate.as_deref(),
+        Some("method <> 'GET'")
+    );
+    assert!(
+        snapshot
+            .manifest
+            .source
+            .sql
+            .contains("start_time >= TIMESTAMP '2026-11-27T13:00:02Z'")
+    );
+    assert_eq!(
+        tapedeck_har::time::format_exact(snapshot.manifest.window.from.0),
+        "2026-11-27T13:00:02Z"
+    );
+
+    // The output exists: refused without --force, replaced with it.
+    let output = create(vec!["--service", "orders"], &out).await?;
+    ensure!(!output.status.success());
+    ensure!(String::from_utf8_lossy(&output.stderr).contains("--force"));
+    let output = create(vec!["--service", "orders", "--force"], &out).await?;
+    ensure!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    // Bad input: a clear message and a non-zero exit, and nothing written.
+    let none = temp.path().join("none");
+    for (extra, code, message) in [
+        (
+            vec!["--service", "orders", "--from", "yesterday"],
+            2,
+            "--from \"yesterday\"",
+        ),
+        (
+            vec!["--service", "orders", "--where", "1=1; DROP TABLE x"],
+            2,
+            "cannot contain ';'",
+        ),
+        (
+            vec!["--service", "billing"],
+            1,
+            "no exchanges of service \"billing\"",
+        ),
+        (
+            vec!["--service", "orders", "--where", "no_such_column = 1"],
+            1,
+            "no_such_column",
+        ),
+    ] {
+        let output = create(extra.clone(), &none).await?;
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(code), "{extra:?}: {stderr}");
+        assert!(stderr.contains(message), "{extra:?}: {stderr}");
+        assert!(!none.exists(), "{extra:?} wrote a snapshot");
+    }
+
+    // Validate: a clean snapshot passes; an edited one names the file and line.
+    let output = tapedeck(&[os("snapshot"), os("validate"), out.as_os_str()]).await?;
+    ensure!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    let inbound = out.join("inbound.jsonl");
+    let text = std::fs::read_to_string(&inbound)?;
+    std::fs::write(
+        &inbound,
+        text.replacen("\"status\":201", "\"status\":\"created\"", 1),
+    )?;
+    let output = tapedeck(&[os("snapshot"), os("validate"), out.as_os_str()]).await?;
+    assert_eq!(output.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("inbound.jsonl:2:"), "{stdout}");
+    Ok(())
+}
+
+/// The README's main command: a real Envoy with filter.wasm (installed by `./x setup`), the
+/// sample service, the collector, SQL, and a snapshot of what was captured.
+#[tokio::test]
+async fn the_demo_captures_queries_and_snapshots_real_traffic() -> Result<()> {
+    let temp = tempfile::tempdir()?;
+    let data = temp.path().join("data");
+    let output = tokio::time::timeout(
+        Duration::from_secs(120),
+        tapedeck(&[os("demo"), os("--data"), data.as_os_str()]),
+    )
+    .await
+    .context("the demo did not finish in 2 minutes")??;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    ensure!(output.status.success(), "demo failed:\n{stderr}\n{stdout}");
+    for expected in [
+        "captured exchanges:",
+        "what redaction left of the secrets:",
+        // The card number the caller sent (redacted to the same marker on both sides) reaches
+        // the payment call: found as a propagation from the inbound request.
+        "propagate  correlation inbound request json $.card (POST /orders) → outbound request json $.order.card (POST /pay)",
+        // The session cookie set by /login comes back in later requests.
+        "substitute correlation inbound response cookie session → inbound request cookie session",
+        "resign     jwt inbound request header authorization Bearer",
+        "5 inbound requests, 1 outbound calls (1 linked to the request that caused them)",
+        "inventory:",
+        "payments.shop.svc  POST    /pay",
+    ] {
+        ensure!(
+            stdout.contains(expected),
+            "no {expected:?} in the demo's output:\n{stdout}"
+        );
+    }
+    ensure!(
+        !stdout.contains(tapedeck_local::sample::LOGIN_SESSION),
+        "a secret was printed"
+    );
+    let snapshot = tapedeck_analyzer::snapshot::read(&data.join("snapshot"))?;
+    ensure!(snapshot.inbound.len() == 5 && snapshot.outbound.len() == 1);
+    Ok(())
+}

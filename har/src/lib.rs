@@ -17,7 +17,7 @@
 pub mod export;
 pub mod import;
 pub mod model;
-mod time;
+pub mod time;
 
 pub use export::{from_exchanges, to_json};
 pub use import::{

@@ -1,8 +1,11 @@
-//! RFC 3339 timestamps, the ISO 8601 profile HAR writers use for `startedDateTime`.
+//! RFC 3339 timestamps, the ISO 8601 profile HAR writers use for `startedDateTime`, and the
+//! calendar arithmetic behind them.
 //!
-//! Hand-written (a date library would be the crate's largest dependency for two functions):
-//! [`parse`] reads `2026-11-27T13:05:01.123+01:00` into nanoseconds since the Unix epoch and
-//! [`format`] writes them back as UTC with milliseconds (`2026-11-27T12:05:01.123Z`).
+//! Hand-written (a date library would be the crate's largest dependency for a few functions):
+//! [`parse`] reads `2026-11-27T13:05:01.123+01:00` into nanoseconds since the Unix epoch,
+//! [`format`] writes them back as UTC with milliseconds (`2026-11-27T12:05:01.123Z`) and
+//! [`format_exact`] with every nanosecond that is not zero. The analyzer uses them for snapshot
+//! windows and [`days_from_civil`] / [`civil_from_days`] for the timestamps it finds in traffic.
 
 const NANOS_PER_SECOND: i128 = 1_000_000_000;
 
@@ -11,7 +14,7 @@ const NANOS_PER_SECOND: i128 = 1_000_000_000;
 /// Accepts `T`, `t` or a space between date and time, seconds with any number of fraction
 /// digits (nanoseconds are kept, the rest dropped), and the offset as `Z`, `+HH:MM`, `+HHMM`
 /// or `+HH`. A timestamp without an offset is an error: it names no instant.
-pub(crate) fn parse(text: &str) -> Result<u64, String> {
+pub fn parse(text: &str) -> Result<u64, String> {
     let mut cursor = Cursor {
         bytes: text.trim().as_bytes(),
         at: 0,
@@ -93,7 +96,7 @@ pub(crate) fn parse(text: &str) -> Result<u64, String> {
 }
 
 /// Writes nanoseconds since the Unix epoch as RFC 3339 in UTC with milliseconds.
-pub(crate) fn format(unix_nanos: u64) -> String {
+pub fn format(unix_nanos: u64) -> String {
     let seconds = unix_nanos / 1_000_000_000;
     let millis = (unix_nanos / 1_000_000) % 1000;
     let days = (seconds / 86_400) as i64;
@@ -145,11 +148,36 @@ impl Cursor<'_> {
     }
 }
 
-fn is_leap(year: u32) -> bool {
+/// Writes nanoseconds since the Unix epoch as RFC 3339 in UTC, exactly: the fraction has as
+/// many digits as it needs (none for a whole second), so [`parse`] gives the same number back.
+pub fn format_exact(unix_nanos: u64) -> String {
+    let seconds = unix_nanos / 1_000_000_000;
+    let nanos = unix_nanos % 1_000_000_000;
+    let days = (seconds / 86_400) as i64;
+    let in_day = seconds % 86_400;
+    let (year, month, day) = civil_from_days(days);
+    let mut out = format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}",
+        in_day / 3600,
+        (in_day / 60) % 60,
+        in_day % 60
+    );
+    if nanos > 0 {
+        let fraction = format!("{nanos:09}");
+        out.push('.');
+        out.push_str(fraction.trim_end_matches('0'));
+    }
+    out.push('Z');
+    out
+}
+
+/// Whether `year` is a leap year of the proleptic Gregorian calendar.
+pub fn is_leap(year: u32) -> bool {
     (year.is_multiple_of(4) && !year.is_multiple_of(100)) || year.is_multiple_of(400)
 }
 
-fn days_in_month(year: u32, month: u32) -> u32 {
+/// The days of `month` (1-12) in `year`.
+pub fn days_in_month(year: u32, month: u32) -> u32 {
     match month {
         2 if is_leap(year) => 29,
         2 => 28,
@@ -159,7 +187,7 @@ fn days_in_month(year: u32, month: u32) -> u32 {
 }
 
 /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's `days_from_civil`).
-fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+pub fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
     let year = if month <= 2 { year - 1 } else { year };
     let era = year.div_euclid(400);
     let year_of_era = year - era * 400;
@@ -171,7 +199,7 @@ fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
 }
 
 /// The date of a day count since 1970-01-01 (Howard Hinnant's `civil_from_days`).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
+pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let days = days + 719_468;
     let era = days.div_euclid(146_097);
     let day_of_era = days - era * 146_097;
@@ -192,6 +220,32 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exact_format_round_trips_every_nanosecond() {
+        for nanos in [
+            0,
+            1,
+            1_795_781_101_000_000_000,
+            1_795_781_101_120_000_000,
+            1_795_781_101_123_456_789,
+        ] {
+            assert_eq!(
+                parse(&format_exact(nanos)).unwrap(),
+                nanos,
+                "{}",
+                format_exact(nanos)
+            );
+        }
+        assert_eq!(
+            format_exact(1_795_781_101_000_000_000),
+            "2026-11-27T12:05:01Z"
+        );
+        assert_eq!(
+            format_exact(1_795_781_101_120_000_000),
+            "2026-11-27T12:05:01.12Z"
+        );
+    }
 
     #[test]
     fn parses_offsets_fractions_and_separators() {
