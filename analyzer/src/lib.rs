@@ -20,6 +20,8 @@
 pub mod cut;
 pub mod fixture;
 pub mod inventory;
+mod parallel;
+pub mod rows;
 pub mod snapshot;
 pub mod template;
 pub mod tokens;

@@ -141,6 +141,21 @@ pub struct Location {
 }
 
 impl Location {
+    /// A placeholder for a location that was never described (cannot happen: workers send a
+    /// location with the first value at it).
+    pub(crate) fn unknown() -> Self {
+        Location {
+            direction: Flow::Inbound,
+            message: Side::Request,
+            part: Part::Header,
+            name: Some("unknown".to_owned()),
+            scheme: None,
+            path: None,
+            segment: None,
+            endpoint: None,
+        }
+    }
+
     /// A short readable form: `inbound response json $.token (POST /login)`,
     /// `inbound request header authorization Bearer`.
     pub fn describe(&self) -> String {

@@ -167,4 +167,19 @@ proptest! {
         prop_assert_eq!(diagnostics, vec![]);
         prop_assert!(back == exchanges, "{}", first_difference(&back, &exchanges));
     }
+
+    #[test]
+    fn rows_read_from_record_batches_write_the_same_snapshot(exchanges in vec(exchange(), 1..24)) {
+        use tapedeck_analyzer::rows::{BatchView, rows_of};
+        let temp = tempfile::tempdir().unwrap();
+        let batch = tapedeck_proto::arrow::to_record_batch(&exchanges).unwrap();
+        let views = vec![BatchView::new(&batch).unwrap()];
+        let (a, b) = (temp.path().join("rows"), temp.path().join("exchanges"));
+        snapshot::build(&crate::snapshot::spec(), rows_of(&views)).write(&a, false).unwrap();
+        crate::snapshot::write(exchanges, &b);
+        for file in [snapshot::MANIFEST_FILE, snapshot::INBOUND_FILE, snapshot::OUTBOUND_FILE] {
+            let (x, y) = (std::fs::read(a.join(file)).unwrap(), std::fs::read(b.join(file)).unwrap());
+            prop_assert!(x == y, "{file} differs");
+        }
+    }
 }

@@ -298,3 +298,33 @@ fn traffic_stored_twice_is_written_once() {
     );
     assert!(snapshot::validate(&dir).1.is_empty());
 }
+
+#[test]
+fn rows_read_in_place_from_record_batches_give_the_same_snapshot() {
+    use tapedeck_analyzer::rows::{BatchView, rows_of, to_exchange};
+    let temp = tempfile::tempdir().unwrap();
+    let exchanges = Shop {
+        sessions: 7,
+        ..Shop::default()
+    }
+    .exchanges();
+    // Several batches, in a scrambled order, as a query returns them.
+    let mut scrambled = exchanges.clone();
+    scrambled.rotate_left(29);
+    let batches: Vec<_> = scrambled
+        .chunks(13)
+        .map(|chunk| tapedeck_proto::arrow::to_record_batch(chunk).unwrap())
+        .collect();
+    let views: Vec<BatchView<'_>> = batches.iter().map(|b| BatchView::new(b).unwrap()).collect();
+    let rows = rows_of(&views);
+    assert_eq!(
+        rows.iter().map(to_exchange).collect::<Vec<_>>(),
+        scrambled,
+        "a row reads back as its exchange"
+    );
+    let from_rows = temp.path().join("rows");
+    let from_exchanges = temp.path().join("exchanges");
+    build(&spec(), rows).write(&from_rows, false).unwrap();
+    write(exchanges, &from_exchanges);
+    assert_eq!(files(&from_rows), files(&from_exchanges));
+}

@@ -10,7 +10,7 @@ use tapedeck_analyzer::Cut;
 use tapedeck_analyzer::inventory::{Inventory, sql};
 use tapedeck_har::time;
 
-use crate::source::{SourceArgs, now_nanos};
+use crate::source::{CutArgs, SourceArgs};
 
 /// How the report is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -25,23 +25,8 @@ pub(crate) enum Format {
 
 #[derive(Debug, Args)]
 pub(crate) struct InventoryArgs {
-    /// The service: the workload whose sidecar captured the exchanges.
-    #[arg(long, env = "TAPEDECK_SERVICE", value_name = "NAME")]
-    service: String,
-
-    /// Start of the window, inclusive: an RFC 3339 time (2026-11-27T13:00:00Z), a duration ago
-    /// (30m, 2h, 7d) or `now`. By default, the earliest stored exchange.
-    #[arg(long, env = "TAPEDECK_FROM", value_name = "TIME")]
-    from: Option<String>,
-
-    /// End of the window, exclusive, in the same forms as --from. By default, no end.
-    #[arg(long, env = "TAPEDECK_TO", value_name = "TIME")]
-    to: Option<String>,
-
-    /// A SQL predicate over the `exchanges` columns, ANDed to the window, for example
-    /// "status >= 500" or "authority LIKE 'payments%'".
-    #[arg(long = "where", env = "TAPEDECK_WHERE", value_name = "SQL")]
-    predicate: Option<String>,
+    #[command(flatten)]
+    cut: CutArgs,
 
     /// How to write the report on stdout.
     #[arg(
@@ -73,13 +58,7 @@ fn describe_window(cut: &Cut) -> String {
 /// Prints the inventory. Exits 2 on bad arguments (including a data directory that does not
 /// exist) and 1 when the cut holds no exchange.
 pub(crate) async fn run(args: InventoryArgs) -> Result<ExitCode> {
-    let cut = match Cut::new(
-        &args.service,
-        args.from.as_deref(),
-        args.to.as_deref(),
-        args.predicate.as_deref(),
-        now_nanos(),
-    ) {
+    let cut = match args.cut.cut() {
         Ok(cut) => cut,
         Err(error) => {
             eprintln!("error: {error}");

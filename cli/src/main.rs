@@ -125,10 +125,24 @@ fn default_sigpipe() {
     }
 }
 
+/// The batch commands (snapshots, inventories, queries, imports, exports) read and build
+/// gigabytes once and exit. With transparent huge pages every first touch of fresh memory
+/// zeroes 2 MiB, and that zeroing took most of `tapedeck snapshot create`'s system time and a
+/// third of its wall time on the benchmark machine (BENCHMARKS.md); 4 KiB pages are faster for
+/// this pattern. The collector keeps the system's setting.
+fn no_huge_pages() {
+    // SAFETY: prctl with PR_SET_THP_DISABLE takes plain integer arguments and only sets a flag
+    // of this process; a failure (an old kernel) leaves the default, which is fine.
+    unsafe {
+        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if !matches!(cli.command, Command::Collector(_) | Command::Demo(_)) {
         default_sigpipe();
+        no_huge_pages();
     }
     let default_log = if matches!(cli.command, Command::Collector(_)) {
         "info"

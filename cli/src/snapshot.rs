@@ -6,11 +6,11 @@ use std::time::Instant;
 
 use anyhow::{Context as _, Result, bail};
 use clap::{Args, Subcommand};
-use tapedeck_analyzer::Cut;
+use tapedeck_analyzer::rows::{self, BatchView};
 use tapedeck_analyzer::snapshot::{self, Spec};
 use tapedeck_analyzer::tokens::TokenKind;
 
-use crate::source::{SourceArgs, now_nanos};
+use crate::source::{CutArgs, SourceArgs};
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum SnapshotCommand {
@@ -25,20 +25,8 @@ pub(crate) enum SnapshotCommand {
 
 #[derive(Debug, Args)]
 pub(crate) struct CreateArgs {
-    /// The service (the workload whose sidecar captured the traffic).
-    #[arg(long, env = "TAPEDECK_SERVICE")]
-    service: String,
-    /// Start of the window, inclusive: RFC 3339 (2026-11-27T13:00:00Z), a duration ago (30m, 2h,
-    /// 7d) or `now`. Default: the first exchange.
-    #[arg(long, env = "TAPEDECK_FROM", value_name = "TIME")]
-    from: Option<String>,
-    /// End of the window, exclusive, in the same forms. Default: after the last exchange.
-    #[arg(long, env = "TAPEDECK_TO", value_name = "TIME")]
-    to: Option<String>,
-    /// A SQL predicate over the `exchanges` columns, ANDed to the window, for example
-    /// "status < 500 AND path NOT LIKE '/healthz%'".
-    #[arg(long = "where", env = "TAPEDECK_WHERE", value_name = "SQL")]
-    predicate: Option<String>,
+    #[command(flatten)]
+    cut: CutArgs,
     /// The snapshot directory to write.
     #[arg(long, short, env = "TAPEDECK_OUT", value_name = "DIR")]
     out: PathBuf,
@@ -63,13 +51,7 @@ pub(crate) async fn run(command: SnapshotCommand) -> Result<ExitCode> {
 }
 
 async fn create(args: CreateArgs) -> Result<ExitCode> {
-    let cut = match Cut::new(
-        &args.service,
-        args.from.as_deref(),
-        args.to.as_deref(),
-        args.predicate.as_deref(),
-        now_nanos(),
-    ) {
+    let cut = match args.cut.cut() {
         Ok(cut) => cut,
         Err(error) => {
             eprintln!("error: {error}");
@@ -87,15 +69,21 @@ async fn create(args: CreateArgs) -> Result<ExitCode> {
         args.source.describe(),
         cut.service
     );
-    let batches = args.source.query(&sql).await?;
-    let mut exchanges = Vec::with_capacity(batches.iter().map(|b| b.num_rows()).sum());
-    for batch in &batches {
-        exchanges.extend(
-            tapedeck_proto::arrow::from_record_batch(batch)
-                .context("reading the query's rows as exchanges")?,
-        );
-    }
-    drop(batches);
+    // The rows are read in place from the query's record batches (no decoding into
+    // exchanges: for a million rows that took longer than the rest of the snapshot).
+    let mut batches = Vec::new();
+    args.source
+        .query_each(&sql, |batch| {
+            batches.push(batch);
+            Ok(())
+        })
+        .await?;
+    let views = batches
+        .iter()
+        .map(BatchView::new)
+        .collect::<Result<Vec<_>, _>>()
+        .context("reading the query's rows as exchanges")?;
+    let exchanges = rows::rows_of(&views);
     let queried = began.elapsed();
     if exchanges.is_empty() {
         bail!(

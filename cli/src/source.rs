@@ -4,8 +4,47 @@
 use std::path::PathBuf;
 
 use anyhow::{Context as _, Result};
+use futures::StreamExt as _;
+use tapedeck_analyzer::Cut;
+use tapedeck_analyzer::cut::CutError;
 use tapedeck_collector::query::QueryArgs;
 use tapedeck_proto::arrow_array::RecordBatch;
+
+/// Which exchanges: one service, a window and a predicate (`tapedeck snapshot create`,
+/// `tapedeck inventory`).
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct CutArgs {
+    /// The service: the workload whose sidecar captured the exchanges.
+    #[arg(long, env = "TAPEDECK_SERVICE", value_name = "NAME")]
+    pub(crate) service: String,
+
+    /// Start of the window, inclusive: an RFC 3339 time (2026-11-27T13:00:00Z), a duration ago
+    /// (30m, 2h, 7d) or `now`. By default, the earliest stored exchange.
+    #[arg(long, env = "TAPEDECK_FROM", value_name = "TIME")]
+    pub(crate) from: Option<String>,
+
+    /// End of the window, exclusive, in the same forms as --from. By default, no end.
+    #[arg(long, env = "TAPEDECK_TO", value_name = "TIME")]
+    pub(crate) to: Option<String>,
+
+    /// A SQL predicate over the `exchanges` columns, ANDed to the window, for example
+    /// "status < 500 AND path NOT LIKE '/healthz%'" or "authority LIKE 'payments%'".
+    #[arg(long = "where", env = "TAPEDECK_WHERE", value_name = "SQL")]
+    pub(crate) predicate: Option<String>,
+}
+
+impl CutArgs {
+    /// The cut, with relative times resolved against now; the error names the flag.
+    pub(crate) fn cut(&self) -> Result<Cut, CutError> {
+        Cut::new(
+            &self.service,
+            self.from.as_deref(),
+            self.to.as_deref(),
+            self.predicate.as_deref(),
+            now_nanos(),
+        )
+    }
+}
 
 /// The store to read.
 #[derive(Debug, Clone, clap::Args)]
@@ -81,6 +120,43 @@ impl SourceArgs {
         })
     }
 
+    /// Runs one read-only statement and hands each record batch to `each` as it arrives, so a
+    /// caller that converts and drops batches never holds the whole result twice. Offline the
+    /// batches stream from the engine; through a collector they arrive together.
+    pub(crate) async fn query_each(
+        &self,
+        sql: &str,
+        mut each: impl FnMut(RecordBatch) -> Result<()>,
+    ) -> Result<()> {
+        if self.collector.is_some() {
+            for batch in self.query(sql).await? {
+                each(batch)?;
+            }
+            return Ok(());
+        }
+        let engine = self.offline_engine().await?;
+        let mut stream = engine
+            .sql_stream(sql)
+            .await
+            .with_context(|| format!("querying {}", self.describe()))?;
+        while let Some(batch) = stream.next().await {
+            each(batch.with_context(|| format!("querying {}", self.describe()))?)?;
+        }
+        Ok(())
+    }
+
+    async fn offline_engine(&self) -> Result<tapedeck_collector::query::QueryEngine> {
+        let limits = QueryArgs {
+            timeout: self.query_timeout,
+            memory: u64::MAX / 2,
+            max_rows: 0,
+            concurrency: 1,
+        };
+        tapedeck_collector::query::open_offline(&self.data, self.store.as_deref(), &limits)
+            .await
+            .with_context(|| format!("opening {}", self.describe()))
+    }
+
     /// Runs one read-only statement and returns every row. Offline, there is no row limit (a
     /// snapshot wants all of its rows) and no memory limit beyond the machine's: the statements
     /// the analyzer sends neither sort nor join.
@@ -94,19 +170,7 @@ impl SourceArgs {
                 Ok(batches)
             }
             None => {
-                let limits = QueryArgs {
-                    timeout: self.query_timeout,
-                    memory: u64::MAX / 2,
-                    max_rows: 0,
-                    concurrency: 1,
-                };
-                let engine = tapedeck_collector::query::open_offline(
-                    &self.data,
-                    self.store.as_deref(),
-                    &limits,
-                )
-                .await
-                .with_context(|| format!("opening {}", self.describe()))?;
+                let engine = self.offline_engine().await?;
                 let (_, batches) = engine
                     .sql(sql)
                     .await

@@ -493,14 +493,7 @@ fn trace_id_of(headers: &[Header]) -> String {
 }
 
 pub(crate) fn protocol_of_word(word: &str) -> Option<Protocol> {
-    Some(match word {
-        "HTTP/1.0" => Protocol::Http10,
-        "HTTP/1.1" => Protocol::Http11,
-        "HTTP/2" => Protocol::Http2,
-        "HTTP/3" => Protocol::Http3,
-        "gRPC" => Protocol::Grpc,
-        _ => return None,
-    })
+    Protocol::from_word(word).filter(|p| *p != Protocol::Unspecified)
 }
 
 fn protocol_of_version(version: &str) -> Protocol {

@@ -3,7 +3,7 @@
 //!
 //! Hand-written (a date library would be the crate's largest dependency for a few functions):
 //! [`parse`] reads `2026-11-27T13:05:01.123+01:00` into nanoseconds since the Unix epoch,
-//! [`format`] writes them back as UTC with milliseconds (`2026-11-27T12:05:01.123Z`) and
+//! [`format()`] writes them back as UTC with milliseconds (`2026-11-27T12:05:01.123Z`) and
 //! [`format_exact`] with every nanosecond that is not zero. The analyzer uses them for snapshot
 //! windows and [`days_from_civil`] / [`civil_from_days`] for the timestamps it finds in traffic.
 

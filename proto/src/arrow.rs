@@ -332,7 +332,9 @@ pub fn to_record_batch<E: std::borrow::Borrow<Exchange>>(
     RecordBatch::try_new(schema(), columns)
 }
 
-fn column<'a, T: 'static>(batch: &'a RecordBatch, name: &str) -> Result<&'a T, ArrowError> {
+/// The column `name` of a batch as the array type `T`; an error names a missing or mistyped
+/// column.
+pub fn column<'a, T: 'static>(batch: &'a RecordBatch, name: &str) -> Result<&'a T, ArrowError> {
     batch
         .column_by_name(name)
         .ok_or_else(|| ArrowError::SchemaError(format!("exchanges: column {name} is missing")))?
@@ -491,16 +493,7 @@ fn direction_of(word: &str) -> Direction {
 }
 
 fn protocol_of(word: &str) -> Protocol {
-    [
-        Protocol::Http10,
-        Protocol::Http11,
-        Protocol::Http2,
-        Protocol::Http3,
-        Protocol::Grpc,
-    ]
-    .into_iter()
-    .find(|p| p.as_word() == word)
-    .unwrap_or(Protocol::Unspecified)
+    Protocol::from_word(word).unwrap_or(Protocol::Unspecified)
 }
 
 #[cfg(test)]

@@ -97,6 +97,21 @@ impl Protocol {
             Protocol::Grpc => "gRPC",
         }
     }
+
+    /// The protocol a word of [`Protocol::as_word`] names; the empty word is unspecified, any
+    /// other word `None`.
+    pub fn from_word(word: &str) -> Option<Self> {
+        [
+            Protocol::Unspecified,
+            Protocol::Http10,
+            Protocol::Http11,
+            Protocol::Http2,
+            Protocol::Http3,
+            Protocol::Grpc,
+        ]
+        .into_iter()
+        .find(|p| p.as_word() == word)
+    }
 }
 
 #[cfg(test)]

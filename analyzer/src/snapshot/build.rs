@@ -5,17 +5,19 @@ use std::fs;
 use std::io::{self, BufWriter, Write as _};
 use std::path::{Path, PathBuf};
 
+use rustc_hash::FxHashSet;
 use sha2::{Digest, Sha256};
 use tapedeck_proto::{Direction, Exchange};
 
 use super::model::{
-    Counts, Entry, FORMAT_VERSION, HostCount, Instant, Manifest, Source, Window, hex,
+    Counts, EntryRef, FORMAT_VERSION, HostCount, Instant, Manifest, Source, Window, hex,
 };
 use super::{INBOUND_FILE, MANIFEST_FILE, OUTBOUND_FILE};
+use crate::rows::Row;
 use crate::tokens::{DiscoveryInput, Flow, discover};
 
-/// Lines serialized per thread at a time.
-const CHUNK: usize = 4096;
+/// Lines serialized by a worker at a time.
+const CHUNK: usize = 1024;
 
 /// What a snapshot is cut from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,10 +37,10 @@ pub struct Spec {
 /// A snapshot ready to write: the manifest (without its id, which hashes the written lines)
 /// and the exchanges in file order.
 #[derive(Debug)]
-pub struct Built {
+pub struct Built<R = Exchange> {
     manifest: Manifest,
-    inbound: Vec<Exchange>,
-    outbound: Vec<Exchange>,
+    inbound: Vec<R>,
+    outbound: Vec<R>,
     caused_by: Vec<Option<String>>,
 }
 
@@ -64,28 +66,14 @@ pub enum WriteError {
 /// Builds a snapshot from the exchanges a cut returned, in any order. Exchanges with no
 /// direction are counted as skipped; a second exchange with an id already seen (the same
 /// traffic stored twice) is counted as a duplicate and left out.
-pub fn build(spec: &Spec, exchanges: Vec<Exchange>) -> Built {
+pub fn build<R: Row + Sync>(spec: &Spec, exchanges: Vec<R>) -> Built<R> {
     let total = exchanges.len();
-    let mut exchanges: Vec<Exchange> = exchanges
-        .into_iter()
-        .filter(|e| matches!(e.direction(), Direction::Inbound | Direction::Outbound))
-        .collect();
-    let skipped = (total - exchanges.len()) as u64;
-    exchanges.sort_by(|a, b| (a.start_unix_nanos, &a.id).cmp(&(b.start_unix_nanos, &b.id)));
-    let before = exchanges.len();
-    let mut seen = std::collections::HashSet::with_capacity(before);
-    exchanges.retain(|e| seen.insert(e.id.clone()));
-    drop(seen);
-    let duplicates = (before - exchanges.len()) as u64;
-
-    let first_start = exchanges.first().map_or(0, |e| e.start_unix_nanos);
+    let (exchanges, duplicates) = sorted_unique(exchanges);
+    let skipped = (total - exchanges.len()) as u64 - duplicates;
+    let first_start = exchanges.first().map_or(0, Row::start);
     let last_end = exchanges
         .iter()
-        .map(|e| {
-            e.start_unix_nanos
-                .saturating_add(e.duration_nanos)
-                .saturating_add(1)
-        })
+        .map(|e| e.start().saturating_add(e.duration()).saturating_add(1))
         .max()
         .unwrap_or(first_start);
     let window = Window {
@@ -109,8 +97,8 @@ pub fn build(spec: &Spec, exchanges: Vec<Exchange>) -> Built {
         .collect();
     outbound_order.sort_by(|a, b| {
         exchanges[*a]
-            .authority
-            .cmp(&exchanges[*b].authority)
+            .authority()
+            .cmp(exchanges[*b].authority())
             .then(a.cmp(b))
     });
     let mut lines = vec![0u64; exchanges.len()];
@@ -130,17 +118,15 @@ pub fn build(spec: &Spec, exchanges: Vec<Exchange>) -> Built {
     let mut latest_inbound: HashMap<&str, &[u8]> = HashMap::new();
     let mut caused_by_time: Vec<Option<String>> = vec![None; exchanges.len()];
     for (i, exchange) in exchanges.iter().enumerate() {
-        if exchange.trace_id.is_empty() {
+        if exchange.trace_id().is_empty() {
             continue;
         }
         match flows[i] {
             Flow::Inbound => {
-                latest_inbound.insert(&exchange.trace_id, &exchange.id);
+                latest_inbound.insert(exchange.trace_id(), exchange.id());
             }
             Flow::Outbound => {
-                caused_by_time[i] = latest_inbound
-                    .get(exchange.trace_id.as_str())
-                    .map(|id| hex(id));
+                caused_by_time[i] = latest_inbound.get(exchange.trace_id()).map(|id| hex(id));
             }
         }
     }
@@ -154,11 +140,11 @@ pub fn build(spec: &Spec, exchanges: Vec<Exchange>) -> Built {
 
     let mut hosts: Vec<HostCount> = Vec::new();
     for (line, i) in outbound_order.iter().enumerate() {
-        let host = &exchanges[*i].authority;
+        let host = exchanges[*i].authority();
         match hosts.last_mut() {
-            Some(last) if last.host == *host => last.calls += 1,
+            Some(last) if last.host == host => last.calls += 1,
             _ => hosts.push(HostCount {
-                host: host.clone(),
+                host: host.to_owned(),
                 calls: 1,
                 first_line: line as u64 + 1,
             }),
@@ -171,13 +157,13 @@ pub fn build(spec: &Spec, exchanges: Vec<Exchange>) -> Built {
 
     // Move the exchanges into file order.
     let mut caused_by = Vec::with_capacity(outbound_order.len());
-    let mut slots: Vec<Option<Exchange>> = exchanges.into_iter().map(Some).collect();
+    let mut slots: Vec<Option<R>> = exchanges.into_iter().map(Some).collect();
     let mut outbound = Vec::with_capacity(outbound_order.len());
     for i in &outbound_order {
         outbound.extend(slots[*i].take());
         caused_by.push(caused_by_time[*i].take());
     }
-    let inbound: Vec<Exchange> = slots.into_iter().flatten().collect();
+    let inbound: Vec<R> = slots.into_iter().flatten().collect();
 
     let manifest = Manifest {
         version: FORMAT_VERSION,
@@ -206,7 +192,34 @@ pub fn build(spec: &Spec, exchanges: Vec<Exchange>) -> Built {
     }
 }
 
-impl Built {
+/// The exchanges with a direction, sorted by (start, id), each id once (the first by start
+/// time); and how many duplicates were left out. Sorts a permutation and moves each exchange
+/// once, rather than moving the (large) exchanges around while sorting.
+fn sorted_unique<R: Row>(exchanges: Vec<R>) -> (Vec<R>, u64) {
+    let mut order: Vec<usize> = (0..exchanges.len())
+        .filter(|i| {
+            matches!(
+                exchanges[*i].direction(),
+                Direction::Inbound | Direction::Outbound
+            )
+        })
+        .collect();
+    order.sort_unstable_by(|a, b| {
+        let (x, y) = (&exchanges[*a], &exchanges[*b]);
+        (x.start(), x.id(), a).cmp(&(y.start(), y.id(), b))
+    });
+    let mut seen: FxHashSet<&[u8]> = FxHashSet::default();
+    seen.reserve(order.len());
+    let before = order.len();
+    order.retain(|i| seen.insert(exchanges[*i].id()));
+    drop(seen);
+    let duplicates = (before - order.len()) as u64;
+    let mut slots: Vec<Option<R>> = exchanges.into_iter().map(Some).collect();
+    let sorted = order.iter().filter_map(|i| slots[*i].take()).collect();
+    (sorted, duplicates)
+}
+
+impl<R: Row + Sync> Built<R> {
     /// The manifest (its `id` is set by [`Built::write`]).
     pub fn manifest(&self) -> &Manifest {
         &self.manifest
@@ -295,9 +308,9 @@ fn compact_time(unix_nanos: u64) -> String {
     text.replace(['-', ':'], "")
 }
 
-fn write_lines(
+fn write_lines<R: Row + Sync>(
     path: &Path,
-    exchanges: &[Exchange],
+    exchanges: &[R],
     caused_by: &[Option<String>],
     window_from: u64,
     hash: &mut Sha256,
@@ -308,43 +321,27 @@ fn write_lines(
     };
     let file = fs::File::create(path).map_err(io)?;
     let mut out = BufWriter::with_capacity(1 << 20, file);
-    let threads = std::thread::available_parallelism()
-        .map_or(1, usize::from)
-        .clamp(1, 8);
-    for (exchanges, caused_by) in exchanges
-        .chunks(CHUNK * threads)
-        .zip(caused_by.chunks(CHUNK * threads))
-    {
-        let buffers: Vec<io::Result<Vec<u8>>> = std::thread::scope(|scope| {
-            let handles: Vec<_> = exchanges
-                .chunks(CHUNK)
-                .zip(caused_by.chunks(CHUNK))
-                .map(|(exchanges, caused_by)| {
-                    scope.spawn(move || -> io::Result<Vec<u8>> {
-                        let mut buffer = Vec::with_capacity(exchanges.len() * 1024);
-                        for (exchange, link) in exchanges.iter().zip(caused_by) {
-                            let entry = Entry::from_exchange(exchange, window_from, link.clone());
-                            serde_json::to_writer(&mut buffer, &entry).map_err(io::Error::other)?;
-                            buffer.push(b'\n');
-                        }
-                        Ok(buffer)
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|_| Err(io::Error::other("a serializing thread panicked")))
-                })
-                .collect()
-        });
-        for buffer in buffers {
-            let buffer = buffer.map_err(io)?;
+    let chunks = exchanges.chunks(CHUNK).zip(caused_by.chunks(CHUNK));
+    crate::parallel::map_ordered(
+        chunks,
+        crate::parallel::workers(),
+        || (),
+        |_, (exchanges, caused_by)| -> io::Result<Vec<u8>> {
+            let mut buffer = Vec::with_capacity(exchanges.len() * 1024);
+            for (exchange, link) in exchanges.iter().zip(caused_by) {
+                let entry = EntryRef::new(exchange, window_from, link.as_deref());
+                serde_json::to_writer(&mut buffer, &entry).map_err(io::Error::other)?;
+                buffer.push(b'\n');
+            }
+            Ok(buffer)
+        },
+        |buffer| {
+            let buffer = buffer?;
             hash.update(&buffer);
-            out.write_all(&buffer).map_err(io)?;
-        }
-    }
+            out.write_all(&buffer)
+        },
+    )
+    .map_err(io)?;
     out.flush().map_err(io)?;
     out.into_inner()
         .map_err(|e| io(e.into_error()))?

@@ -12,7 +12,8 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::value::RawValue;
 use tapedeck_proto::{Direction, Exchange, Header, Message, Protocol};
 
-use crate::tokens::TokenRule;
+use crate::rows::{Headers, MessageView, Row, Strings};
+use crate::tokens::{Side, TokenRule};
 
 /// The format version this crate writes and reads.
 pub const FORMAT_VERSION: u32 = 1;
@@ -240,21 +241,10 @@ impl Body {
     /// JSON object or array with no line breaks and no surrounding space (a line of a JSONL file
     /// must stay one line, and reading must give the same bytes back); other UTF-8 is text.
     pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
-        if bytes.is_empty() {
-            return None;
-        }
-        if matches!(bytes.first(), Some(b'{' | b'['))
-            && !bytes.contains(&b'\n')
-            && !bytes.contains(&b'\r')
-            && let Ok(text) = std::str::from_utf8(bytes)
-            && let Ok(raw) = serde_json::from_str::<Box<RawValue>>(text)
-            && raw.get().len() == text.len()
-        {
-            return Some(Body::Json(raw));
-        }
-        Some(match String::from_utf8(bytes.to_vec()) {
-            Ok(text) => Body::Text(text),
-            Err(error) => Body::Base64(error.into_bytes()),
+        Some(match BodyRef::of(bytes)? {
+            BodyRef::Json(raw) => Body::Json(raw.to_owned()),
+            BodyRef::Text(text) => Body::Text(text.to_owned()),
+            BodyRef::Base64(bytes) => Body::Base64(bytes.to_vec()),
         })
     }
 
@@ -275,6 +265,260 @@ impl Body {
             Body::Base64(_) => "base64",
         }
     }
+}
+
+/// A body as it is written, borrowed from the exchange: the one place that decides between
+/// `json`, `text` and `base64` (see [`Body::from_bytes`]).
+#[derive(Debug, Clone, Copy, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum BodyRef<'a> {
+    Json(&'a RawValue),
+    Text(&'a str),
+    #[serde(serialize_with = "base64_text::serialize")]
+    Base64(&'a [u8]),
+}
+
+impl<'a> BodyRef<'a> {
+    /// The form body bytes are written in; `None` for an empty body.
+    pub(crate) fn of(bytes: &'a [u8]) -> Option<Self> {
+        if bytes.is_empty() {
+            return None;
+        }
+        let Ok(text) = std::str::from_utf8(bytes) else {
+            return Some(BodyRef::Base64(bytes));
+        };
+        if matches!(bytes.first(), Some(b'{' | b'['))
+            && !bytes.contains(&b'\n')
+            && !bytes.contains(&b'\r')
+            && let Ok(raw) = serde_json::from_str::<&RawValue>(text)
+            && raw.get().len() == text.len()
+        {
+            return Some(BodyRef::Json(raw));
+        }
+        Some(BodyRef::Text(text))
+    }
+}
+
+/// A line of `inbound.jsonl` / `outbound.jsonl` written straight from an [`Exchange`], without
+/// copying it into an [`Entry`] first. It writes exactly what serializing
+/// `Entry::from_exchange` writes (the golden files and the write → read property test hold the
+/// two together).
+#[derive(Debug, Serialize)]
+pub(crate) struct EntryRef<'a> {
+    #[serde(serialize_with = "hex_text")]
+    id: &'a [u8],
+    #[serde(skip_serializing_if = "str::is_empty")]
+    trace_id: &'a str,
+    offset_ns: u64,
+    duration_ns: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    response_headers_ns: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    caused_by: Option<&'a str>,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    protocol: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    scheme: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    authority: &'a str,
+    method: &'a str,
+    path: &'a str,
+    #[serde(skip_serializing_if = "MessageRef::is_empty")]
+    request: MessageRef<'a>,
+    status: u32,
+    #[serde(skip_serializing_if = "MessageRef::is_empty")]
+    response: MessageRef<'a>,
+    #[serde(skip_serializing_if = "CaptureRef::is_empty")]
+    capture: CaptureRef<'a>,
+}
+
+#[derive(Debug, Default, Serialize)]
+struct MessageRef<'a> {
+    #[serde(skip_serializing_if = "HeadersRef::is_empty")]
+    headers: HeadersRef<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    body: Option<BodyRef<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    size: Option<u64>,
+    #[serde(skip_serializing_if = "is_false")]
+    truncated: bool,
+    #[serde(skip_serializing_if = "HeadersRef::is_empty")]
+    trailers: HeadersRef<'a>,
+}
+
+impl<'a> MessageRef<'a> {
+    fn of(message: MessageView<'a>) -> Self {
+        Self {
+            headers: HeadersRef(message.headers),
+            body: BodyRef::of(message.body),
+            size: (message.body_size != message.body.len() as u64).then_some(message.body_size),
+            truncated: message.truncated,
+            trailers: HeadersRef(message.trailers),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.headers.is_empty()
+            && self.body.is_none()
+            && self.size.is_none()
+            && !self.truncated
+            && self.trailers.is_empty()
+    }
+}
+
+#[derive(Debug)]
+struct HeadersRef<'a>(Headers<'a>);
+
+impl Default for HeadersRef<'_> {
+    fn default() -> Self {
+        HeadersRef(Headers::Proto(&[]))
+    }
+}
+
+impl HeadersRef<'_> {
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl Serialize for HeadersRef<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{SerializeSeq as _, SerializeTuple as _};
+        struct Pair<'h>(&'h str, &'h [u8]);
+        impl Serialize for Pair<'_> {
+            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                let mut pair = serializer.serialize_tuple(2)?;
+                pair.serialize_element(self.0)?;
+                match std::str::from_utf8(self.1) {
+                    Ok(text) => pair.serialize_element(text)?,
+                    Err(_) => pair.serialize_element(&Base64Ref { base64: self.1 })?,
+                }
+                pair.end()
+            }
+        }
+        let mut seq = serializer.serialize_seq(Some(self.0.len()))?;
+        for (name, value) in self.0.iter() {
+            seq.serialize_element(&Pair(name, value))?;
+        }
+        seq.end()
+    }
+}
+
+#[derive(Serialize)]
+struct Base64Ref<'a> {
+    #[serde(serialize_with = "base64_text::serialize")]
+    base64: &'a [u8],
+}
+
+#[derive(Debug, Serialize)]
+struct CaptureRef<'a> {
+    #[serde(skip_serializing_if = "str::is_empty")]
+    workload: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    namespace: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    pod: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    peer: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    cluster: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    route: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    flags: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    details: &'a str,
+    #[serde(skip_serializing_if = "is_zero_f64")]
+    sample_rate: f64,
+    #[serde(skip_serializing_if = "StringsRef::is_empty")]
+    redactions: StringsRef<'a>,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    filter_version: &'a str,
+}
+
+#[derive(Debug)]
+struct StringsRef<'a>(Strings<'a>);
+
+impl StringsRef<'_> {
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl Serialize for StringsRef<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.iter())
+    }
+}
+
+impl CaptureRef<'_> {
+    fn is_empty(&self) -> bool {
+        self.workload.is_empty()
+            && self.namespace.is_empty()
+            && self.pod.is_empty()
+            && self.peer.is_empty()
+            && self.cluster.is_empty()
+            && self.route.is_empty()
+            && self.flags.is_empty()
+            && self.details.is_empty()
+            && is_zero_f64(&self.sample_rate)
+            && self.redactions.is_empty()
+            && self.filter_version.is_empty()
+    }
+}
+
+impl<'a> EntryRef<'a> {
+    /// The line of an exchange, as [`Entry::from_exchange`] would write it.
+    pub(crate) fn new<R: Row>(
+        exchange: &'a R,
+        window_from: u64,
+        caused_by: Option<&'a str>,
+    ) -> Self {
+        let [
+            workload,
+            namespace,
+            pod,
+            peer,
+            cluster,
+            route,
+            flags,
+            details,
+            filter_version,
+        ] = exchange.capture();
+        Self {
+            id: exchange.id(),
+            trace_id: exchange.trace_id(),
+            offset_ns: exchange.start().saturating_sub(window_from),
+            duration_ns: exchange.duration(),
+            response_headers_ns: exchange.response_headers_ns(),
+            caused_by,
+            protocol: exchange.protocol(),
+            scheme: exchange.scheme(),
+            authority: exchange.authority(),
+            method: exchange.method(),
+            path: exchange.path(),
+            request: MessageRef::of(exchange.message(Side::Request)),
+            status: exchange.status(),
+            response: MessageRef::of(exchange.message(Side::Response)),
+            capture: CaptureRef {
+                workload,
+                namespace,
+                pod,
+                peer,
+                cluster,
+                route,
+                flags,
+                details,
+                sample_rate: exchange.sample_rate(),
+                redactions: StringsRef(exchange.redactions()),
+                filter_version,
+            },
+        }
+    }
+}
+
+fn hex_text<S: Serializer>(bytes: &&[u8], serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&hex(bytes))
 }
 
 /// Where and how an exchange was captured; empty fields are left out.
@@ -501,19 +745,6 @@ pub fn unhex(text: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
-/// The protocol of a word written by [`Protocol::as_word`].
-pub fn protocol_from_word(word: &str) -> Option<Protocol> {
-    Some(match word {
-        "" => Protocol::Unspecified,
-        "HTTP/1.0" => Protocol::Http10,
-        "HTTP/1.1" => Protocol::Http11,
-        "HTTP/2" => Protocol::Http2,
-        "HTTP/3" => Protocol::Http3,
-        "gRPC" => Protocol::Grpc,
-        _ => return None,
-    })
-}
-
 fn headers_to_entries(headers: &[Header]) -> Vec<HeaderEntry> {
     headers
         .iter()
@@ -629,7 +860,7 @@ impl Entry {
     /// not hex is an error.
     pub fn to_exchange(&self, direction: Direction, window_from: u64) -> Result<Exchange, String> {
         let id = unhex(&self.id).ok_or_else(|| format!("id {:?} is not hex", self.id))?;
-        let protocol = protocol_from_word(&self.protocol).ok_or_else(|| {
+        let protocol = Protocol::from_word(&self.protocol).ok_or_else(|| {
             format!(
                 "protocol {:?} is not one of HTTP/1.0, HTTP/1.1, HTTP/2, HTTP/3, gRPC",
                 self.protocol

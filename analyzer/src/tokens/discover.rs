@@ -12,20 +12,25 @@
 use std::cmp::Reverse;
 use std::collections::hash_map::Entry as MapEntry;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
-use std::hash::{DefaultHasher, Hash, Hasher};
+use std::hash::{Hash, Hasher};
+
+use rustc_hash::{FxHashMap, FxHashSet, FxHasher};
 use std::ops::RangeInclusive;
 
-use tapedeck_proto::Exchange;
+use crate::rows::Row;
 
-use super::classify::{Class, JwtClaims, TimestampFormat, classify_number, classify_text};
+use super::classify::{
+    Class, JwtClaims, TimestampFormat, classify_number, classify_text, decode_jwt,
+};
 use super::values::{Occurrence, Part, extract};
 use super::{
     Evidence, Flow, JwtInfo, Location, Position, ReplayAction, Side, TokenKind, TokenRule,
 };
 use crate::template::endpoint;
 
-/// Exchanges per block: extracted in parallel, then joined in order.
-const BLOCK: usize = 16_384;
+/// Exchanges per block: blocks are extracted in parallel and joined in order, while the workers
+/// go on with the next blocks.
+const BLOCK: usize = 2048;
 /// A timestamp may lie this far outside the window and still count as one.
 const PLAUSIBLE_MARGIN_S: i64 = 366 * 86_400;
 /// Longest example kept in evidence.
@@ -33,9 +38,9 @@ const EXAMPLE_CHARS: usize = 64;
 
 /// What discovery needs to know about the snapshot's exchanges.
 #[derive(Debug)]
-pub struct DiscoveryInput<'a> {
+pub struct DiscoveryInput<'a, R> {
     /// The exchanges, sorted by start time (then id).
-    pub exchanges: &'a [Exchange],
+    pub exchanges: &'a [R],
     /// Each exchange's file.
     pub flows: &'a [Flow],
     /// Each exchange's 1-based line in its file.
@@ -46,160 +51,269 @@ pub struct DiscoveryInput<'a> {
 
 /// One classified value.
 struct Found {
-    location: Location,
-    class: Class,
+    /// The location's key (a hash of its parts).
+    key: u64,
+    /// The location itself, the first time this worker sends the key.
+    location: Option<Box<Location>>,
+    side: Side,
+    kind: Kind,
+    /// JWTs, UUIDs and values of 16 characters or more: one use is evidence enough.
+    token_like: bool,
     hash: u64,
-    value: String,
+}
+
+/// What a candidate value is, without the details (a JWT's claims are decoded again for the
+/// rules that need them, so no value is copied on the way to the join).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Jwt,
+    Timestamp(TimestampFormat),
+    Uuid,
+    Id,
+    Number,
+}
+
+impl Kind {
+    fn of(class: &Class) -> Option<Kind> {
+        Some(match class {
+            Class::Jwt(_) => Kind::Jwt,
+            Class::Timestamp(format) => Kind::Timestamp(*format),
+            Class::Uuid => Kind::Uuid,
+            Class::Id => Kind::Id,
+            Class::Number => Kind::Number,
+            Class::Other => return None,
+        })
+    }
+
+    /// Whether the value can carry a correlation (see [`Class::correlatable`]).
+    fn correlatable(self) -> bool {
+        !matches!(self, Kind::Timestamp(_))
+    }
 }
 
 #[derive(Default)]
 struct LocationStats {
     exchanges: u64,
     last_exchange: Option<usize>,
-    distinct: HashSet<u64>,
+    distinct: FxHashSet<u64>,
     jwt: u64,
     timestamp: BTreeMap<TimestampFormat, u64>,
     uuid: u64,
     id: u64,
     first: usize,
-    example: String,
-    claims: Option<Box<JwtClaims>>,
+    /// The first exchange with a JWT here.
+    first_jwt: Option<usize>,
 }
 
 struct Edge {
     /// The exchanges that used a value, in order, each once.
     users: Vec<u32>,
-    distinct: HashSet<u64>,
+    distinct: FxHashSet<u64>,
     first_source: usize,
     first_use: usize,
-    example: String,
+    /// The value of the first use.
+    first_hash: u64,
     token_like: bool,
 }
 
 /// Finds the token rules of a snapshot's exchanges. Deterministic: the same input gives the
 /// same rules in the same order.
-pub fn discover(input: &DiscoveryInput<'_>) -> Vec<TokenRule> {
-    let from = i64::try_from(input.window.0 / 1_000_000_000).unwrap_or(i64::MAX);
-    let to = i64::try_from(input.window.1 / 1_000_000_000).unwrap_or(i64::MAX);
-    let plausible = from.saturating_sub(PLAUSIBLE_MARGIN_S)..=to.saturating_add(PLAUSIBLE_MARGIN_S);
+pub fn discover<R: Row + Sync>(input: &DiscoveryInput<'_, R>) -> Vec<TokenRule> {
+    let plausible = plausible_range(input.window);
     let mut join = Join::default();
-    let threads = std::thread::available_parallelism()
-        .map_or(1, usize::from)
-        .clamp(1, 8);
-    let mut start = 0;
-    while start < input.exchanges.len() {
-        let end = (start + BLOCK).min(input.exchanges.len());
-        let found = extract_block(
-            &input.exchanges[start..end],
-            &input.flows[start..end],
-            &plausible,
-            threads,
-        );
-        for (offset, values) in found.into_iter().enumerate() {
-            join.add(start + offset, input, values);
-        }
-        start = end;
+    let blocks = (0..input.exchanges.len())
+        .step_by(BLOCK)
+        .map(|start| start..(start + BLOCK).min(input.exchanges.len()));
+    let joined: Result<(), std::convert::Infallible> = crate::parallel::map_ordered(
+        blocks,
+        crate::parallel::workers(),
+        Worker::default,
+        |worker, range: std::ops::Range<usize>| {
+            let start = range.start;
+            let values: Vec<Vec<Found>> = range
+                .map(|i| values_of(&input.exchanges[i], input.flows[i], &plausible, worker))
+                .collect();
+            (start, values)
+        },
+        |(start, values)| {
+            for (offset, values) in values.into_iter().enumerate() {
+                join.add(start + offset, input, values);
+            }
+            Ok(())
+        },
+    );
+    if let Err(never) = joined {
+        match never {}
     }
     join.rules(input)
 }
 
-fn extract_block(
-    exchanges: &[Exchange],
-    flows: &[Flow],
-    plausible: &RangeInclusive<i64>,
-    threads: usize,
-) -> Vec<Vec<Found>> {
-    let per_thread = exchanges.len().div_ceil(threads).max(1);
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = exchanges
-            .chunks(per_thread)
-            .zip(flows.chunks(per_thread))
-            .map(|(exchanges, flows)| {
-                scope.spawn(move || {
-                    exchanges
-                        .iter()
-                        .zip(flows)
-                        .map(|(exchange, flow)| values_of(exchange, *flow, plausible))
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|handle| {
-                handle
-                    .join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-            })
-            .collect()
-    })
+/// What one extraction worker remembers from block to block.
+#[derive(Default)]
+struct Worker {
+    /// Location keys this worker has sent with their full [`Location`]: later values at the same
+    /// place carry only the key, so no strings are built for them. The join sees a worker's
+    /// first value of a key before any later one, because it takes blocks in order and a worker
+    /// takes blocks in order.
+    sent: FxHashSet<u64>,
+    /// JWTs already decoded (a session sends the same token many times).
+    jwts: FxHashMap<u64, Option<Kind>>,
 }
 
-fn values_of(exchange: &Exchange, flow: Flow, plausible: &RangeInclusive<i64>) -> Vec<Found> {
-    let endpoint = endpoint(&exchange.method, &exchange.path);
+/// Largest number of JWTs a worker keeps decoded.
+const JWT_CACHE: usize = 65_536;
+
+fn values_of<R: Row>(
+    exchange: &R,
+    flow: Flow,
+    plausible: &RangeInclusive<i64>,
+    worker: &mut Worker,
+) -> Vec<Found> {
+    let endpoint = endpoint(exchange.method(), exchange.path());
     let mut out = Vec::new();
     extract(exchange, &mut |o: Occurrence<'_>| {
-        let class = if o.number {
-            classify_number(&o.value, plausible)
+        let hash = value_hash(&o.value);
+        let kind = if o.number {
+            Kind::of(&classify_number(&o.value, plausible))
+        } else if o.value.starts_with("ey") {
+            if let Some(kind) = worker.jwts.get(&hash) {
+                *kind
+            } else {
+                let kind = Kind::of(&classify_text(&o.value, plausible));
+                if worker.jwts.len() >= JWT_CACHE {
+                    worker.jwts.clear();
+                }
+                worker.jwts.insert(hash, kind);
+                kind
+            }
         } else {
-            classify_text(&o.value, plausible)
+            Kind::of(&classify_text(&o.value, plausible))
         };
-        if class == Class::Other {
-            return;
-        }
+        let Some(kind) = kind else { return };
         let scoped = matches!(o.part, Part::Query | Part::Path | Part::Json);
-        let (name, path, segment) = match o.part {
-            Part::Header | Part::Cookie | Part::Query => (Some(o.key.into_owned()), None, None),
-            Part::Json => (None, Some(o.key.into_owned()), None),
-            Part::Path => (None, None, o.key.parse().ok()),
-        };
-        let location = Location {
-            direction: flow,
-            message: o.side,
-            part: o.part,
-            name,
-            scheme: o.scheme.map(str::to_owned),
-            path,
-            segment,
-            endpoint: scoped.then(|| endpoint.clone()),
-        };
+        let key = location_key(flow, &o, &endpoint);
+        let location = worker.sent.insert(key).then(|| {
+            let (name, path, segment) = match o.part {
+                Part::Header | Part::Cookie | Part::Query => (Some(o.key.to_string()), None, None),
+                Part::Json => (None, Some(o.key.to_string()), None),
+                Part::Path => (None, None, o.key.parse().ok()),
+            };
+            Box::new(Location {
+                direction: flow,
+                message: o.side,
+                part: o.part,
+                name,
+                scheme: o.scheme.map(str::to_owned),
+                path,
+                segment,
+                endpoint: scoped.then(|| endpoint.clone()),
+            })
+        });
         out.push(Found {
+            key,
             location,
-            class,
-            hash: value_hash(&o.value),
-            value: o.value.into_owned(),
+            side: o.side,
+            kind,
+            hash,
+            token_like: matches!(kind, Kind::Jwt | Kind::Uuid) || o.value.len() >= 16,
         });
     });
     out
 }
 
+/// The key of an occurrence's location: a hash of everything a [`Location`] holds.
+fn location_key(flow: Flow, o: &Occurrence<'_>, endpoint: &str) -> u64 {
+    let mut hasher = FxHasher::default();
+    (flow, o.side, o.part, &*o.key, o.scheme).hash(&mut hasher);
+    if matches!(o.part, Part::Query | Part::Path | Part::Json) {
+        endpoint.hash(&mut hasher);
+    }
+    hasher.finish()
+}
+
+/// The text of the first candidate value at location `key` of exchange `index` (with value hash
+/// `hash`, when given; a JWT, when `want_jwt`), found again for a rule's evidence.
+fn find_value<R: Row>(
+    input: &DiscoveryInput<'_, R>,
+    plausible: &RangeInclusive<i64>,
+    index: usize,
+    key: u64,
+    hash: Option<u64>,
+    want_jwt: bool,
+) -> Option<String> {
+    let exchange = &input.exchanges[index];
+    let endpoint = endpoint(exchange.method(), exchange.path());
+    let mut found = None;
+    extract(exchange, &mut |o: Occurrence<'_>| {
+        if found.is_some()
+            || location_key(input.flows[index], &o, &endpoint) != key
+            || hash.is_some_and(|h| h != value_hash(&o.value))
+        {
+            return;
+        }
+        let class = if o.number {
+            classify_number(&o.value, plausible)
+        } else {
+            classify_text(&o.value, plausible)
+        };
+        if class != Class::Other && (!want_jwt || matches!(class, Class::Jwt(_))) {
+            found = Some(o.value.into_owned());
+        }
+    });
+    found
+}
+
+fn plausible_range(window: (u64, u64)) -> RangeInclusive<i64> {
+    let from = i64::try_from(window.0 / 1_000_000_000).unwrap_or(i64::MAX);
+    let to = i64::try_from(window.1 / 1_000_000_000).unwrap_or(i64::MAX);
+    from.saturating_sub(PLAUSIBLE_MARGIN_S)..=to.saturating_add(PLAUSIBLE_MARGIN_S)
+}
+
+fn example(text: &str) -> String {
+    text.chars().take(EXAMPLE_CHARS).collect()
+}
+
 fn value_hash(value: &str) -> u64 {
-    let mut hasher = DefaultHasher::new();
+    let mut hasher = FxHasher::default();
     value.hash(&mut hasher);
     hasher.finish()
 }
 
-/// A location id and the value hash, of a value that can carry a correlation.
+/// A location id, the value hash and whether the value is token-like, of a value that can carry
+/// a correlation.
 type Candidate = (u32, u64, bool);
+
+/// A correlation's target: the location, its id, and the edge to it.
+type Target<'a> = (Location, u32, &'a Edge);
+
+/// One use of a captured value: its hash, the exchange it came from, the exchange that used
+/// it, and whether it is token-like.
+#[derive(Debug, Clone, Copy)]
+struct Use {
+    hash: u64,
+    source_index: usize,
+    index: usize,
+    token_like: bool,
+}
 
 #[derive(Default)]
 struct Join {
-    ids: HashMap<Location, u32>,
+    ids: FxHashMap<u64, u32>,
     locations: Vec<Location>,
+    /// Each location's key.
+    keys: Vec<u64>,
     stats: Vec<LocationStats>,
     /// Per flow: value → (source location, exchange) of responses that have ended.
-    sources: [HashMap<u64, (u32, usize)>; 2],
+    sources: [FxHashMap<u64, (u32, usize)>; 2],
     /// Per flow: values seen in a request before any response carried them.
-    seen_in_requests: [HashSet<u64>; 2],
+    seen_in_requests: [FxHashSet<u64>; 2],
     /// Responses still in flight: (end, exchange) and their candidates.
     pending: BinaryHeap<Reverse<(u64, usize)>>,
-    pending_values: HashMap<usize, Vec<Candidate>>,
+    pending_values: FxHashMap<usize, Vec<Candidate>>,
     /// Inbound requests' candidates by trace id.
-    traces: HashMap<String, Vec<(u32, u64, usize)>>,
+    traces: FxHashMap<String, Vec<(u32, u64, usize)>>,
     /// (source location, target location, action) → edge.
-    edges: HashMap<(u32, u32, ReplayAction), Edge>,
-    /// Example values of candidates, by hash (first seen).
-    examples: HashMap<u64, String>,
+    edges: FxHashMap<(u32, u32, ReplayAction), Edge>,
 }
 
 fn flow_index(flow: Flow) -> usize {
@@ -210,12 +324,15 @@ fn flow_index(flow: Flow) -> usize {
 }
 
 impl Join {
-    fn intern(&mut self, location: Location) -> u32 {
-        match self.ids.entry(location) {
+    fn intern(&mut self, key: u64, location: Option<Box<Location>>) -> u32 {
+        match self.ids.entry(key) {
             MapEntry::Occupied(entry) => *entry.get(),
             MapEntry::Vacant(entry) => {
                 let id = self.locations.len() as u32;
-                self.locations.push(entry.key().clone());
+                // A worker sends a key's location with its first value, so it is here.
+                let location = location.map_or_else(Location::unknown, |l| *l);
+                self.locations.push(location);
+                self.keys.push(key);
                 self.stats.push(LocationStats::default());
                 entry.insert(id);
                 id
@@ -223,45 +340,37 @@ impl Join {
         }
     }
 
-    fn add(&mut self, index: usize, input: &DiscoveryInput<'_>, values: Vec<Found>) {
+    fn add<R: Row>(&mut self, index: usize, input: &DiscoveryInput<'_, R>, values: Vec<Found>) {
         let exchange = &input.exchanges[index];
         let flow = input.flows[index];
-        let start = exchange.start_unix_nanos;
+        let start = exchange.start();
         self.release(start, input);
         let mut requests: Vec<Candidate> = Vec::new();
         let mut responses: Vec<Candidate> = Vec::new();
         for found in values {
-            let side = found.location.message;
-            let correlatable = found.class.correlatable();
-            let token_like =
-                matches!(found.class, Class::Jwt(_) | Class::Uuid) || found.value.len() >= 16;
-            let id = self.intern(found.location);
+            let side = found.side;
+            let token_like = found.token_like;
+            let id = self.intern(found.key, found.location);
             let stats = &mut self.stats[id as usize];
             if stats.last_exchange != Some(index) {
                 if stats.last_exchange.is_none() {
                     stats.first = index;
-                    stats.example = found.value.chars().take(EXAMPLE_CHARS).collect();
                 }
                 stats.exchanges += 1;
                 stats.last_exchange = Some(index);
             }
             stats.distinct.insert(found.hash);
-            match found.class {
-                Class::Jwt(claims) => {
+            match found.kind {
+                Kind::Jwt => {
                     stats.jwt += 1;
-                    if stats.claims.is_none() {
-                        stats.claims = Some(claims);
-                    }
+                    stats.first_jwt.get_or_insert(index);
                 }
-                Class::Timestamp(format) => *stats.timestamp.entry(format).or_default() += 1,
-                Class::Uuid => stats.uuid += 1,
-                Class::Id => stats.id += 1,
-                Class::Number | Class::Other => {}
+                Kind::Timestamp(format) => *stats.timestamp.entry(format).or_default() += 1,
+                Kind::Uuid => stats.uuid += 1,
+                Kind::Id => stats.id += 1,
+                Kind::Number => {}
             }
-            if correlatable {
-                self.examples
-                    .entry(found.hash)
-                    .or_insert_with(|| found.value.chars().take(EXAMPLE_CHARS).collect());
+            if found.kind.correlatable() {
                 match side {
                     Side::Request => requests.push((id, found.hash, token_like)),
                     Side::Response => responses.push((id, found.hash, token_like)),
@@ -271,61 +380,61 @@ impl Join {
         let f = flow_index(flow);
         for &(target, hash, token_like) in &requests {
             if let Some(&(source, source_index)) = self.sources[f].get(&hash) {
-                self.edge(
-                    source,
-                    target,
-                    ReplayAction::Substitute,
+                let used = Use {
                     hash,
                     source_index,
                     index,
                     token_like,
-                );
+                };
+                self.edge(source, target, ReplayAction::Substitute, used);
             } else {
                 self.seen_in_requests[f].insert(hash);
             }
         }
-        if !exchange.trace_id.is_empty() {
+        if !exchange.trace_id().is_empty() {
             match flow {
                 Flow::Inbound => {
-                    let entry = self.traces.entry(exchange.trace_id.clone()).or_default();
+                    let entry = self
+                        .traces
+                        .entry(exchange.trace_id().to_owned())
+                        .or_default();
                     entry.extend(requests.iter().map(|&(id, hash, _)| (id, hash, index)));
                 }
                 Flow::Outbound => {
-                    if let Some(inbound) = self.traces.get(&exchange.trace_id) {
-                        let matches: Vec<(u32, u32, u64, usize, bool)> = requests
+                    let matches: Vec<(u32, u32, Use)> = match self.traces.get(exchange.trace_id()) {
+                        Some(inbound) => requests
                             .iter()
                             .filter_map(|&(target, hash, token_like)| {
                                 inbound.iter().find(|(_, h, _)| *h == hash).map(
                                     |&(source, _, source_index)| {
-                                        (source, target, hash, source_index, token_like)
+                                        let used = Use {
+                                            hash,
+                                            source_index,
+                                            index,
+                                            token_like,
+                                        };
+                                        (source, target, used)
                                     },
                                 )
                             })
-                            .collect();
-                        for (source, target, hash, source_index, token_like) in matches {
-                            self.edge(
-                                source,
-                                target,
-                                ReplayAction::Propagate,
-                                hash,
-                                source_index,
-                                index,
-                                token_like,
-                            );
-                        }
+                            .collect(),
+                        None => Vec::new(),
+                    };
+                    for (source, target, used) in matches {
+                        self.edge(source, target, ReplayAction::Propagate, used);
                     }
                 }
             }
         }
         if !responses.is_empty() {
-            let end = start.saturating_add(exchange.duration_nanos);
+            let end = start.saturating_add(exchange.duration());
             self.pending.push(Reverse((end, index)));
             self.pending_values.insert(index, responses);
         }
     }
 
     /// Responses that ended by `now` become sources of their values.
-    fn release(&mut self, now: u64, input: &DiscoveryInput<'_>) {
+    fn release<R>(&mut self, now: u64, input: &DiscoveryInput<'_, R>) {
         while let Some(Reverse((end, index))) = self.pending.peek().copied() {
             if end > now {
                 break;
@@ -340,62 +449,71 @@ impl Join {
         }
     }
 
-    #[allow(clippy::too_many_arguments)] // One call site per kind of flow; a struct would only rename them.
-    fn edge(
-        &mut self,
-        source: u32,
-        target: u32,
-        action: ReplayAction,
-        hash: u64,
-        source_index: usize,
-        index: usize,
-        token_like: bool,
-    ) {
-        let example = self.examples.get(&hash).cloned().unwrap_or_default();
+    fn edge(&mut self, source: u32, target: u32, action: ReplayAction, used: Use) {
         let edge = self
             .edges
             .entry((source, target, action))
             .or_insert_with(|| Edge {
                 users: Vec::new(),
-                distinct: HashSet::new(),
-                first_source: source_index,
-                first_use: index,
-                example,
-                token_like,
+                distinct: FxHashSet::default(),
+                first_source: used.source_index,
+                first_use: used.index,
+                first_hash: used.hash,
+                token_like: used.token_like,
             });
-        let user = index as u32;
+        let user = used.index as u32;
         if edge.users.last() != Some(&user) {
             edge.users.push(user);
         }
-        edge.distinct.insert(hash);
-        edge.token_like |= token_like;
+        edge.distinct.insert(used.hash);
+        edge.token_like |= used.token_like;
     }
 
-    fn position(input: &DiscoveryInput<'_>, index: usize) -> Position {
+    fn position<R>(input: &DiscoveryInput<'_, R>, index: usize) -> Position {
         Position {
             file: format!("{}.jsonl", input.flows[index].as_str()),
             line: input.lines[index],
         }
     }
 
-    fn rules(self, input: &DiscoveryInput<'_>) -> Vec<TokenRule> {
+    fn rules<R: Row>(self, input: &DiscoveryInput<'_, R>) -> Vec<TokenRule> {
+        let plausible = plausible_range(input.window);
         // Correlations: an edge counts when its values differ from use to use, or when one
         // value is a token (a single login's JWT), so constants never become correlations.
-        let mut grouped: BTreeMap<(Location, ReplayAction), Vec<(Location, &Edge)>> =
-            BTreeMap::new();
+        let mut grouped: BTreeMap<(Location, ReplayAction), Vec<Target<'_>>> = BTreeMap::new();
         for ((source, target, action), edge) in &self.edges {
             let source_distinct = self.stats[*source as usize].distinct.len();
             if edge.distinct.len() >= 2 || (edge.token_like && source_distinct >= 1) {
                 grouped
                     .entry((self.locations[*source as usize].clone(), *action))
                     .or_default()
-                    .push((self.locations[*target as usize].clone(), edge));
+                    .push((self.locations[*target as usize].clone(), *target, edge));
             }
         }
         let mut correlated: HashSet<Location> = HashSet::new();
         let mut rules = Vec::new();
+        let mut edge_examples: Vec<(usize, String)> = Vec::new();
         for ((at, action), mut targets) in grouped {
             targets.sort_by(|a, b| a.0.cmp(&b.0));
+            let targets: Vec<(Location, &Edge)> = targets
+                .into_iter()
+                .map(|(location, id, edge)| {
+                    edge_examples.push((
+                        edge.first_use,
+                        find_value(
+                            input,
+                            &plausible,
+                            edge.first_use,
+                            self.keys[id as usize],
+                            Some(edge.first_hash),
+                            false,
+                        )
+                        .map(|v| example(&v))
+                        .unwrap_or_default(),
+                    ));
+                    (location, edge)
+                })
+                .collect();
             let mut users: Vec<u32> = targets
                 .iter()
                 .flat_map(|(_, e)| e.users.iter().copied())
@@ -412,11 +530,7 @@ impl Join {
                 .map(|(_, e)| e.first_source)
                 .min()
                 .unwrap_or(0);
-            let (first_use, example) = targets
-                .iter()
-                .map(|(_, e)| (e.first_use, e.example.clone()))
-                .min()
-                .unwrap_or_default();
+            let (first_use, example) = edge_examples.drain(..).min().unwrap_or_default();
             correlated.insert(at.clone());
             correlated.extend(targets.iter().map(|(l, _)| l.clone()));
             rules.push(TokenRule {
@@ -443,13 +557,16 @@ impl Join {
                 stats.jwt + stats.uuid + stats.id + stats.timestamp.values().sum::<u64>();
             let total = stats.exchanges.max(occurrences);
             let distinct = stats.distinct.len() as u64;
+            let key = self.keys[id];
+            // The first JWT here, decoded again (the join keeps no values).
+            let claims = stats
+                .first_jwt
+                .filter(|_| stats.jwt * 2 > stats.exchanges.max(1))
+                .and_then(|at| find_value(input, &plausible, at, key, None, true))
+                .and_then(|token| decode_jwt(&token));
             let mostly = |count: u64| count * 10 >= total * 9;
             let kind = if stats.jwt * 2 > total
-                && (distinct >= 2
-                    || stats
-                        .claims
-                        .as_ref()
-                        .is_some_and(|c| !c.time_claims.is_empty()))
+                && (distinct >= 2 || claims.as_ref().is_some_and(|c| !c.time_claims.is_empty()))
             {
                 Some(TokenKind::Jwt)
             } else if distinct >= 2 && mostly(stats.timestamp.values().sum()) {
@@ -475,7 +592,7 @@ impl Join {
                     .map(|(format, _)| *format)
             });
             let jwt = (kind == TokenKind::Jwt)
-                .then(|| stats.claims.as_deref().map(jwt_info))
+                .then(|| claims.as_ref().map(jwt_info))
                 .flatten();
             kinds.push(TokenRule {
                 name: format!("{} {}", kind_word(kind), location.describe()),
@@ -490,7 +607,10 @@ impl Join {
                     distinct,
                     first: Self::position(input, stats.first),
                     first_use: None,
-                    example: (kind != TokenKind::Jwt).then(|| stats.example.clone()),
+                    example: (kind != TokenKind::Jwt)
+                        .then(|| find_value(input, &plausible, stats.first, key, None, false))
+                        .flatten()
+                        .map(|v| example(&v)),
                 }),
             });
         }

@@ -3,8 +3,8 @@
 
 use std::borrow::Cow;
 
+use crate::rows::{MessageView, Row};
 use serde::{Deserialize, Serialize};
-use tapedeck_proto::{Exchange, Message};
 
 use super::Side;
 use crate::template::{path_without_query, query_of};
@@ -104,8 +104,8 @@ fn skipped(name: &str) -> bool {
 }
 
 /// Calls `found` with every value of an exchange's request and response.
-pub fn extract(exchange: &Exchange, found: &mut dyn FnMut(Occurrence<'_>)) {
-    let path = path_without_query(&exchange.path);
+pub fn extract<R: Row>(exchange: &R, found: &mut dyn FnMut(Occurrence<'_>)) {
+    let path = path_without_query(exchange.path());
     for (i, segment) in path.split('/').enumerate().skip(1) {
         if !segment.is_empty() {
             found(Occurrence {
@@ -118,7 +118,7 @@ pub fn extract(exchange: &Exchange, found: &mut dyn FnMut(Occurrence<'_>)) {
             });
         }
     }
-    if let Some(query) = query_of(&exchange.path) {
+    if let Some(query) = query_of(exchange.path()) {
         for pair in query.split('&') {
             let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
             if !name.is_empty() && !value.is_empty() {
@@ -133,20 +133,15 @@ pub fn extract(exchange: &Exchange, found: &mut dyn FnMut(Occurrence<'_>)) {
             }
         }
     }
-    if let Some(request) = &exchange.request {
-        message(request, Side::Request, found);
-    }
-    if let Some(response) = &exchange.response {
-        message(response, Side::Response, found);
-    }
+    message(exchange.message(Side::Request), Side::Request, found);
+    message(exchange.message(Side::Response), Side::Response, found);
 }
 
-fn message(message: &Message, side: Side, found: &mut dyn FnMut(Occurrence<'_>)) {
-    for header in &message.headers {
-        let Ok(value) = std::str::from_utf8(&header.value) else {
+fn message(message: MessageView<'_>, side: Side, found: &mut dyn FnMut(Occurrence<'_>)) {
+    for (name, value) in message.headers.iter() {
+        let Ok(value) = std::str::from_utf8(value) else {
             continue;
         };
-        let name = header.name.as_str();
         if name.eq_ignore_ascii_case("cookie") && side == Side::Request {
             for pair in value.split(';') {
                 cookie_pair(pair, side, found);
@@ -165,10 +160,10 @@ fn message(message: &Message, side: Side, found: &mut dyn FnMut(Occurrence<'_>))
             });
         }
     }
-    if message.body_truncated {
+    if message.truncated {
         return;
     }
-    let body = message.body.as_slice();
+    let body = message.body;
     let first = body.iter().find(|b| !b.is_ascii_whitespace());
     if matches!(first, Some(b'{' | b'['))
         && let Ok(value) = serde_json::from_slice::<serde_json::Value>(body)
@@ -276,7 +271,7 @@ fn push_key(path: &mut String, key: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tapedeck_proto::Header;
+    use tapedeck_proto::{Exchange, Header, Message};
 
     fn header(name: &str, value: &str) -> Header {
         Header {
