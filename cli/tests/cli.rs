@@ -689,3 +689,92 @@ async fn the_demo_captures_queries_and_snapshots_real_traffic() -> Result<()> {
     ensure!(snapshot.inbound.len() == 5 && snapshot.outbound.len() == 1);
     Ok(())
 }
+
+/// `tapedeck snapshot create --collector`: through a running collector's Flight SQL (with its
+/// token), unflushed exchanges included, the snapshot is byte for byte the one the library makes
+/// from the same exchanges.
+#[tokio::test]
+async fn a_snapshot_through_a_running_collector_matches_the_library() -> Result<()> {
+    let temp = tempfile::tempdir()?;
+    let data = temp.path().join("data");
+    let flight = free_port()?;
+    let mut collector = start_collector(
+        &data,
+        &["--flight-listen", &flight.to_string(), "--token", "s3cret"],
+    )
+    .await?;
+    let exchanges = tapedeck_analyzer::fixture::Shop::default().exchanges();
+    let mut client = CaptureClient::connect(format!("http://{}", collector.grpc)).await?;
+    let mut push = tapedeck_proto::tonic::Request::new(ExchangeBatch {
+        exchanges: exchanges.clone(),
+        sequence: 1,
+        ..Default::default()
+    });
+    push.metadata_mut()
+        .insert("authorization", "Bearer s3cret".parse()?);
+    let ack = client.push(push).await?.into_inner();
+    ensure!(ack.accepted == exchanges.len() as u64, "{ack:?}");
+
+    let through_collector = temp.path().join("through-collector");
+    let collector_url = format!("http://{flight}");
+    let output = tapedeck(&[
+        os("snapshot"),
+        os("create"),
+        os("--service"),
+        os("orders"),
+        os("--collector"),
+        os(&collector_url),
+        os("--token"),
+        os("s3cret"),
+        os("--out"),
+        through_collector.as_os_str(),
+    ])
+    .await?;
+    ensure!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    // Without the token the collector refuses, and the error says so.
+    let refused = tapedeck(&[
+        os("snapshot"),
+        os("create"),
+        os("--service"),
+        os("orders"),
+        os("--collector"),
+        os(&collector_url),
+        os("--out"),
+        temp.path().join("refused").as_os_str(),
+    ])
+    .await?;
+    ensure!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr).to_lowercase();
+    ensure!(
+        stderr.contains("unauthenticated") || stderr.contains("token"),
+        "{stderr}"
+    );
+
+    let cut = tapedeck_analyzer::Cut::new("orders", None, None, None, 0)?;
+    let spec = tapedeck_analyzer::snapshot::Spec {
+        service: "orders".into(),
+        sql: cut.snapshot_sql(),
+        predicate: None,
+        from: None,
+        to: None,
+    };
+    let in_process = temp.path().join("in-process");
+    tapedeck_analyzer::snapshot::build(&spec, exchanges).write(&in_process, false)?;
+    for file in ["snapshot.json", "inbound.jsonl", "outbound.jsonl"] {
+        let (a, b) = (
+            std::fs::read(through_collector.join(file))?,
+            std::fs::read(in_process.join(file))?,
+        );
+        ensure!(
+            a == b,
+            "{file} differs between the collector's snapshot and the library's"
+        );
+    }
+    collector.child.kill().await?;
+    Ok(())
+}
