@@ -237,9 +237,9 @@ impl PartialEq for Body {
 }
 
 impl Body {
-    /// The readable form of body bytes. JSON is embedded verbatim only when the bytes are one
-    /// JSON object or array with no line breaks and no surrounding space (a line of a JSONL file
-    /// must stay one line, and reading must give the same bytes back); other UTF-8 is text.
+    /// The readable form of body bytes, as the writer chooses it: JSON verbatim when the bytes
+    /// are one JSON object or array on one line with no surrounding space, other UTF-8 as text,
+    /// the rest as base64; `None` for an empty body.
     pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
         Some(match BodyRef::of(bytes)? {
             BodyRef::Json(raw) => Body::Json(raw.to_owned()),
@@ -268,7 +268,9 @@ impl Body {
 }
 
 /// A body as it is written, borrowed from the exchange: the one place that decides between
-/// `json`, `text` and `base64` (see [`Body::from_bytes`]).
+/// `json`, `text` and `base64`. JSON is embedded verbatim only when the bytes are one JSON
+/// object or array with no line breaks and no surrounding space (a line of a JSONL file must
+/// stay one line, and reading must give the same bytes back); other UTF-8 is text.
 #[derive(Debug, Clone, Copy, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub(crate) enum BodyRef<'a> {
@@ -299,10 +301,9 @@ impl<'a> BodyRef<'a> {
     }
 }
 
-/// A line of `inbound.jsonl` / `outbound.jsonl` written straight from an [`Exchange`], without
-/// copying it into an [`Entry`] first. It writes exactly what serializing
-/// `Entry::from_exchange` writes (the golden files and the write → read property test hold the
-/// two together).
+/// A line of `inbound.jsonl` / `outbound.jsonl` written straight from a [`Row`], without copying
+/// it into an [`Entry`] first; [`Entry`] is the reading side. The write → read property test
+/// (every exchange comes back equal) and the golden files hold the two together.
 #[derive(Debug, Serialize)]
 pub(crate) struct EntryRef<'a> {
     #[serde(serialize_with = "hex_text")]
@@ -468,7 +469,7 @@ impl CaptureRef<'_> {
 }
 
 impl<'a> EntryRef<'a> {
-    /// The line of an exchange, as [`Entry::from_exchange`] would write it.
+    /// The line of an exchange.
     pub(crate) fn new<R: Row>(
         exchange: &'a R,
         window_from: u64,
@@ -745,21 +746,6 @@ pub fn unhex(text: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
-fn headers_to_entries(headers: &[Header]) -> Vec<HeaderEntry> {
-    headers
-        .iter()
-        .map(|h| {
-            let value = match std::str::from_utf8(&h.value) {
-                Ok(text) => HeaderValue::Text(text.to_owned()),
-                Err(_) => HeaderValue::Binary(Base64Bytes {
-                    base64: h.value.clone(),
-                }),
-            };
-            HeaderEntry(h.name.clone(), value)
-        })
-        .collect()
-}
-
 fn entries_to_headers(entries: &[HeaderEntry]) -> Vec<Header> {
     entries
         .iter()
@@ -774,18 +760,6 @@ fn entries_to_headers(entries: &[HeaderEntry]) -> Vec<Header> {
 }
 
 impl MessageEntry {
-    /// The entry form of a message.
-    pub fn from_message(message: &Message) -> Self {
-        let body_len = message.body.len() as u64;
-        Self {
-            headers: headers_to_entries(&message.headers),
-            body: Body::from_bytes(&message.body),
-            size: (message.body_size != body_len).then_some(message.body_size),
-            truncated: message.body_truncated,
-            trailers: headers_to_entries(&message.trailers),
-        }
-    }
-
     /// The message an entry stands for.
     pub fn to_message(&self) -> Message {
         let body = self
@@ -812,50 +786,6 @@ impl MessageEntry {
 }
 
 impl Entry {
-    /// The line form of an exchange. `window_from` is the snapshot's window start (offsets count
-    /// from it; an exchange before it gets offset 0); `caused_by` links an outbound call.
-    pub fn from_exchange(exchange: &Exchange, window_from: u64, caused_by: Option<String>) -> Self {
-        let request = exchange
-            .request
-            .as_ref()
-            .map(MessageEntry::from_message)
-            .unwrap_or_default();
-        let response = exchange
-            .response
-            .as_ref()
-            .map(MessageEntry::from_message)
-            .unwrap_or_default();
-        Self {
-            id: hex(&exchange.id),
-            trace_id: exchange.trace_id.clone(),
-            offset_ns: exchange.start_unix_nanos.saturating_sub(window_from),
-            duration_ns: exchange.duration_nanos,
-            response_headers_ns: exchange.response_headers_nanos,
-            caused_by,
-            protocol: exchange.protocol().as_word().to_owned(),
-            scheme: exchange.scheme.clone(),
-            authority: exchange.authority.clone(),
-            method: exchange.method.clone(),
-            path: exchange.path.clone(),
-            request,
-            status: exchange.status,
-            response,
-            capture: Capture {
-                workload: exchange.workload.clone(),
-                namespace: exchange.namespace.clone(),
-                pod: exchange.pod.clone(),
-                peer: exchange.peer_address.clone(),
-                cluster: exchange.upstream_cluster.clone(),
-                route: exchange.route_name.clone(),
-                flags: exchange.response_flags.clone(),
-                details: exchange.response_code_details.clone(),
-                sample_rate: exchange.sample_rate,
-                redactions: exchange.redactions.clone(),
-                filter_version: exchange.filter_version.clone(),
-            },
-        }
-    }
-
     /// The exchange a line stands for. Absent messages come back as empty ones; an id that is
     /// not hex is an error.
     pub fn to_exchange(&self, direction: Direction, window_from: u64) -> Result<Exchange, String> {
