@@ -9,6 +9,9 @@
 //!   calls it causes), written as editable token rules with their evidence.
 //! - [`inventory`]: every inbound endpoint and outbound dependency with counts, status mix and
 //!   latency percentiles.
+//! - [`replay`]: what replay does to recorded values (shared by the generator and the
+//!   responder): the traceparent convention, timestamp shifting, JWT re-signing, and reading
+//!   and rewriting the value at a rule's location in a live message.
 //! - [`template`]: path templates (`/orders/{id}`) shared by all of the above.
 //! - [`fixture`]: a realistic, seeded shop traffic generator for tests, benchmarks and demos.
 //!
@@ -21,6 +24,7 @@ pub mod cut;
 pub mod fixture;
 pub mod inventory;
 mod parallel;
+pub mod replay;
 pub mod rows;
 pub mod snapshot;
 pub mod template;

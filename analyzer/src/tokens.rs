@@ -12,9 +12,14 @@ mod values;
 
 use serde::{Deserialize, Serialize};
 
+pub(crate) use classify::http_date;
 pub use classify::{Class, JwtClaims, TimestampFormat, classify_number, classify_text, decode_jwt};
-pub use discover::{DiscoveryInput, discover};
-pub use values::{Occurrence, Part, extract};
+pub(crate) use discover::plausible_range;
+pub use discover::{
+    DiscoveryInput, SourceJoin, SourcedUse, correlation_sources, discover, location_of,
+};
+pub(crate) use values::split_scheme;
+pub use values::{Occurrence, Part, extract, push_key};
 
 /// One dynamic value, found in the traffic or written by hand.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

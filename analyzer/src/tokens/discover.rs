@@ -190,25 +190,11 @@ fn values_of<R: Row>(
             Kind::of(&classify_text(&o.value, plausible))
         };
         let Some(kind) = kind else { return };
-        let scoped = matches!(o.part, Part::Query | Part::Path | Part::Json);
         let key = location_key(flow, &o, &endpoint);
-        let location = worker.sent.insert(key).then(|| {
-            let (name, path, segment) = match o.part {
-                Part::Header | Part::Cookie | Part::Query => (Some(o.key.to_string()), None, None),
-                Part::Json => (None, Some(o.key.to_string()), None),
-                Part::Path => (None, None, o.key.parse().ok()),
-            };
-            Box::new(Location {
-                direction: flow,
-                message: o.side,
-                part: o.part,
-                name,
-                scheme: o.scheme.map(str::to_owned),
-                path,
-                segment,
-                endpoint: scoped.then(|| endpoint.clone()),
-            })
-        });
+        let location = worker
+            .sent
+            .insert(key)
+            .then(|| Box::new(location_of(flow, &o, &endpoint)));
         out.push(Found {
             key,
             location,
@@ -219,6 +205,28 @@ fn values_of<R: Row>(
         });
     });
     out
+}
+
+/// The [`Location`] of an occurrence in an exchange of `flow` whose endpoint is `endpoint`
+/// (`template::endpoint` of its request line): `endpoint` is kept on `query`, `path` and `json`
+/// locations only.
+pub fn location_of(flow: Flow, o: &Occurrence<'_>, endpoint: &str) -> Location {
+    let scoped = matches!(o.part, Part::Query | Part::Path | Part::Json);
+    let (name, path, segment) = match o.part {
+        Part::Header | Part::Cookie | Part::Query => (Some(o.key.to_string()), None, None),
+        Part::Json => (None, Some(o.key.to_string()), None),
+        Part::Path => (None, None, o.key.parse().ok()),
+    };
+    Location {
+        direction: flow,
+        message: o.side,
+        part: o.part,
+        name,
+        scheme: o.scheme.map(str::to_owned),
+        path,
+        segment,
+        endpoint: scoped.then(|| endpoint.to_owned()),
+    }
 }
 
 /// The key of an occurrence's location: a hash of everything a [`Location`] holds.
@@ -263,7 +271,9 @@ fn find_value<R: Row>(
     found
 }
 
-fn plausible_range(window: (u64, u64)) -> RangeInclusive<i64> {
+/// The Unix seconds a timestamp may fall in to count as one: the window widened by
+/// [`PLAUSIBLE_MARGIN_S`] on each side. Replay shifts only values in this range.
+pub(crate) fn plausible_range(window: (u64, u64)) -> RangeInclusive<i64> {
     let from = i64::try_from(window.0 / 1_000_000_000).unwrap_or(i64::MAX);
     let to = i64::try_from(window.1 / 1_000_000_000).unwrap_or(i64::MAX);
     from.saturating_sub(PLAUSIBLE_MARGIN_S)..=to.saturating_add(PLAUSIBLE_MARGIN_S)
@@ -277,6 +287,148 @@ fn value_hash(value: &str) -> u64 {
     let mut hasher = FxHasher::default();
     value.hash(&mut hasher);
     hasher.finish()
+}
+
+/// Which recorded response is the source of a value a later request uses: the rules of
+/// discovery's correlation join, shared with replay (one definition).
+///
+/// Feed the exchanges of one file in start order: for each, [`advance`](Self::advance) to its
+/// start, then its request's values through [`request_value`](Self::request_value), then its
+/// response's values through [`response`](Self::response). The rules:
+/// - a response's values become sources once that response has ended (`advance` past its end);
+/// - a value first seen in a request, before any ended response carried it, is never a source
+///   (a constant, or a value the client chose);
+/// - the first source wins: a value keeps the first response that carried it.
+#[derive(Debug, Clone)]
+pub struct SourceJoin<V, S> {
+    /// Value → source, of responses that have ended.
+    sources: FxHashMap<V, S>,
+    /// Values seen in a request before any ended response carried them.
+    seen_in_requests: FxHashSet<V>,
+    /// Responses still in flight: (end, arrival order), and their values by arrival order.
+    pending: BinaryHeap<Reverse<(u64, u64)>>,
+    pending_values: FxHashMap<u64, Vec<(V, S)>>,
+    arrivals: u64,
+}
+
+impl<V, S> Default for SourceJoin<V, S> {
+    fn default() -> Self {
+        Self {
+            sources: FxHashMap::default(),
+            seen_in_requests: FxHashSet::default(),
+            pending: BinaryHeap::new(),
+            pending_values: FxHashMap::default(),
+            arrivals: 0,
+        }
+    }
+}
+
+impl<V: Hash + Eq, S> SourceJoin<V, S> {
+    /// An empty join.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Responses that ended at or before `now` (nanoseconds, the clock of the exchanges' starts)
+    /// become the sources of their values, in the order of their ends (then of arrival).
+    pub fn advance(&mut self, now: u64) {
+        while let Some(Reverse((end, arrival))) = self.pending.peek().copied() {
+            if end > now {
+                break;
+            }
+            self.pending.pop();
+            for (value, source) in self.pending_values.remove(&arrival).unwrap_or_default() {
+                if !self.seen_in_requests.contains(&value) {
+                    self.sources.entry(value).or_insert(source);
+                }
+            }
+        }
+    }
+
+    /// A value a request uses: its source, if an ended response is one. A value with no source
+    /// is remembered as seen in a request, so no later response becomes its source.
+    pub fn request_value(&mut self, value: V) -> Option<&S> {
+        if self.sources.contains_key(&value) {
+            return self.sources.get(&value);
+        }
+        self.seen_in_requests.insert(value);
+        None
+    }
+
+    /// The values of a response that ends at `end`, each with what identifies its source.
+    pub fn response(&mut self, end: u64, values: Vec<(V, S)>) {
+        if values.is_empty() {
+            return;
+        }
+        let arrival = self.arrivals;
+        self.arrivals += 1;
+        self.pending.push(Reverse((end, arrival)));
+        self.pending_values.insert(arrival, values);
+    }
+}
+
+/// A value a request uses whose source is a recorded response, by [`SourceJoin`]'s rules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourcedUse {
+    /// The index (in the slice given) of the exchange whose request uses the value.
+    pub index: usize,
+    /// Where the request carries it.
+    pub at: Location,
+    /// The value as recorded (a JSON number as written).
+    pub value: String,
+    /// The index of the exchange whose response is the value's source.
+    pub source: usize,
+    /// Where that response carries it.
+    pub source_at: Location,
+}
+
+/// Every use of a correlatable value (a JWT, UUID, id or integer, as discovery classifies them)
+/// in the requests of `exchanges` (one file, sorted by start) whose source is an earlier
+/// response of the same exchanges, decided by [`SourceJoin`] exactly as discovery decides it.
+/// `window` is the snapshot's window (nanoseconds since the epoch), which the classifier needs.
+pub fn correlation_sources<R: Row>(
+    exchanges: &[R],
+    flow: Flow,
+    window: (u64, u64),
+) -> Vec<SourcedUse> {
+    let plausible = plausible_range(window);
+    let mut join: SourceJoin<String, (usize, Location)> = SourceJoin::new();
+    let mut out = Vec::new();
+    for (index, exchange) in exchanges.iter().enumerate() {
+        let start = exchange.start();
+        join.advance(start);
+        let endpoint = endpoint(exchange.method(), exchange.path());
+        let mut requests = Vec::new();
+        let mut responses = Vec::new();
+        extract(exchange, &mut |o: Occurrence<'_>| {
+            let class = if o.number {
+                classify_number(&o.value, &plausible)
+            } else {
+                classify_text(&o.value, &plausible)
+            };
+            if !class.correlatable() {
+                return;
+            }
+            let location = location_of(flow, &o, &endpoint);
+            match o.side {
+                Side::Request => requests.push((o.value.into_owned(), location)),
+                Side::Response => responses.push((o.value.into_owned(), (index, location))),
+            }
+        });
+        for (value, at) in requests {
+            if let Some((source, source_at)) = join.request_value(value.clone()) {
+                out.push(SourcedUse {
+                    index,
+                    at,
+                    value,
+                    source: *source,
+                    source_at: source_at.clone(),
+                });
+            }
+        }
+        join.response(start.saturating_add(exchange.duration()), responses);
+    }
+    out
 }
 
 /// A location id, the value hash and whether the value is token-like, of a value that can carry
@@ -303,13 +455,8 @@ struct Join {
     /// Each location's key.
     keys: Vec<u64>,
     stats: Vec<LocationStats>,
-    /// Per flow: value → (source location, exchange) of responses that have ended.
-    sources: [FxHashMap<u64, (u32, usize)>; 2],
-    /// Per flow: values seen in a request before any response carried them.
-    seen_in_requests: [FxHashSet<u64>; 2],
-    /// Responses still in flight: (end, exchange) and their candidates.
-    pending: BinaryHeap<Reverse<(u64, usize)>>,
-    pending_values: FxHashMap<usize, Vec<Candidate>>,
+    /// Per flow: which response is the source of a value (source location, exchange).
+    sources: [SourceJoin<u64, (u32, usize)>; 2],
     /// Inbound requests' candidates by trace id.
     traces: FxHashMap<String, Vec<(u32, u64, usize)>>,
     /// (source location, target location, action) → edge.
@@ -344,7 +491,9 @@ impl Join {
         let exchange = &input.exchanges[index];
         let flow = input.flows[index];
         let start = exchange.start();
-        self.release(start, input);
+        for join in &mut self.sources {
+            join.advance(start);
+        }
         let mut requests: Vec<Candidate> = Vec::new();
         let mut responses: Vec<Candidate> = Vec::new();
         for found in values {
@@ -379,7 +528,7 @@ impl Join {
         }
         let f = flow_index(flow);
         for &(target, hash, token_like) in &requests {
-            if let Some(&(source, source_index)) = self.sources[f].get(&hash) {
+            if let Some(&(source, source_index)) = self.sources[f].request_value(hash) {
                 let used = Use {
                     hash,
                     source_index,
@@ -387,8 +536,6 @@ impl Join {
                     token_like,
                 };
                 self.edge(source, target, ReplayAction::Substitute, used);
-            } else {
-                self.seen_in_requests[f].insert(hash);
             }
         }
         if !exchange.trace_id().is_empty() {
@@ -428,24 +575,13 @@ impl Join {
         }
         if !responses.is_empty() {
             let end = start.saturating_add(exchange.duration());
-            self.pending.push(Reverse((end, index)));
-            self.pending_values.insert(index, responses);
-        }
-    }
-
-    /// Responses that ended by `now` become sources of their values.
-    fn release<R>(&mut self, now: u64, input: &DiscoveryInput<'_, R>) {
-        while let Some(Reverse((end, index))) = self.pending.peek().copied() {
-            if end > now {
-                break;
-            }
-            self.pending.pop();
-            let f = flow_index(input.flows[index]);
-            for (location, hash, _) in self.pending_values.remove(&index).unwrap_or_default() {
-                if !self.seen_in_requests[f].contains(&hash) {
-                    self.sources[f].entry(hash).or_insert((location, index));
-                }
-            }
+            self.sources[f].response(
+                end,
+                responses
+                    .into_iter()
+                    .map(|(location, hash, _)| (hash, (location, index)))
+                    .collect(),
+            );
         }
     }
 

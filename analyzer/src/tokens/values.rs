@@ -182,7 +182,7 @@ fn lower(name: &str) -> Cow<'_, str> {
 }
 
 /// `Bearer abc` is scheme `Bearer` and token `abc` in credential headers.
-fn split_scheme<'a>(name: &str, value: &'a str) -> (Option<&'a str>, &'a str) {
+pub(crate) fn split_scheme<'a>(name: &str, value: &'a str) -> (Option<&'a str>, &'a str) {
     if (name.eq_ignore_ascii_case("authorization")
         || name.eq_ignore_ascii_case("proxy-authorization"))
         && let Some((scheme, token)) = value.split_once(' ')
@@ -253,8 +253,9 @@ fn walk_json(
     }
 }
 
-/// `.key` for plain keys, `["odd key"]` otherwise.
-fn push_key(path: &mut String, key: &str) {
+/// Appends one key to a JSON path as locations spell it: `.key` for plain keys, `["odd key"]`
+/// otherwise (the responder compares JSON bodies leaf by leaf under these paths).
+pub fn push_key(path: &mut String, key: &str) {
     let plain = key.bytes().enumerate().all(|(i, b)| {
         b == b'_' || b.is_ascii_alphabetic() || (i > 0 && (b.is_ascii_digit() || b == b'-'))
     });
