@@ -1,0 +1,460 @@
+//! The report of a run: one serializable [`Report`] (format version 1, documented in
+//! `docs/replay-report.md` with the JSON Schema `docs/replay-report-v1.schema.json`), written to
+//! `--report DIR` as `report.json`, `junit.xml` (a test case per goal and per endpoint) and
+//! `report.html` (one self-contained page, charts drawn by inline script as SVG).
+
+mod html;
+mod junit;
+
+use std::path::Path;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use crate::client::Targets;
+use crate::diff::DiffGroup;
+use crate::load::{Engine, Model};
+use crate::plan::Plan;
+use crate::slo::{self, Checked, Goal, Verdict};
+use crate::stats::Measured;
+use crate::{Error, ReplayArgs, Result};
+
+/// The report format version.
+pub const REPORT_VERSION: u32 = 1;
+
+/// File names in the report directory.
+pub const JSON_FILE: &str = "report.json";
+/// JUnit XML.
+pub const JUNIT_FILE: &str = "junit.xml";
+/// The HTML page.
+pub const HTML_FILE: &str = "report.html";
+
+/// How the run was set up.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Settings {
+    /// `recorded`, `rate` or `concurrency`.
+    pub model: String,
+    /// `--speed`.
+    pub speed: f64,
+    /// The recorded pace actually used: `--speed` ÷ the capture sample rate.
+    pub effective_speed: f64,
+    /// The smallest capture sample rate of the recording (1: not sampled).
+    pub sample_rate: f64,
+    /// `--copies`.
+    pub copies: u32,
+    /// `--rate`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate: Option<f64>,
+    /// `--concurrency`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<u32>,
+    /// `--iterations`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub iterations: Option<u32>,
+    /// `--duration`, seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration_s: Option<f64>,
+    /// `--ramp-up`, seconds.
+    pub ramp_up_s: f64,
+    /// The targets.
+    pub targets: Vec<String>,
+    /// Whether JWTs were re-signed (a `--jwt-key` was given).
+    pub jwt_key: bool,
+}
+
+impl Settings {
+    /// The settings of a run.
+    pub fn of(args: &ReplayArgs, plan: &Plan, model: Model, targets: &Targets) -> Settings {
+        let (name, effective) = match model {
+            Model::Recorded { speed } => ("recorded", speed),
+            Model::Rate(_) => ("rate", args.speed / plan.sample_rate),
+            Model::Concurrency(_) => ("concurrency", args.speed / plan.sample_rate),
+        };
+        Settings {
+            model: name.to_owned(),
+            speed: args.speed,
+            effective_speed: effective,
+            sample_rate: plan.sample_rate,
+            copies: args.copies,
+            rate: args.rate,
+            concurrency: args.concurrency.filter(|_| args.rate.is_none()),
+            iterations: args.iterations,
+            duration_s: args.duration.map(|d| d.as_secs_f64()),
+            ramp_up_s: args.ramp_up.as_secs_f64(),
+            targets: targets.describe(),
+            jwt_key: args.jwt_key.is_some(),
+        }
+    }
+}
+
+/// Latency percentiles, milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Latency {
+    /// Median.
+    pub p50: f64,
+    /// 90th percentile.
+    pub p90: f64,
+    /// 95th percentile.
+    pub p95: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// Largest.
+    pub max: f64,
+    /// Mean.
+    pub mean: f64,
+}
+
+impl Latency {
+    fn of(h: &Histogram<u64>) -> Latency {
+        let ms = |us: u64| us as f64 / 1000.0;
+        if h.is_empty() {
+            return Latency {
+                p50: 0.0,
+                p90: 0.0,
+                p95: 0.0,
+                p99: 0.0,
+                max: 0.0,
+                mean: 0.0,
+            };
+        }
+        Latency {
+            p50: ms(h.value_at_quantile(0.50)),
+            p90: ms(h.value_at_quantile(0.90)),
+            p95: ms(h.value_at_quantile(0.95)),
+            p99: ms(h.value_at_quantile(0.99)),
+            max: ms(h.max()),
+            mean: h.mean() / 1000.0,
+        }
+    }
+}
+
+/// Waits for source responses.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Waits {
+    /// Requests that waited.
+    pub count: u64,
+    /// Median wait, ms.
+    pub p50: f64,
+    /// 99th percentile wait, ms.
+    pub p99: f64,
+    /// Longest wait, ms.
+    pub max: f64,
+}
+
+/// A count at a place.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Counted {
+    /// Where (a location, or a rule name).
+    pub at: String,
+    /// How many.
+    pub count: u64,
+}
+
+/// The figures of one endpoint, or of the whole run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Figures {
+    /// `METHOD /template` (`*` for the whole run).
+    pub endpoint: String,
+    /// Requests sent.
+    pub requests: u64,
+    /// Requests not sent because a source failed.
+    pub failed_sources: u64,
+    /// Errors (no response, transport error, timeout, 5xx).
+    pub errors: u64,
+    /// errors ÷ requests.
+    pub error_rate: f64,
+    /// Requests per second over the run.
+    pub rps: f64,
+    /// Live latency, ms.
+    pub latency: Latency,
+    /// Recorded (production) latency of the same requests, ms.
+    pub recorded_latency: Latency,
+    /// live p99 ÷ recorded p99 (0 when nothing was recorded).
+    pub p99_ratio: f64,
+    /// Status mix: status (as text) → count; `"0"` is no response.
+    pub status: std::collections::BTreeMap<String, u64>,
+    /// Responses with at least one difference.
+    pub diffs: u64,
+    /// Waits for sources.
+    pub waits: Waits,
+    /// Redaction markers sent as recorded, by location.
+    pub unresolved_redacted: Vec<Counted>,
+    /// JWTs sent as recorded for want of `--jwt-key`, by rule.
+    pub resign_without_key: Vec<Counted>,
+    /// The first transport error.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_error: Option<String>,
+}
+
+impl Figures {
+    fn of(endpoint: &str, m: &Measured, seconds: f64) -> Figures {
+        let latency = Latency::of(&m.latency);
+        let recorded_latency = Latency::of(&m.recorded);
+        let counted = |map: &std::collections::BTreeMap<String, u64>| {
+            map.iter()
+                .map(|(at, count)| Counted {
+                    at: at.clone(),
+                    count: *count,
+                })
+                .collect()
+        };
+        Figures {
+            endpoint: endpoint.to_owned(),
+            requests: m.sent,
+            failed_sources: m.failed_sources,
+            errors: m.errors,
+            error_rate: if m.sent == 0 {
+                0.0
+            } else {
+                m.errors as f64 / m.sent as f64
+            },
+            rps: m.sent as f64 / seconds.max(1e-9),
+            latency,
+            recorded_latency,
+            p99_ratio: if recorded_latency.p99 > 0.0 {
+                latency.p99 / recorded_latency.p99
+            } else {
+                0.0
+            },
+            status: m
+                .statuses
+                .iter()
+                .map(|(s, n)| (s.to_string(), *n))
+                .collect(),
+            diffs: m.diffs,
+            waits: Waits {
+                count: m.waits.len(),
+                p50: Latency::of(&m.waits).p50,
+                p99: Latency::of(&m.waits).p99,
+                max: Latency::of(&m.waits).max,
+            },
+            unresolved_redacted: counted(&m.unresolved),
+            resign_without_key: counted(&m.resign_without_key),
+            first_error: m.first_error.clone(),
+        }
+    }
+}
+
+/// One second of the run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Second {
+    /// Seconds since the start.
+    pub second: u64,
+    /// Responses completed in it.
+    pub requests: u64,
+    /// Errors among them.
+    pub errors: u64,
+    /// Their median latency, ms.
+    pub p50: f64,
+    /// Their 99th percentile, ms.
+    pub p99: f64,
+}
+
+/// The goals and the verdict.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SloResult {
+    /// Pass or fail.
+    pub verdict: Verdict,
+    /// Each goal.
+    pub goals: Vec<Checked>,
+}
+
+/// The report of a run (format version 1).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Report {
+    /// Always 1.
+    pub version: u32,
+    /// The snapshot replayed.
+    pub snapshot: SnapshotInfo,
+    /// When the run started (RFC 3339, UTC).
+    pub started: String,
+    /// Seconds from the first request due to the last response.
+    pub duration_s: f64,
+    /// The setup.
+    pub settings: Settings,
+    /// The whole run.
+    pub overall: Figures,
+    /// Per endpoint, by name.
+    pub endpoints: Vec<Figures>,
+    /// Per second.
+    pub timeline: Vec<Second>,
+    /// Differences by endpoint and field.
+    pub diffs: Vec<DiffGroup>,
+    /// Goals and verdict.
+    pub slo: SloResult,
+}
+
+/// The snapshot replayed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SnapshotInfo {
+    /// Its id.
+    pub id: String,
+    /// Lines of `inbound.jsonl`.
+    pub requests: u64,
+}
+
+impl Report {
+    /// The report of a finished run.
+    pub fn build(
+        engine: &Engine,
+        settings: Settings,
+        goals: &[Goal],
+        started_unix_ns: i64,
+        elapsed: Duration,
+    ) -> Report {
+        let stats = engine.stats.lock().unwrap_or_else(|e| e.into_inner());
+        let seconds = elapsed.as_secs_f64();
+        let overall = Figures::of("*", &stats.overall(), seconds);
+        let endpoints: Vec<Figures> = stats
+            .endpoints
+            .iter()
+            .map(|(e, m)| Figures::of(e, m, seconds))
+            .collect();
+        let timeline = stats
+            .timeline
+            .iter()
+            .enumerate()
+            .map(|(i, b)| Second {
+                second: i as u64,
+                requests: b.requests,
+                errors: b.errors,
+                p50: Latency::of(&b.latency).p50,
+                p99: Latency::of(&b.latency).p99,
+            })
+            .collect();
+        let diffs = stats.diffs.groups();
+        let value = |metric: &str| -> f64 {
+            let l = &overall.latency;
+            match metric {
+                "p50" => l.p50,
+                "p90" => l.p90,
+                "p95" => l.p95,
+                "p99" => l.p99,
+                "max" => l.max,
+                "mean" => l.mean,
+                "errors" => overall.error_rate,
+                "diffs" => {
+                    if overall.requests == 0 {
+                        0.0
+                    } else {
+                        overall.diffs as f64 / overall.requests as f64
+                    }
+                }
+                "failed-sources" => overall.failed_sources as f64,
+                "unresolved" => overall
+                    .unresolved_redacted
+                    .iter()
+                    .map(|c| c.count)
+                    .sum::<u64>() as f64,
+                "rps" => overall.rps,
+                _ => f64::NAN,
+            }
+        };
+        let checked = slo::check(goals, &value);
+        Report {
+            version: REPORT_VERSION,
+            snapshot: SnapshotInfo {
+                id: engine.plan.snapshot_id.clone(),
+                requests: engine.plan.lines.len() as u64,
+            },
+            started: tapedeck_proto_time(started_unix_ns),
+            duration_s: seconds,
+            settings,
+            overall,
+            endpoints,
+            timeline,
+            diffs,
+            slo: SloResult {
+                verdict: slo::verdict(&checked),
+                goals: checked,
+            },
+        }
+    }
+
+    /// The verdict (its [`Verdict::exit_code`] is the process's).
+    pub fn verdict(&self) -> Verdict {
+        self.slo.verdict
+    }
+
+    /// The report as pretty JSON.
+    pub fn to_json(&self) -> String {
+        // A Report holds only strings, numbers, maps with string keys and lists.
+        serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+    }
+
+    /// JUnit XML: a test suite of goals and one of endpoints.
+    pub fn to_junit(&self) -> String {
+        junit::render(self)
+    }
+
+    /// The self-contained HTML page.
+    pub fn to_html(&self) -> String {
+        html::render(self)
+    }
+
+    /// Writes `report.json`, `junit.xml` and `report.html` into `dir` (created if needed).
+    pub fn write(&self, dir: &Path) -> Result<()> {
+        let io = |path: &Path| {
+            let path = path.display().to_string();
+            move |source| Error::Write { path, source }
+        };
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        for (name, text) in [
+            (JSON_FILE, self.to_json()),
+            (JUNIT_FILE, self.to_junit()),
+            (HTML_FILE, self.to_html()),
+        ] {
+            let path = dir.join(name);
+            std::fs::write(&path, text).map_err(io(&path))?;
+        }
+        Ok(())
+    }
+
+    /// A short summary for the terminal.
+    pub fn summary(&self) -> String {
+        let o = &self.overall;
+        let mut out = format!(
+            "replayed {} requests in {:.1}s ({:.1} rps): {} errors ({:.2} %), p50 {:.2} ms, p99 {:.2} ms (recorded p99 {:.2} ms), {} with diffs, {} not sent (failed source)\n",
+            o.requests,
+            self.duration_s,
+            o.rps,
+            o.errors,
+            o.error_rate * 100.0,
+            o.latency.p50,
+            o.latency.p99,
+            o.recorded_latency.p99,
+            o.diffs,
+            o.failed_sources,
+        );
+        let unresolved: u64 = o.unresolved_redacted.iter().map(|c| c.count).sum();
+        if unresolved > 0 {
+            out.push_str(&format!(
+                "{unresolved} redacted values sent as recorded (no --secrets for them)\n"
+            ));
+        }
+        let unsigned: u64 = o.resign_without_key.iter().map(|c| c.count).sum();
+        if unsigned > 0 {
+            out.push_str(&format!(
+                "{unsigned} JWTs sent as recorded (no --jwt-key)\n"
+            ));
+        }
+        for g in &self.slo.goals {
+            out.push_str(&format!(
+                "goal {}: {} (actual {:.3})\n",
+                g.goal,
+                if g.pass { "pass" } else { "FAIL" },
+                g.actual
+            ));
+        }
+        out.push_str(match self.slo.verdict {
+            Verdict::Pass => "verdict: pass\n",
+            Verdict::Fail => "verdict: FAIL\n",
+        });
+        out
+    }
+}
+
+fn tapedeck_proto_time(unix_ns: i64) -> String {
+    tapedeck_har::time::format(u64::try_from(unix_ns).unwrap_or(0))
+}

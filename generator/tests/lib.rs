@@ -1,0 +1,9 @@
+//! The generator's integration tests: `tapedeck replay` against a local hyper server that
+//! records every request it receives.
+
+mod load;
+mod plan;
+mod protocols;
+mod reports;
+mod requests;
+mod support;
