@@ -6,6 +6,8 @@ mod export;
 mod filter;
 mod import;
 mod inventory;
+mod replay;
+mod respond;
 mod snapshot;
 mod source;
 
@@ -61,6 +63,14 @@ enum Command {
     /// Write a snapshot in a format other tools read.
     #[command(subcommand)]
     Export(export::ExportCommand),
+    /// Serve a snapshot's recorded outbound calls as mocks on one port (every host by `Host` /
+    /// `:authority`), explaining every match, with optional chaos; `respond explain LOG`
+    /// summarises an explain log.
+    Respond(tapedeck_responder::RespondArgs),
+    /// Replay a snapshot's recorded inbound requests against a build under test, with live
+    /// tokens (correlations, re-signed JWTs, shifted timestamps, secrets), at recorded pace, a
+    /// fixed rate or a fixed concurrency; compare responses and report pass or fail.
+    Replay(tapedeck_generator::ReplayArgs),
 }
 
 fn block_on(
@@ -140,7 +150,10 @@ fn no_huge_pages() {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if !matches!(cli.command, Command::Collector(_) | Command::Demo(_)) {
+    if !matches!(
+        cli.command,
+        Command::Collector(_) | Command::Demo(_) | Command::Respond(_) | Command::Replay(_)
+    ) {
         default_sigpipe();
         no_huge_pages();
     }
@@ -170,6 +183,8 @@ fn main() -> ExitCode {
         Command::Snapshot(command) => block_on(snapshot::run(command)),
         Command::Inventory(args) => block_on(inventory::run(args)),
         Command::Export(command) => export::run(command),
+        Command::Respond(args) => block_on(respond::run(args)),
+        Command::Replay(args) => block_on(replay::run(args)),
     };
     match result {
         Ok(code) => code,

@@ -778,3 +778,107 @@ async fn a_snapshot_through_a_running_collector_matches_the_library() -> Result<
     collector.child.kill().await?;
     Ok(())
 }
+
+/// A loopback HTTP/1.1 server that answers every request with `status` and `{}`.
+async fn fixed_status_server(status: u16) -> Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |_request| async move {
+                    hyper::Response::builder()
+                        .status(status)
+                        .header("content-type", "application/json")
+                        .body(http_body_util::Full::new(bytes::Bytes::from_static(b"{}")))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    Ok(addr)
+}
+
+/// `tapedeck replay` exits with its verdict, as CI pipelines read it: 0 when every goal holds,
+/// 1 when one fails, 2 when the replay cannot run.
+#[tokio::test]
+async fn replay_exit_codes_say_pass_fail_and_could_not_run() -> Result<()> {
+    let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("../analyzer/tests/golden/shop");
+    let golden = golden.to_str().context("golden path")?.to_owned();
+    let dir = tempfile::tempdir()?;
+    let replay = |target: SocketAddr, report: &str, extra: &[&str]| {
+        let mut args: Vec<String> = [
+            "replay",
+            "--snapshot",
+            &golden,
+            "--target",
+            &format!("http://{target}"),
+            "--speed",
+            "50",
+            "--slo",
+            "errors<1%",
+            "--report",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        args.push(dir.path().join(report).display().to_string());
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        args
+    };
+    let run = |args: Vec<String>| async move {
+        let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| os(a)).collect();
+        tapedeck(&args).await
+    };
+
+    let healthy = fixed_status_server(200).await?;
+    let output = run(replay(healthy, "pass", &[])).await?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    ensure!(
+        output.status.code() == Some(0),
+        "a healthy target passes: {output:?}"
+    );
+    ensure!(stdout.contains("verdict: pass"), "{stdout}");
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("pass/report.json"))?)?;
+    ensure!(
+        report["version"] == 1,
+        "the JSON report is versioned: {report}"
+    );
+
+    let failing = fixed_status_server(500).await?;
+    let output = run(replay(failing, "fail", &[])).await?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    ensure!(
+        output.status.code() == Some(1),
+        "a target answering 500 fails errors<1%: {output:?}"
+    );
+    ensure!(stdout.contains("verdict: FAIL"), "{stdout}");
+
+    let output = run(replay(healthy, "strict", &["--strict-redacted"])).await?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    ensure!(
+        output.status.code() == Some(2),
+        "unresolved redacted values are fatal: {output:?}"
+    );
+    ensure!(
+        stderr.contains("--secrets"),
+        "the error says how to resolve them: {stderr}"
+    );
+
+    let output = run(vec![
+        "replay".into(),
+        "--snapshot".into(),
+        dir.path().join("missing").display().to_string(),
+        "--target".into(),
+        format!("http://{healthy}"),
+    ])
+    .await?;
+    ensure!(
+        output.status.code() == Some(2),
+        "a missing snapshot cannot run: {output:?}"
+    );
+    Ok(())
+}
