@@ -3,11 +3,17 @@
 //! This is plain Rust with no host calls, so it is tested on the host. The proxy-wasm glue in
 //! `host.rs` only moves bytes into it.
 
-pub use tapedeck_proto::traceparent_trace_id;
-use tapedeck_proto::{
-    Direction, Exchange, Header, Message, Protocol, REQUEST_ID_HEADER, TRACEPARENT_HEADER,
+use tapedeck_proto::prost;
+use tapedeck_proto::prost::encoding::{
+    WireType, encode_key, encode_varint, encoded_len_varint, key_len,
 };
+pub use tapedeck_proto::traceparent_trace_id;
+use tapedeck_proto::{Direction, Exchange, Protocol, REQUEST_ID_HEADER, TRACEPARENT_HEADER};
 
+#[cfg(test)]
+use tapedeck_proto::{Header, Message};
+
+use crate::headers::HeaderMap;
 use crate::redact::{BodyRedaction, Redactor};
 
 /// The filter's version, written into every exchange and batch.
@@ -50,22 +56,35 @@ pub struct StreamEnd {
 /// One side of the stream while it is under way.
 #[derive(Debug, Default)]
 struct Side {
-    headers: Vec<Header>,
+    headers: HeaderMap,
     body: Vec<u8>,
     body_size: u64,
-    trailers: Vec<Header>,
+    trailers: HeaderMap,
 }
 
 impl Side {
-    fn into_message(self) -> Message {
-        let truncated = (self.body.len() as u64) < self.body_size;
-        Message {
-            headers: self.headers,
-            body: self.body,
-            body_size: self.body_size,
-            body_truncated: truncated,
-            trailers: self.trailers,
+    fn truncated(&self) -> bool {
+        (self.body.len() as u64) < self.body_size
+    }
+
+    /// The encoded length of this side as a `Message`.
+    fn encoded_len(&self) -> usize {
+        headers_len(1, &self.headers)
+            + bytes_len(2, self.body.len())
+            + varint_field_len(3, self.body_size)
+            + if self.truncated() { 2 } else { 0 }
+            + headers_len(5, &self.trailers)
+    }
+
+    fn encode(&self, out: &mut Vec<u8>) {
+        encode_headers(1, &self.headers, out);
+        encode_bytes(2, &self.body, out);
+        encode_varint_field(3, self.body_size, out);
+        if self.truncated() {
+            encode_key(4, WireType::Varint, out);
+            out.push(1);
         }
+        encode_headers(5, &self.trailers, out);
     }
 }
 
@@ -90,6 +109,12 @@ impl StreamCapture {
     /// Starts a capture from the request headers (pseudo-headers included, as the proxy gives
     /// them).
     pub fn start(start_unix_nanos: u64, max_body: usize, headers: Vec<(String, Vec<u8>)>) -> Self {
+        Self::start_map(start_unix_nanos, max_body, HeaderMap::from_pairs(&headers))
+    }
+
+    /// Starts a capture from the request header map as the proxy serialized it; the map is
+    /// kept as it is and encoded from at the end.
+    pub fn start_map(start_unix_nanos: u64, max_body: usize, mut headers: HeaderMap) -> Self {
         let mut capture = StreamCapture {
             max_body,
             start_unix_nanos,
@@ -105,29 +130,35 @@ impl StreamCapture {
             response: Side::default(),
         };
         let mut request_id = None;
-        for (name, value) in headers {
-            match name.as_str() {
-                ":method" => capture.method = lossy(value),
-                ":scheme" => capture.scheme = lossy(value),
-                ":authority" => capture.authority = lossy(value),
-                ":path" => capture.path = lossy(value),
-                _ if name.starts_with(':') => {}
+        for (name, value) in headers.iter() {
+            match name {
+                b":method" => capture.method = lossy(value),
+                b":scheme" => capture.scheme = lossy(value),
+                b":authority" => capture.authority = lossy(value),
+                b":path" => capture.path = lossy(value),
+                _ if name.starts_with(b":") => {}
                 _ => {
-                    if name == TRACEPARENT_HEADER && capture.trace_id.is_empty() {
-                        capture.trace_id = traceparent_trace_id(&value).unwrap_or_default();
-                    } else if name == REQUEST_ID_HEADER && request_id.is_none() {
-                        request_id = Some(lossy(value.clone()));
-                    } else if name == "content-type" && value.starts_with(b"application/grpc") {
+                    if name == TRACEPARENT_HEADER.as_bytes() && capture.trace_id.is_empty() {
+                        capture.trace_id = traceparent_trace_id(value).unwrap_or_default();
+                    } else if name == REQUEST_ID_HEADER.as_bytes() && request_id.is_none() {
+                        request_id = Some(value);
+                    } else if name == b"content-type" && value.starts_with(b"application/grpc") {
                         capture.grpc = true;
                     }
-                    capture.request.headers.push(Header { name, value });
                 }
             }
         }
         if capture.trace_id.is_empty() {
-            capture.trace_id = request_id.unwrap_or_default();
+            capture.trace_id = request_id.map(lossy).unwrap_or_default();
         }
+        headers.retain(|name| !name.starts_with(b":"));
+        capture.request.headers = headers;
         capture
+    }
+
+    /// Sets when the stream started, ns since the epoch (read once the stream is kept).
+    pub fn started_at(&mut self, start_unix_nanos: u64) {
+        self.start_unix_nanos = start_unix_nanos;
     }
 
     /// The request path (query included), as received.
@@ -166,43 +197,67 @@ impl StreamCapture {
         push_chunk(&mut self.request, self.max_body, chunk_size, kept);
     }
 
+    /// Like [`Self::request_body`], taking the bytes the host returned: the first chunk is
+    /// kept without a copy.
+    pub fn request_body_owned(&mut self, chunk_size: usize, kept: Vec<u8>) {
+        push_chunk_owned(&mut self.request, self.max_body, chunk_size, kept);
+    }
+
     /// A response body chunk crossed the proxy.
     pub fn response_body(&mut self, chunk_size: usize, kept: &[u8]) {
         push_chunk(&mut self.response, self.max_body, chunk_size, kept);
     }
 
+    /// Like [`Self::response_body`], taking the bytes the host returned.
+    pub fn response_body_owned(&mut self, chunk_size: usize, kept: Vec<u8>) {
+        push_chunk_owned(&mut self.response, self.max_body, chunk_size, kept);
+    }
+
     /// The request trailers arrived.
     pub fn request_trailers(&mut self, trailers: Vec<(String, Vec<u8>)>) {
-        self.request.trailers = to_headers(trailers);
+        self.request.trailers = HeaderMap::from_pairs(&trailers);
+    }
+
+    /// The request trailers arrived, as the proxy serialized them.
+    pub fn request_trailers_map(&mut self, trailers: HeaderMap) {
+        self.request.trailers = trailers;
     }
 
     /// The response headers arrived at `at_unix_nanos`.
     pub fn response_headers(&mut self, at_unix_nanos: u64, headers: Vec<(String, Vec<u8>)>) {
+        self.response_headers_map(at_unix_nanos, HeaderMap::from_pairs(&headers));
+    }
+
+    /// The response headers arrived, as the proxy serialized them.
+    pub fn response_headers_map(&mut self, at_unix_nanos: u64, mut headers: HeaderMap) {
         self.response_headers_nanos = at_unix_nanos.saturating_sub(self.start_unix_nanos).max(1);
-        for (name, value) in headers {
-            if name == ":status" {
-                self.status = std::str::from_utf8(&value)
-                    .ok()
-                    .and_then(|s| s.parse().ok())
-                    .unwrap_or(0);
-            } else if !name.starts_with(':') {
-                self.response.headers.push(Header { name, value });
-            }
+        if let Some(status) = headers.get(":status") {
+            self.status = std::str::from_utf8(status)
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
         }
+        headers.retain(|name| !name.starts_with(b":"));
+        self.response.headers = headers;
     }
 
     /// The response trailers arrived.
     pub fn response_trailers(&mut self, trailers: Vec<(String, Vec<u8>)>) {
-        self.response.trailers = to_headers(trailers);
+        self.response.trailers = HeaderMap::from_pairs(&trailers);
+    }
+
+    /// The response trailers arrived, as the proxy serialized them.
+    pub fn response_trailers_map(&mut self, trailers: HeaderMap) {
+        self.response.trailers = trailers;
     }
 
     /// Whether a body was cut at the capture limit (for the truncation counter).
     pub fn truncated_bodies(&self) -> u64 {
-        u64::from((self.request.body.len() as u64) < self.request.body_size)
-            + u64::from((self.response.body.len() as u64) < self.response.body_size)
+        u64::from(self.request.truncated()) + u64::from(self.response.truncated())
     }
 
-    /// Ends the capture: the exchange as it leaves the pod, redacted.
+    /// Ends the capture: the exchange as it leaves the pod, redacted (decoded from
+    /// [`Self::seal`]'s encoding, so tests see exactly what is sent).
     pub fn finish(
         self,
         end: StreamEnd,
@@ -211,6 +266,24 @@ impl StreamCapture {
         sample_rate: f64,
         redactor: &Redactor,
     ) -> Exchange {
+        let sealed = self.seal(end, identity, id, sample_rate, redactor);
+        let mut bytes = Vec::with_capacity(sealed.encoded_len());
+        sealed.encode(&mut bytes);
+        debug_assert_eq!(bytes.len(), sealed.encoded_len());
+        // What `encode` wrote is a valid `Exchange` by construction.
+        prost::Message::decode(bytes.as_slice()).unwrap_or_default()
+    }
+
+    /// Ends the capture: redacts it and readies it to be encoded once, straight into the
+    /// outbox's batch.
+    pub fn seal<'a>(
+        self,
+        end: StreamEnd,
+        identity: &'a Identity,
+        id: [u8; 16],
+        sample_rate: f64,
+        redactor: &Redactor,
+    ) -> SealedExchange<'a> {
         let mut redactions = Vec::new();
         let (path, params) = redactor.path(&self.path);
         for name in params {
@@ -230,8 +303,10 @@ impl StreamCapture {
         } else {
             end.response_code
         };
-        Exchange {
-            id: id.to_vec(),
+        let request_len = request.encoded_len();
+        let response_len = response.encoded_len();
+        let mut sealed = SealedExchange {
+            id,
             trace_id: self.trace_id,
             start_unix_nanos: self.start_unix_nanos,
             duration_nanos: end
@@ -240,9 +315,7 @@ impl StreamCapture {
                 .max(1),
             response_headers_nanos: self.response_headers_nanos,
             direction: end.direction as i32,
-            workload: identity.workload.clone(),
-            namespace: identity.namespace.clone(),
-            pod: identity.pod.clone(),
+            identity,
             peer_address: end.peer_address,
             upstream_cluster: end.upstream_cluster,
             route_name: end.route_name,
@@ -251,15 +324,194 @@ impl StreamCapture {
             authority: self.authority,
             method: self.method,
             path,
-            request: Some(request.into_message()),
+            request,
+            request_len,
             status,
-            response: Some(response.into_message()),
+            response,
+            response_len,
             response_flags: end.response_flags,
             response_code_details: end.response_code_details,
             sample_rate,
             redactions,
-            filter_version: FILTER_VERSION.to_string(),
+            len: 0,
+        };
+        sealed.len = sealed.compute_len();
+        sealed
+    }
+}
+
+/// A finished, redacted exchange that knows its encoded length, so it is encoded once,
+/// straight into the batch it is pushed in (no intermediate `Exchange` and no second copy).
+#[derive(Debug)]
+pub struct SealedExchange<'a> {
+    id: [u8; 16],
+    trace_id: String,
+    start_unix_nanos: u64,
+    duration_nanos: u64,
+    response_headers_nanos: u64,
+    direction: i32,
+    identity: &'a Identity,
+    peer_address: String,
+    upstream_cluster: String,
+    route_name: String,
+    protocol: i32,
+    scheme: String,
+    authority: String,
+    method: String,
+    path: String,
+    request: Side,
+    request_len: usize,
+    status: u32,
+    response: Side,
+    response_len: usize,
+    response_flags: String,
+    response_code_details: String,
+    sample_rate: f64,
+    redactions: Vec<String>,
+    len: usize,
+}
+
+impl SealedExchange<'_> {
+    fn compute_len(&self) -> usize {
+        bytes_len(1, self.id.len())
+            + bytes_len(2, self.trace_id.len())
+            + if self.start_unix_nanos != 0 { 9 } else { 0 }
+            + varint_field_len(4, self.duration_nanos)
+            + varint_field_len(5, self.response_headers_nanos)
+            + varint_field_len(6, self.direction as u64)
+            + bytes_len(7, self.identity.workload.len())
+            + bytes_len(8, self.identity.namespace.len())
+            + bytes_len(9, self.identity.pod.len())
+            + bytes_len(10, self.peer_address.len())
+            + bytes_len(11, self.upstream_cluster.len())
+            + bytes_len(12, self.route_name.len())
+            + varint_field_len(13, self.protocol as u64)
+            + bytes_len(14, self.scheme.len())
+            + bytes_len(15, self.authority.len())
+            + bytes_len(16, self.method.len())
+            + bytes_len(17, self.path.len())
+            + message_len(18, self.request_len)
+            + varint_field_len(19, u64::from(self.status))
+            + message_len(20, self.response_len)
+            + bytes_len(21, self.response_flags.len())
+            + bytes_len(22, self.response_code_details.len())
+            + if self.sample_rate != 0.0 { 10 } else { 0 }
+            + self
+                .redactions
+                .iter()
+                .map(|r| message_len(24, r.len()))
+                .sum::<usize>()
+            + bytes_len(25, FILTER_VERSION.len())
+    }
+
+    /// The length of the encoded `Exchange`.
+    pub fn encoded_len(&self) -> usize {
+        self.len
+    }
+
+    /// Appends the encoded `Exchange` (exactly [`Self::encoded_len`] bytes), fields in number
+    /// order and defaults left out, as prost encodes it.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        out.reserve(self.len);
+        encode_bytes(1, &self.id, out);
+        encode_bytes(2, self.trace_id.as_bytes(), out);
+        if self.start_unix_nanos != 0 {
+            encode_key(3, WireType::SixtyFourBit, out);
+            out.extend_from_slice(&self.start_unix_nanos.to_le_bytes());
         }
+        encode_varint_field(4, self.duration_nanos, out);
+        encode_varint_field(5, self.response_headers_nanos, out);
+        encode_varint_field(6, self.direction as u64, out);
+        encode_bytes(7, self.identity.workload.as_bytes(), out);
+        encode_bytes(8, self.identity.namespace.as_bytes(), out);
+        encode_bytes(9, self.identity.pod.as_bytes(), out);
+        encode_bytes(10, self.peer_address.as_bytes(), out);
+        encode_bytes(11, self.upstream_cluster.as_bytes(), out);
+        encode_bytes(12, self.route_name.as_bytes(), out);
+        encode_varint_field(13, self.protocol as u64, out);
+        encode_bytes(14, self.scheme.as_bytes(), out);
+        encode_bytes(15, self.authority.as_bytes(), out);
+        encode_bytes(16, self.method.as_bytes(), out);
+        encode_bytes(17, self.path.as_bytes(), out);
+        encode_key(18, WireType::LengthDelimited, out);
+        encode_varint(self.request_len as u64, out);
+        self.request.encode(out);
+        encode_varint_field(19, u64::from(self.status), out);
+        encode_key(20, WireType::LengthDelimited, out);
+        encode_varint(self.response_len as u64, out);
+        self.response.encode(out);
+        encode_bytes(21, self.response_flags.as_bytes(), out);
+        encode_bytes(22, self.response_code_details.as_bytes(), out);
+        if self.sample_rate != 0.0 {
+            encode_key(23, WireType::SixtyFourBit, out);
+            out.extend_from_slice(&self.sample_rate.to_le_bytes());
+        }
+        for redaction in &self.redactions {
+            encode_key(24, WireType::LengthDelimited, out);
+            encode_varint(redaction.len() as u64, out);
+            out.extend_from_slice(redaction.as_bytes());
+        }
+        encode_bytes(25, FILTER_VERSION.as_bytes(), out);
+    }
+}
+
+/// A length-delimited field that is always written (a message or a repeated element).
+fn message_len(tag: u32, len: usize) -> usize {
+    key_len(tag) + encoded_len_varint(len as u64) + len
+}
+
+/// A `string`/`bytes` field, left out when empty.
+fn bytes_len(tag: u32, len: usize) -> usize {
+    if len == 0 { 0 } else { message_len(tag, len) }
+}
+
+fn varint_field_len(tag: u32, value: u64) -> usize {
+    if value == 0 {
+        0
+    } else {
+        key_len(tag) + encoded_len_varint(value)
+    }
+}
+
+fn encode_bytes(tag: u32, bytes: &[u8], out: &mut Vec<u8>) {
+    if !bytes.is_empty() {
+        encode_key(tag, WireType::LengthDelimited, out);
+        encode_varint(bytes.len() as u64, out);
+        out.extend_from_slice(bytes);
+    }
+}
+
+fn encode_varint_field(tag: u32, value: u64, out: &mut Vec<u8>) {
+    if value != 0 {
+        encode_key(tag, WireType::Varint, out);
+        encode_varint(value, out);
+    }
+}
+
+/// A header name as the `string` field needs it (valid UTF-8; header names are ASCII).
+fn header_name(headers: &HeaderMap, i: usize) -> std::borrow::Cow<'_, [u8]> {
+    match headers.name_str(i) {
+        std::borrow::Cow::Borrowed(name) => std::borrow::Cow::Borrowed(name.as_bytes()),
+        std::borrow::Cow::Owned(name) => std::borrow::Cow::Owned(name.into_bytes()),
+    }
+}
+
+fn header_len(headers: &HeaderMap, i: usize) -> usize {
+    bytes_len(1, header_name(headers, i).len()) + bytes_len(2, headers.value(i).len())
+}
+
+fn headers_len(tag: u32, headers: &HeaderMap) -> usize {
+    (0..headers.len())
+        .map(|i| message_len(tag, header_len(headers, i)))
+        .sum()
+}
+
+fn encode_headers(tag: u32, headers: &HeaderMap, out: &mut Vec<u8>) {
+    for i in 0..headers.len() {
+        encode_key(tag, WireType::LengthDelimited, out);
+        encode_varint(header_len(headers, i) as u64, out);
+        encode_bytes(1, &header_name(headers, i), out);
+        encode_bytes(2, headers.value(i), out);
     }
 }
 
@@ -270,12 +522,24 @@ fn push_chunk(side: &mut Side, max_body: usize, chunk_size: usize, kept: &[u8]) 
     side.body_size = side.body_size.saturating_add(chunk_size as u64);
 }
 
+fn push_chunk_owned(side: &mut Side, max_body: usize, chunk_size: usize, mut kept: Vec<u8>) {
+    if side.body.is_empty() {
+        kept.truncate(max_body);
+        side.body = kept;
+        side.body_size = side.body_size.saturating_add(chunk_size as u64);
+    } else {
+        push_chunk(side, max_body, chunk_size, &kept);
+    }
+}
+
 fn redact_side(side: &mut Side, which: &str, redactor: &Redactor, redactions: &mut Vec<String>) {
     for place in [&mut side.headers, &mut side.trailers] {
-        for header in place.iter_mut() {
-            if redactor.is_secret_header(&header.name) {
-                header.value = redactor.header_value(&header.name, &header.value);
-                let entry = format!("{which}.header:{}", header.name);
+        for i in 0..place.len() {
+            if redactor.is_secret_header(&place.name_str(i)) {
+                let name = place.name_str(i).into_owned();
+                let value = redactor.header_value(&name, place.value(i));
+                let entry = format!("{which}.header:{name}");
+                place.replace(i, value);
                 if !redactions.contains(&entry) {
                     redactions.push(entry);
                 }
@@ -299,10 +563,10 @@ fn redact_side(side: &mut Side, which: &str, redactor: &Redactor, redactions: &m
 
 /// A body is treated as JSON when its content type says so, or when it has none and starts
 /// like a JSON object or array.
-fn is_json(headers: &[Header], body: &[u8]) -> bool {
-    match headers.iter().find(|h| h.name == "content-type") {
-        Some(h) => {
-            let value = String::from_utf8_lossy(&h.value).to_ascii_lowercase();
+fn is_json(headers: &HeaderMap, body: &[u8]) -> bool {
+    match headers.get("content-type") {
+        Some(value) => {
+            let value = String::from_utf8_lossy(value).to_ascii_lowercase();
             value.contains("json")
         }
         None => matches!(
@@ -322,16 +586,8 @@ fn protocol_of(reported: &str) -> Protocol {
     }
 }
 
-fn to_headers(pairs: Vec<(String, Vec<u8>)>) -> Vec<Header> {
-    pairs
-        .into_iter()
-        .map(|(name, value)| Header { name, value })
-        .collect()
-}
-
-fn lossy(bytes: Vec<u8>) -> String {
-    String::from_utf8(bytes)
-        .unwrap_or_else(|error| String::from_utf8_lossy(error.as_bytes()).into_owned())
+fn lossy(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
 }
 
 /// Which exchanges are considered at all.

@@ -5,8 +5,9 @@
 //! (no copy, no lock, no shared-queue host call), and that VM's root context flushes on its own
 //! tick with `dispatch_grpc_call`. Bounds therefore hold per worker.
 //!
-//! Every host call here goes through `hostcalls` and its `Result`; a failure is counted and the
-//! stream goes on untouched (`Action::Continue` everywhere).
+//! Every host call here returns a `Result` (the SDK's `hostcalls`, or this module's `raw` calls
+//! on the data path, which also turn a status the SDK would panic on into an error); a failure
+//! is counted and the stream goes on untouched (`Action::Continue` everywhere).
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -16,11 +17,11 @@ use std::time::{Duration, UNIX_EPOCH};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType};
-use tapedeck_proto::prost::Message as _;
 use tapedeck_proto::{CAPTURE_PUSH_METHOD, CAPTURE_SERVICE, Direction};
 
 use crate::capture::{FILTER_VERSION, Identity, Matcher, Rng, Sampler, StreamCapture, StreamEnd};
 use crate::config::Config;
+use crate::headers::HeaderMap;
 use crate::metrics;
 use crate::queue::Outbox;
 use crate::redact::Redactor;
@@ -46,17 +47,179 @@ fn log(level: LogLevel, message: &str) {
     let _ = hostcalls::log(level, message);
 }
 
-fn property(path: &[&str]) -> Option<Vec<u8>> {
-    hostcalls::get_property(path.to_vec()).ok().flatten()
+/// The data-returning host calls of the data path, called directly rather than through the
+/// SDK's `hostcalls`: the result is taken as the one buffer the host wrote (no per-header
+/// `String`/`Vec` as `get_map_bytes` makes), property paths are serialized once as constants,
+/// and a status the SDK does not expect is an error here instead of a panic.
+mod raw {
+    use std::ptr::null_mut;
+
+    #[link(wasm_import_module = "env")]
+    unsafe extern "C" {
+        fn proxy_get_property(
+            path_data: *const u8,
+            path_size: usize,
+            return_value_data: *mut *mut u8,
+            return_value_size: *mut usize,
+        ) -> u32;
+        fn proxy_get_buffer_bytes(
+            buffer_type: u32,
+            start: usize,
+            max_size: usize,
+            return_buffer_data: *mut *mut u8,
+            return_buffer_size: *mut usize,
+        ) -> u32;
+        fn proxy_get_header_map_pairs(
+            map_type: u32,
+            return_map_data: *mut *mut u8,
+            return_map_size: *mut usize,
+        ) -> u32;
+        fn proxy_call_foreign_function(
+            function_name_data: *const u8,
+            function_name_size: usize,
+            arguments_data: *const u8,
+            arguments_size: usize,
+            results_data: *mut *mut u8,
+            results_size: *mut usize,
+        ) -> u32;
+    }
+
+    const OK: u32 = 0;
+    const NOT_FOUND: u32 = 1;
+
+    /// Takes ownership of what the host returned. The host got the memory from the module's
+    /// `proxy_on_memory_allocate` (the SDK's), which hands out a boxed `[u8]` of exactly the
+    /// size asked for: a `Vec` of that length and capacity owns it.
+    fn owned(data: *mut u8, size: usize) -> Option<Vec<u8>> {
+        if data.is_null() {
+            return None;
+        }
+        // SAFETY: see above; the host wrote `size` bytes into a `size`-byte allocation.
+        Some(unsafe { Vec::from_raw_parts(data, size, size) })
+    }
+
+    /// A property by its serialized path (segments joined by NUL). `Err` on a host failure.
+    pub(super) fn property(path: &[u8]) -> Result<Option<Vec<u8>>, u32> {
+        let mut data = null_mut();
+        let mut size = 0;
+        // SAFETY: the pointers are valid for the call; the host writes the two out values.
+        let status = unsafe { proxy_get_property(path.as_ptr(), path.len(), &mut data, &mut size) };
+        match status {
+            OK => Ok(owned(data, size)),
+            NOT_FOUND => Ok(None),
+            other => Err(other),
+        }
+    }
+
+    /// At most `max` bytes of a buffer from `start`.
+    pub(super) fn buffer(
+        buffer: proxy_wasm::types::BufferType,
+        start: usize,
+        max: usize,
+    ) -> Result<Option<Vec<u8>>, u32> {
+        let mut data = null_mut();
+        let mut size = 0;
+        // SAFETY: as above.
+        let status =
+            unsafe { proxy_get_buffer_bytes(buffer as u32, start, max, &mut data, &mut size) };
+        match status {
+            OK => Ok(owned(data, size)),
+            NOT_FOUND => Ok(None),
+            other => Err(other),
+        }
+    }
+
+    /// Calls one of the proxy's foreign functions (Envoy: `expr_create`, `expr_evaluate`).
+    pub(super) fn foreign(name: &str, arguments: &[u8]) -> Result<Option<Vec<u8>>, u32> {
+        let mut data = null_mut();
+        let mut size = 0;
+        // SAFETY: as above.
+        let status = unsafe {
+            proxy_call_foreign_function(
+                name.as_ptr(),
+                name.len(),
+                arguments.as_ptr(),
+                arguments.len(),
+                &mut data,
+                &mut size,
+            )
+        };
+        match status {
+            OK => Ok(owned(data, size)),
+            other => Err(other),
+        }
+    }
+
+    /// A header map in the proxy's serialized form.
+    pub(super) fn map(map: proxy_wasm::types::MapType) -> Result<Vec<u8>, u32> {
+        let mut data = null_mut();
+        let mut size = 0;
+        // SAFETY: as above.
+        let status = unsafe { proxy_get_header_map_pairs(map as u32, &mut data, &mut size) };
+        match status {
+            OK => Ok(owned(data, size).unwrap_or_default()),
+            other => Err(other),
+        }
+    }
 }
 
-fn string_property(path: &[&str]) -> String {
+/// The stream's properties that every captured exchange needs, as one CEL expression that Envoy
+/// evaluates in one host call (its `expr_evaluate` foreign function) instead of five property
+/// reads, each of which costs a host call and a call back into the VM to allocate the result.
+/// Lines: listener direction, peer address (the upstream's for outbound), upstream cluster,
+/// route name, protocol. When a value is missing (a local reply has no upstream, a request no
+/// route) the expression fails and the properties are read one by one, as without it.
+const STREAM_END_EXPRESSION: &str = r#"string(xds.listener_direction) + "\n" + (xds.listener_direction == 2 ? upstream.address : source.address) + "\n" + xds.cluster_name + "\n" + xds.route_name + "\n" + request.protocol"#;
+
+/// Compiles a CEL expression in the proxy (per root context); `None` where the proxy has no
+/// expression support.
+fn create_expression(expression: &str) -> Option<u32> {
+    let token = raw::foreign("expr_create", expression.as_bytes()).ok()??;
+    let token: [u8; 4] = token.get(..4)?.try_into().ok()?;
+    Some(u32::from_le_bytes(token))
+}
+
+/// The stream-end properties from [`STREAM_END_EXPRESSION`]: direction, peer, cluster, route,
+/// protocol.
+fn evaluate_stream_end(token: u32) -> Option<(i64, String, String, String, String)> {
+    let bytes = raw::foreign("expr_evaluate", &token.to_le_bytes()).ok()??;
+    let text = String::from_utf8(bytes).ok()?;
+    let mut lines = text.split('\n');
+    let direction = lines.next()?.parse().ok()?;
+    let mut next = || lines.next().map(str::to_string);
+    let found = (direction, next()?, next()?, next()?, next()?);
+    // A name with a line break in it would shift the lines: read one by one instead.
+    lines.next().is_none().then_some(found)
+}
+
+/// Property paths, serialized as the ABI wants them (segments joined by NUL).
+mod path {
+    pub(super) const LISTENER_DIRECTION: &[u8] = b"xds\0listener_direction";
+    pub(super) const LEGACY_LISTENER_DIRECTION: &[u8] = b"listener_direction";
+    pub(super) const SOURCE_ADDRESS: &[u8] = b"source\0address";
+    pub(super) const UPSTREAM_ADDRESS: &[u8] = b"upstream\0address";
+    pub(super) const CLUSTER_NAME: &[u8] = b"xds\0cluster_name";
+    pub(super) const ROUTE_NAME: &[u8] = b"xds\0route_name";
+    pub(super) const REQUEST_PROTOCOL: &[u8] = b"request\0protocol";
+    pub(super) const RESPONSE_CODE: &[u8] = b"response\0code";
+    pub(super) const RESPONSE_FLAGS: &[u8] = b"response\0flags";
+    pub(super) const RESPONSE_CODE_DETAILS: &[u8] = b"response\0code_details";
+}
+
+fn property(path: &[u8]) -> Option<Vec<u8>> {
+    raw::property(path).ok().flatten()
+}
+
+fn string_property(path: &[u8]) -> String {
     property(path)
-        .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+        .map(|bytes| {
+            String::from_utf8(bytes)
+                .unwrap_or_else(|error| String::from_utf8_lossy(error.as_bytes()).into_owned())
+        })
         .unwrap_or_default()
 }
 
-fn int_property(path: &[&str]) -> Option<i64> {
+fn int_property(path: &[u8]) -> Option<i64> {
     let bytes = property(path)?;
     let array: [u8; 8] = bytes.get(..8)?.try_into().ok()?;
     Some(i64::from_le_bytes(array))
@@ -177,9 +340,29 @@ struct Shared {
     outbox: RefCell<Outbox>,
     rng: RefCell<Rng>,
     metrics: Metrics,
+    legacy_direction: Cell<bool>,
+    /// Envoy's token for [`STREAM_END_EXPRESSION`], when the proxy compiled it.
+    stream_end_expression: Option<u32>,
 }
 
 impl Shared {
+    /// The listener's `traffic_direction` (1 inbound, 2 outbound). Envoy 1.40 serves it as
+    /// `xds.listener_direction`, older releases as `listener_direction`; the VM asks first for
+    /// the name that answered last, so each exchange costs one host call.
+    fn direction(&self) -> Option<i64> {
+        let [first, second] = if self.legacy_direction.get() {
+            [path::LEGACY_LISTENER_DIRECTION, path::LISTENER_DIRECTION]
+        } else {
+            [path::LISTENER_DIRECTION, path::LEGACY_LISTENER_DIRECTION]
+        };
+        if let Some(direction) = int_property(first) {
+            return Some(direction);
+        }
+        let direction = int_property(second)?;
+        self.legacy_direction.set(!self.legacy_direction.get());
+        Some(direction)
+    }
+
     fn random(&self) -> u64 {
         self.rng
             .try_borrow_mut()
@@ -239,6 +422,8 @@ impl Root {
             outbox: RefCell::new(outbox),
             rng: RefCell::new(Rng::new(seed)),
             metrics: Metrics::define(),
+            legacy_direction: Cell::new(false),
+            stream_end_expression: create_expression(STREAM_END_EXPRESSION),
             config,
         }))
     }
@@ -296,17 +481,29 @@ impl Root {
     }
 }
 
+fn direction_of(traffic_direction: Option<i64>) -> Direction {
+    match traffic_direction {
+        Some(1) => Direction::Inbound,
+        Some(2) => Direction::Outbound,
+        _ => Direction::Unspecified,
+    }
+}
+
 /// Reads a node property: Envoy 1.40 serves the node as `xds.node`; older releases as `node`.
 fn node_property(path: &[&str]) -> String {
-    let mut xds = vec!["xds", "node"];
-    xds.extend_from_slice(path);
-    let found = string_property(&xds);
+    let serialize = |root: &[u8]| {
+        let mut serialized = root.to_vec();
+        for segment in path {
+            serialized.push(0);
+            serialized.extend_from_slice(segment.as_bytes());
+        }
+        serialized
+    };
+    let found = string_property(&serialize(b"xds\0node"));
     if !found.is_empty() {
         return found;
     }
-    let mut legacy = vec!["node"];
-    legacy.extend_from_slice(path);
-    string_property(&legacy)
+    string_property(&serialize(b"node"))
 }
 
 fn resolve_identity(config: &Config) -> Identity {
@@ -358,7 +555,15 @@ impl RootContext for Root {
         match self.configure(&bytes) {
             Ok(shared) => {
                 let interval = Duration::from_millis(shared.config.queue.flush_interval_ms);
-                self.shared = Some(shared);
+                // A new configuration compiled its own expression; streams still holding the old
+                // one fall back to property reads.
+                if let Some(token) = self
+                    .shared
+                    .replace(shared)
+                    .and_then(|old| old.stream_end_expression)
+                {
+                    let _ = raw::foreign("expr_delete", &token.to_le_bytes());
+                }
                 if hostcalls::set_tick_period(interval).is_err() {
                     log(LogLevel::Critical, "tapedeck: cannot set the flush tick");
                     return false;
@@ -403,10 +608,10 @@ impl Stream {
         self.capture = None;
     }
 
-    fn map(&mut self, map: MapType) -> Option<Vec<(String, Vec<u8>)>> {
-        match hostcalls::get_map_bytes(map) {
-            Ok(pairs) => Some(pairs),
-            Err(_) => {
+    fn map(&mut self, map: MapType) -> Option<HeaderMap> {
+        match raw::map(map).ok().and_then(HeaderMap::parse) {
+            Some(map) => Some(map),
+            None => {
                 self.error();
                 None
             }
@@ -425,7 +630,7 @@ impl Stream {
         };
         let want = room.min(chunk_size);
         let kept = if want > 0 {
-            match hostcalls::get_buffer(buffer, 0, want) {
+            match raw::buffer(buffer, 0, want) {
                 Ok(bytes) => bytes.unwrap_or_default(),
                 Err(_) => {
                     self.error();
@@ -436,9 +641,9 @@ impl Stream {
             Vec::new()
         };
         if request {
-            capture.request_body(chunk_size, &kept);
+            capture.request_body_owned(chunk_size, kept);
         } else {
-            capture.response_body(chunk_size, &kept);
+            capture.response_body_owned(chunk_size, kept);
         }
     }
 }
@@ -456,13 +661,16 @@ impl HttpContext for Stream {
         let Some(headers) = self.map(MapType::HttpRequestHeaders) else {
             return Action::Continue;
         };
-        let capture =
-            StreamCapture::start(now_nanos(), shared.config.capture.max_body_bytes, headers);
+        // The clock is read only for streams that are kept: a stream that the match rules or
+        // sampling leave out costs the request headers and nothing more.
+        let mut capture =
+            StreamCapture::start_map(0, shared.config.capture.max_body_bytes, headers);
         if !shared.matcher.matches(capture.path(), capture.authority()) {
             shared.metrics.filtered_out.add(1);
         } else if !shared.sampler.keep(capture.trace_id(), shared.random()) {
             shared.metrics.sampled_out.add(1);
         } else {
+            capture.started_at(now_nanos());
             self.capture = Some(capture);
         }
         Action::Continue
@@ -478,7 +686,7 @@ impl HttpContext for Stream {
             && let Some(trailers) = self.map(MapType::HttpRequestTrailers)
             && let Some(capture) = &mut self.capture
         {
-            capture.request_trailers(trailers);
+            capture.request_trailers_map(trailers);
         }
         Action::Continue
     }
@@ -488,7 +696,7 @@ impl HttpContext for Stream {
             && let Some(headers) = self.map(MapType::HttpResponseHeaders)
             && let Some(capture) = &mut self.capture
         {
-            capture.response_headers(now_nanos(), headers);
+            capture.response_headers_map(now_nanos(), headers);
         }
         Action::Continue
     }
@@ -503,7 +711,7 @@ impl HttpContext for Stream {
             && let Some(trailers) = self.map(MapType::HttpResponseTrailers)
             && let Some(capture) = &mut self.capture
         {
-            capture.response_trailers(trailers);
+            capture.response_trailers_map(trailers);
         }
         Action::Continue
     }
@@ -515,63 +723,76 @@ impl HttpContext for Stream {
         let Some(shared) = self.shared.clone() else {
             return;
         };
-        // Envoy 1.40 serves the listener's `traffic_direction` as `xds.listener_direction`;
-        // older releases had a top-level `listener_direction`.
-        let direction = match int_property(&["xds", "listener_direction"])
-            .or_else(|| int_property(&["listener_direction"]))
-        {
-            Some(1) => Direction::Inbound,
-            Some(2) => Direction::Outbound,
-            _ => Direction::Unspecified,
-        };
-        let peer_path: &[&str] = if direction == Direction::Outbound {
-            &["upstream", "address"]
-        } else {
-            &["source", "address"]
+        let evaluated = shared.stream_end_expression.and_then(evaluate_stream_end);
+        let (direction, peer_address, upstream_cluster, route_name, protocol) = match evaluated {
+            Some((direction, peer, cluster, route, protocol)) => (
+                direction_of(Some(direction)),
+                peer,
+                cluster,
+                route,
+                protocol,
+            ),
+            None => {
+                let direction = direction_of(shared.direction());
+                let peer_path = if direction == Direction::Outbound {
+                    path::UPSTREAM_ADDRESS
+                } else {
+                    path::SOURCE_ADDRESS
+                };
+                (
+                    direction,
+                    string_property(peer_path),
+                    string_property(path::CLUSTER_NAME),
+                    string_property(path::ROUTE_NAME),
+                    string_property(path::REQUEST_PROTOCOL),
+                )
+            }
         };
         let failed = !matches!(capture.status(), 100..=399);
         let end = StreamEnd {
             end_unix_nanos: now_nanos(),
             direction,
-            peer_address: string_property(peer_path),
-            upstream_cluster: string_property(&["xds", "cluster_name"]),
-            route_name: string_property(&["xds", "route_name"]),
-            protocol: string_property(&["request", "protocol"]),
+            peer_address,
+            upstream_cluster,
+            route_name,
+            protocol,
             // Only a stream without response headers (a reset, a local reply before them) needs
             // the proxy's response code.
             response_code: if capture.status() != 0 {
                 0
             } else {
-                int_property(&["response", "code"])
+                int_property(path::RESPONSE_CODE)
                     .and_then(|code| u32::try_from(code).ok())
                     .unwrap_or(0)
             },
             // Flags and details explain failures; reading them for every success would cost two
             // host calls per exchange for values that are empty and `via_upstream`.
             response_flags: if failed {
-                int_property(&["response", "flags"])
+                int_property(path::RESPONSE_FLAGS)
                     .map(response_flags)
                     .unwrap_or_default()
             } else {
                 String::new()
             },
             response_code_details: if failed {
-                string_property(&["response", "code_details"])
+                string_property(path::RESPONSE_CODE_DETAILS)
             } else {
                 String::new()
             },
         };
         shared.metrics.truncated.add(capture.truncated_bodies());
-        let exchange = capture.finish(
+        let sealed = capture.seal(
             end,
             &shared.identity,
             shared.id(),
             shared.sampler.rate(),
             &shared.redactor,
         );
-        let encoded = exchange.encode_to_vec();
+        // Encoded once, straight into the batch it will be pushed in.
         let pushed = match shared.outbox.try_borrow_mut() {
-            Ok(mut outbox) => outbox.push(encoded).is_ok(),
+            Ok(mut outbox) => outbox
+                .push_with(sealed.encoded_len(), |out| sealed.encode(out))
+                .is_ok(),
             Err(_) => false,
         };
         if pushed {

@@ -20,6 +20,7 @@
 
 pub mod capture;
 pub mod config;
+pub mod headers;
 pub mod metrics;
 pub mod queue;
 pub mod redact;

@@ -15,16 +15,30 @@ pub enum Dropped {
     QueueFull,
 }
 
-/// Bounded queue of encoded `Exchange` messages.
+/// Bounded queue of encoded `Exchange` messages, kept as the batches they will be pushed in:
+/// each exchange is encoded once, straight into the batch under construction, as field 1
+/// (`exchanges`) of an `ExchangeBatch`; a batch that reaches the byte bound is sealed and the
+/// next exchange starts a new one.
 #[derive(Debug)]
 pub struct Outbox {
-    items: VecDeque<Vec<u8>>,
+    sealed: VecDeque<Pending>,
+    current: Pending,
+    items: usize,
     bytes: usize,
     max_items: usize,
     max_bytes: usize,
     batch_max_bytes: usize,
     sequence: u64,
     dropped_since_last: u64,
+}
+
+/// A batch under construction: the encoded `exchanges` records.
+#[derive(Debug, Default)]
+struct Pending {
+    bytes: Vec<u8>,
+    exchanges: u64,
+    /// Encoded exchange bytes in it (without the record keys and lengths).
+    exchange_bytes: usize,
 }
 
 /// One batch ready to push: the encoded `ExchangeBatch` and how many exchanges it holds.
@@ -40,7 +54,9 @@ impl Outbox {
     /// An empty outbox with these bounds.
     pub fn new(max_items: usize, max_bytes: usize, batch_max_bytes: usize) -> Self {
         Self {
-            items: VecDeque::new(),
+            sealed: VecDeque::new(),
+            current: Pending::default(),
+            items: 0,
             bytes: 0,
             max_items,
             max_bytes,
@@ -52,14 +68,34 @@ impl Outbox {
 
     /// Queues one encoded exchange, or drops it when a bound would be passed.
     pub fn push(&mut self, encoded: Vec<u8>) -> Result<(), Dropped> {
-        if self.items.len() >= self.max_items
-            || self.bytes.saturating_add(encoded.len()) > self.max_bytes
-        {
+        self.push_with(encoded.len(), |out| out.extend_from_slice(&encoded))
+    }
+
+    /// Queues one exchange of `len` encoded bytes that `write` appends (exactly `len` bytes)
+    /// straight into its batch, or drops it, without calling `write`, when a bound would be
+    /// passed.
+    pub fn push_with(
+        &mut self,
+        len: usize,
+        write: impl FnOnce(&mut Vec<u8>),
+    ) -> Result<(), Dropped> {
+        if self.items >= self.max_items || self.bytes.saturating_add(len) > self.max_bytes {
             self.dropped(1);
             return Err(Dropped::QueueFull);
         }
-        self.bytes += encoded.len();
-        self.items.push_back(encoded);
+        if self.current.exchanges > 0 && self.current.bytes.len() + len + 10 > self.batch_max_bytes
+        {
+            let full = std::mem::take(&mut self.current);
+            self.sealed.push_back(full);
+        }
+        let out = &mut self.current.bytes;
+        encode_key(1, WireType::LengthDelimited, out);
+        encode_varint(len as u64, out);
+        write(out);
+        self.current.exchanges += 1;
+        self.current.exchange_bytes += len;
+        self.items += 1;
+        self.bytes += len;
         Ok(())
     }
 
@@ -75,36 +111,26 @@ impl Outbox {
 
     /// Queued exchanges.
     pub fn len(&self) -> usize {
-        self.items.len()
+        self.items
     }
 
     /// Whether nothing is queued.
     pub fn is_empty(&self) -> bool {
-        self.items.is_empty()
+        self.items == 0
     }
 
     /// Takes the oldest exchanges, up to the batch byte bound (at least one), as an encoded
-    /// `ExchangeBatch`. The batch is assembled from the already encoded exchanges: field 1
-    /// (`exchanges`) is a length-delimited record each, so no exchange is decoded again.
+    /// `ExchangeBatch`: the batch's records were written when the exchanges were queued, so
+    /// only the batch's own fields are appended here.
     pub fn next_batch(&mut self, sent_unix_nanos: u64, filter_version: &str) -> Option<Batch> {
-        let mut bytes = Vec::new();
-        let mut exchanges = 0u64;
-        while let Some(item) = self.items.front() {
-            if exchanges > 0 && bytes.len() + item.len() + 10 > self.batch_max_bytes {
-                break;
-            }
-            let Some(item) = self.items.pop_front() else {
-                break;
-            };
-            self.bytes -= item.len();
-            encode_key(1, WireType::LengthDelimited, &mut bytes);
-            encode_varint(item.len() as u64, &mut bytes);
-            bytes.extend_from_slice(&item);
-            exchanges += 1;
-        }
-        if exchanges == 0 {
-            return None;
-        }
+        let pending = match self.sealed.pop_front() {
+            Some(pending) => pending,
+            None if self.current.exchanges > 0 => std::mem::take(&mut self.current),
+            None => return None,
+        };
+        self.items -= pending.exchanges as usize;
+        self.bytes -= pending.exchange_bytes;
+        let mut bytes = pending.bytes;
         self.sequence += 1;
         encode_key(2, WireType::LengthDelimited, &mut bytes);
         encode_varint(filter_version.len() as u64, &mut bytes);
@@ -118,7 +144,10 @@ impl Outbox {
         }
         encode_key(5, WireType::SixtyFourBit, &mut bytes);
         bytes.extend_from_slice(&sent_unix_nanos.to_le_bytes());
-        Some(Batch { bytes, exchanges })
+        Some(Batch {
+            bytes,
+            exchanges: pending.exchanges,
+        })
     }
 }
 

@@ -80,6 +80,13 @@ struct Filter {
     config: Value,
 }
 
+/// Envoy's native tap filter, the peer the capture benchmark measures the filter against.
+#[derive(Debug, Clone, PartialEq)]
+struct Tap {
+    path_prefix: PathBuf,
+    max_body_bytes: usize,
+}
+
 /// Builds the bootstrap of a local sidecar. Every address is on loopback; ports may be 0.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EnvoyBootstrap {
@@ -92,6 +99,7 @@ pub struct EnvoyBootstrap {
     outbound: Vec<OutboundRoute>,
     collector: SocketAddr,
     filter: Option<Filter>,
+    tap: Option<Tap>,
     route_timeout: Duration,
     stream_idle_timeout: Duration,
 }
@@ -109,6 +117,7 @@ impl EnvoyBootstrap {
             outbound: Vec::new(),
             collector,
             filter: None,
+            tap: None,
             route_timeout: Duration::from_secs(60),
             stream_idle_timeout: Duration::from_secs(30),
         }
@@ -155,6 +164,18 @@ impl EnvoyBootstrap {
         self.filter = Some(Filter {
             wasm: wasm.into(),
             config,
+        });
+        self
+    }
+
+    /// Adds Envoy's native tap filter (`envoy.filters.http.tap`) on every listener, tapping
+    /// every exchange (`any_match`) with bodies buffered up to `max_body_bytes` each way, one
+    /// `PROTO_BINARY_LENGTH_DELIMITED` file per tap whose name starts with `path_prefix`.
+    /// The benchmark's peer for `filter.wasm`; it counts taps as `<listener>.tap.rq_tapped`.
+    pub fn tap(mut self, path_prefix: impl Into<PathBuf>, max_body_bytes: usize) -> Self {
+        self.tap = Some(Tap {
+            path_prefix: path_prefix.into(),
+            max_body_bytes,
         });
         self
     }
@@ -236,6 +257,9 @@ impl EnvoyBootstrap {
         if let Some(filter) = &self.filter {
             http_filters.push(wasm_filter(filter));
         }
+        if let Some(tap) = &self.tap {
+            http_filters.push(tap_filter(tap));
+        }
         http_filters.push(json!({
             "name": "envoy.filters.http.router",
             "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
@@ -284,6 +308,26 @@ fn wasm_filter(filter: &Filter) -> Value {
                 // The data path never waits on, or fails because of, capture.
                 "failure_policy": "FAIL_OPEN",
             },
+        },
+    })
+}
+
+fn tap_filter(tap: &Tap) -> Value {
+    json!({
+        "name": "envoy.filters.http.tap",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.tap.v3.Tap",
+            "common_config": {"static_config": {
+                "match": {"any_match": true},
+                "output_config": {
+                    "sinks": [{
+                        "format": "PROTO_BINARY_LENGTH_DELIMITED",
+                        "file_per_tap": {"path_prefix": tap.path_prefix.display().to_string()},
+                    }],
+                    "max_buffered_rx_bytes": tap.max_body_bytes,
+                    "max_buffered_tx_bytes": tap.max_body_bytes,
+                },
+            }},
         },
     })
 }
@@ -385,5 +429,34 @@ mod tests {
             json!(["payments.local", "payments.local:*"])
         );
         assert_eq!(hosts[1]["domains"], json!(["*"]));
+    }
+
+    #[test]
+    fn the_native_tap_taps_everything_into_files_before_the_router() {
+        let value = EnvoyBootstrap::new(addr(8080), addr(9090))
+            .tap("/dev/shm/taps/t", 4096)
+            .to_value();
+        let filters = &value["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+            ["typed_config"]["http_filters"];
+        assert_eq!(filters[0]["name"], "envoy.filters.http.tap");
+        assert_eq!(filters[1]["name"], "envoy.filters.http.router");
+        let config = &filters[0]["typed_config"]["common_config"]["static_config"];
+        assert_eq!(config["match"], json!({"any_match": true}));
+        let output = &config["output_config"];
+        assert_eq!(
+            output["sinks"][0]["format"],
+            "PROTO_BINARY_LENGTH_DELIMITED"
+        );
+        assert_eq!(
+            output["sinks"][0]["file_per_tap"]["path_prefix"],
+            "/dev/shm/taps/t"
+        );
+        assert_eq!(
+            (
+                &output["max_buffered_rx_bytes"],
+                &output["max_buffered_tx_bytes"]
+            ),
+            (&json!(4096), &json!(4096))
+        );
     }
 }

@@ -333,3 +333,73 @@ fn ids_differ() {
     assert_ne!(a, b);
     assert_ne!(a, [0; 16]);
 }
+
+#[test]
+fn the_direct_encoding_is_byte_for_byte_what_prost_encodes() {
+    let redactor = Redactor::new(&config(
+        r#", "redaction": {"hash_key": "k", "json_fields": ["password"]}"#,
+    ));
+    let mut capture = StreamCapture::start(
+        1,
+        1 << 20,
+        vec![
+            h(":method", b"POST"),
+            h(":path", b"/x"),
+            h("authorization", b"Bearer t"),
+            h("content-type", b"application/json"),
+            h("x-empty", b""),
+            h("x-long", &[b'v'; 300]),
+        ],
+    );
+    let body = br#"{"password":"secret","n":1}"#;
+    capture.request_body_owned(body.len(), body.to_vec());
+    capture.request_body_owned(2, b" \n".to_vec());
+    capture.response_headers(7, vec![h(":status", b"200"), h("x-big", &[0xff; 20_000])]);
+    capture.response_body(20_000, &[7; 20_000]);
+    capture.response_trailers(vec![h("grpc-status", b"0")]);
+    let identity = identity();
+    let sealed = capture.seal(
+        end(Direction::Outbound, "HTTP/2"),
+        &identity,
+        [3; 16],
+        0.25,
+        &redactor,
+    );
+    let mut direct = Vec::new();
+    sealed.encode(&mut direct);
+    assert_eq!(direct.len(), sealed.encoded_len());
+    let decoded = <Exchange as tapedeck_proto::prost::Message>::decode(direct.as_slice()).unwrap();
+    assert_eq!(
+        tapedeck_proto::prost::Message::encode_to_vec(&decoded),
+        direct
+    );
+    let request = decoded.request.unwrap();
+    assert_eq!(request.body_size, body.len() as u64 + 2);
+    assert_eq!(request.headers[2], header("x-empty", b""));
+    assert_eq!(decoded.response.unwrap().body.len(), 20_000);
+    assert_eq!(
+        decoded.redactions,
+        ["request.header:authorization", "request.body:$.password"]
+    );
+}
+
+#[test]
+fn the_first_body_chunk_is_kept_without_a_copy_and_later_ones_are_cut_at_the_limit() {
+    let mut capture = StreamCapture::start(0, 4, vec![h(":method", b"POST")]);
+    capture.request_body_owned(3, b"abc".to_vec());
+    assert_eq!(capture.request_room(), 1);
+    capture.request_body_owned(3, b"d".to_vec());
+    capture.response_body_owned(6, b"uvwxyz".to_vec());
+    assert_eq!(capture.truncated_bodies(), 2);
+    let exchange = capture.finish(
+        end(Direction::Inbound, "HTTP/1.1"),
+        &identity(),
+        [0; 16],
+        1.0,
+        &Redactor::new(&config("")),
+    );
+    let (request, response) = (exchange.request.unwrap(), exchange.response.unwrap());
+    assert_eq!((request.body, request.body_size), (b"abcd".to_vec(), 6));
+    assert_eq!((response.body, response.body_size), (b"uvwx".to_vec(), 6));
+    assert!(request.body_truncated && response.body_truncated);
+}
