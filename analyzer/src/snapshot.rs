@@ -22,7 +22,7 @@ pub use model::{
     Body, Capture, Counts, Entry, FORMAT_VERSION, HeaderEntry, HeaderValue, HostCount, Instant,
     Manifest, MessageEntry, Source, Window,
 };
-pub use read::{Problem, ReadError, Snapshot, read, validate};
+pub use read::{Problem, ReadError, Snapshot, read, read_with, validate, validate_with};
 
 /// The manifest's file name.
 pub const MANIFEST_FILE: &str = "snapshot.json";

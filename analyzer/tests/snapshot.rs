@@ -234,6 +234,29 @@ fn a_snapshot_reads_back_as_the_exchanges_it_was_cut_from() {
 }
 
 #[test]
+fn read_with_hands_every_outbound_line_over_before_keeping_it() {
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path().join("snap");
+    write(Shop::default().exchanges(), &dir);
+    let whole = snapshot::read(&dir).unwrap();
+    let mut seen = Vec::new();
+    let stripped = snapshot::read_with(&dir, |line, entry| {
+        seen.push((line, entry.response.body.take()));
+    })
+    .unwrap();
+    // Every line, in order, with the body `read` keeps; what was taken stays out.
+    assert_eq!(seen.len(), whole.outbound.len());
+    for (i, ((line, body), kept)) in seen.iter().zip(&whole.outbound).enumerate() {
+        assert_eq!(*line, i as u64 + 1);
+        assert_eq!(*body, kept.response.body);
+    }
+    assert!(seen.iter().any(|(_, body)| body.is_some()));
+    assert!(stripped.outbound.iter().all(|e| e.response.body.is_none()));
+    assert_eq!(stripped.inbound, whole.inbound);
+    assert_eq!(stripped.manifest, whole.manifest);
+}
+
+#[test]
 fn an_explicit_window_sets_the_offsets() {
     let temp = tempfile::tempdir().unwrap();
     let dir = temp.path().join("snap");

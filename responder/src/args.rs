@@ -111,6 +111,11 @@ pub struct ServeArgs {
     /// matched as if empty.
     #[arg(long, env = "TAPEDECK_RESPOND_MAX_BODY_BYTES", default_value_t = 16 * 1024 * 1024)]
     pub max_body_bytes: usize,
+    /// A serialized `google.protobuf.FileDescriptorSet` (`protoc --include_imports
+    /// --descriptor_set_out`, `buf build -o`); repeatable. gRPC request messages of methods it
+    /// describes are compared field by field, others bytewise.
+    #[arg(long, env = "TAPEDECK_RESPOND_DESCRIPTORS", value_delimiter = ',')]
+    pub descriptors: Vec<PathBuf>,
 }
 
 impl ServeArgs {
@@ -134,6 +139,7 @@ impl ServeArgs {
             chaos: Vec::new(),
             seed: None,
             max_body_bytes: 16 * 1024 * 1024,
+            descriptors: Vec::new(),
         }
     }
 }

@@ -120,6 +120,10 @@ pub struct Line {
     /// The served recording's fields not compared byte for byte, and the rule that said so.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub wildcards: Vec<Wildcard>,
+    /// What the served recording's comparison could not do as asked (a gRPC message compared
+    /// bytewise although `--descriptors` were given, and why).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
     /// Other recordings that matched (the rest of the sequence), or the closest candidates on
     /// a miss.
     #[serde(skip_serializing_if = "Vec::is_empty")]

@@ -4,8 +4,9 @@
 //! `tokens::extract` (one definition of a location in the whole project: the same header names
 //! skipped, the same `Bearer` split, the same cookie pairs). The body is compared by its kind:
 //! JSON leaf by leaf under the analyzer's path spelling (booleans, nulls and empty containers
-//! included, so the structure counts), form bodies per field, gRPC per length-prefixed message,
-//! anything else bytewise.
+//! included, so the structure counts), form bodies per field, gRPC per length-prefixed message
+//! (bytewise here; with `--descriptors` the matcher decodes each into `grpc N $.field` fields,
+//! [`decode_grpc`]), anything else bytewise.
 //!
 //! Path segments are compared only where they are ids (`template::is_id_segment`): word
 //! segments are part of the endpoint, equal by construction.
@@ -15,11 +16,13 @@
 //! `grpc 1`, `body`, `body prefix`.
 
 use std::borrow::Cow;
+use std::path::PathBuf;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
+use prost_reflect::{DescriptorPool, DynamicMessage, MapKey, MessageDescriptor, Value};
 use tapedeck_analyzer::rows::{Headers, MessageView, Row, Strings};
-use tapedeck_analyzer::template::is_id_segment;
+use tapedeck_analyzer::template::{is_id_segment, path_without_query};
 use tapedeck_analyzer::tokens::{Location, Part, Side, extract, push_key};
 use tapedeck_proto::{Direction, Header};
 
@@ -205,6 +208,176 @@ fn body_fields(headers: &[Header], body: &[u8], truncated: bool, out: &mut Vec<F
     push(out, "body".to_owned(), text(body), false);
 }
 
+/// The request message types of gRPC methods (`--descriptors`): a `DescriptorPool` built from
+/// serialized `FileDescriptorSet`s.
+#[derive(Debug, Clone)]
+pub struct Descriptors(DescriptorPool);
+
+impl Descriptors {
+    /// Reads `--descriptors` files; `None` when there are none.
+    pub fn load(paths: &[PathBuf]) -> crate::Result<Option<Descriptors>> {
+        if paths.is_empty() {
+            return Ok(None);
+        }
+        let mut pool = DescriptorPool::new();
+        for path in paths {
+            let bytes = std::fs::read(path).map_err(|source| crate::Error::Io {
+                path: path.clone(),
+                source,
+            })?;
+            pool.decode_file_descriptor_set(bytes.as_slice())
+                .map_err(|e| crate::Error::Flag {
+                    flag: "--descriptors",
+                    message: format!(
+                        "{}: not a serialized FileDescriptorSet: {e}",
+                        path.display()
+                    ),
+                })?;
+        }
+        Ok(Some(Descriptors(pool)))
+    }
+
+    /// Wraps a pool already built.
+    pub fn from_pool(pool: DescriptorPool) -> Descriptors {
+        Descriptors(pool)
+    }
+
+    /// The request message type of the gRPC method at `path` (`/pkg.Service/Method`).
+    pub fn input(&self, path: &str) -> Option<MessageDescriptor> {
+        let (service, method) = path_without_query(path)
+            .strip_prefix('/')?
+            .split_once('/')?;
+        self.0
+            .get_service_by_name(service)?
+            .methods()
+            .find(|m| m.name() == method)
+            .map(|m| m.input())
+    }
+}
+
+/// The bytes a `grpc N` field's value stands for (the inverse of how [`flatten`] spells them);
+/// `None` for a compressed message.
+fn message_bytes(value: &str) -> Option<Cow<'_, [u8]>> {
+    if value.starts_with("compressed ") {
+        return None;
+    }
+    if let Some(encoded) = value.strip_prefix("base64:")
+        && let Ok(bytes) = STANDARD.decode(encoded)
+        && std::str::from_utf8(&bytes).is_err()
+    {
+        return Some(Cow::Owned(bytes));
+    }
+    Some(Cow::Borrowed(value.as_bytes()))
+}
+
+/// Decodes the value of the field `grpc N` (`key`) as a message of type `input` into fields
+/// named `grpc N $.field.path` (the analyzer's JSON path spelling, proto field names; fields at
+/// their default value without presence are absent, so two encodings of one message give the
+/// same fields; unknown fields are named by number, `$["#7"]`, valued by their encoding).
+/// `Err` says why it stays bytewise.
+pub fn decode_grpc(
+    key: &str,
+    value: &str,
+    input: &MessageDescriptor,
+) -> Result<Vec<Field>, String> {
+    let bytes = message_bytes(value).ok_or_else(|| "compressed message".to_owned())?;
+    let message = DynamicMessage::decode(input.clone(), bytes.as_ref())
+        .map_err(|e| format!("not a {}: {e}", input.full_name()))?;
+    let mut path = String::from("$");
+    let mut out = Vec::new();
+    walk_message(key, &message, &mut path, &mut out);
+    if out.is_empty() {
+        out.push(Field {
+            key: format!("{key} $"),
+            value: "{}".to_owned(),
+            number: false,
+        });
+    }
+    Ok(out)
+}
+
+fn walk_message(prefix: &str, message: &DynamicMessage, path: &mut String, out: &mut Vec<Field>) {
+    for (field, value) in message.fields() {
+        let len = path.len();
+        push_key(path, field.name());
+        walk_value(prefix, value, path, out);
+        path.truncate(len);
+    }
+    for unknown in message.unknown_fields() {
+        let len = path.len();
+        push_key(path, &format!("#{}", unknown.number()));
+        let mut encoded = Vec::new();
+        unknown.encode(&mut encoded);
+        out.push(Field {
+            key: format!("{prefix} {path}"),
+            value: format!("base64:{}", STANDARD.encode(&encoded)),
+            number: false,
+        });
+        path.truncate(len);
+    }
+}
+
+fn walk_value(prefix: &str, value: &Value, path: &mut String, out: &mut Vec<Field>) {
+    let (text, number) = match value {
+        Value::Message(message) => {
+            let before = out.len();
+            walk_message(prefix, message, path, out);
+            if out.len() > before {
+                return;
+            }
+            ("{}".to_owned(), false)
+        }
+        Value::List(items) => {
+            let len = path.len();
+            path.push_str("[*]");
+            for item in items {
+                walk_value(prefix, item, path, out);
+            }
+            path.truncate(len);
+            return;
+        }
+        Value::Map(map) => {
+            let mut entries: Vec<(String, &Value)> = map
+                .iter()
+                .map(|(k, v)| {
+                    let key = match k {
+                        MapKey::Bool(b) => b.to_string(),
+                        MapKey::I32(n) => n.to_string(),
+                        MapKey::I64(n) => n.to_string(),
+                        MapKey::U32(n) => n.to_string(),
+                        MapKey::U64(n) => n.to_string(),
+                        MapKey::String(s) => s.clone(),
+                    };
+                    (key, v)
+                })
+                .collect();
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            for (key, child) in entries {
+                let len = path.len();
+                push_key(path, &key);
+                walk_value(prefix, child, path, out);
+                path.truncate(len);
+            }
+            return;
+        }
+        Value::Bool(b) => (b.to_string(), false),
+        Value::I32(n) => (n.to_string(), true),
+        Value::I64(n) => (n.to_string(), true),
+        Value::U32(n) => (n.to_string(), true),
+        Value::U64(n) => (n.to_string(), true),
+        Value::F32(n) => (n.to_string(), true),
+        Value::F64(n) => (n.to_string(), true),
+        Value::String(s) => (s.clone(), false),
+        Value::Bytes(b) => (text(b), false),
+        Value::EnumNumber(n) => (n.to_string(), true),
+    };
+    out.push(Field {
+        key: format!("{prefix} {path}"),
+        value: text,
+        number,
+    });
+}
+
 /// The length-prefixed messages of a gRPC body (compressed flag, payload), or `None` when the
 /// framing does not add up.
 pub fn grpc_messages(mut body: &[u8]) -> Option<Vec<(bool, &[u8])>> {
@@ -327,6 +500,61 @@ mod tests {
         let keys: Vec<&str> = fields.iter().map(|f| f.key.as_str()).collect();
         assert!(keys.ends_with(&["grpc 1", "grpc 2"]), "{keys:?}");
         assert_eq!(grpc_messages(&[0, 0, 0, 0, 9, 1]), None);
+    }
+
+    #[test]
+    fn grpc_messages_decode_field_by_field() {
+        use prost::Message as _;
+        use tapedeck_proto::capture::v1::{Exchange, ExchangeBatch};
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../proto/proto");
+        let set = protox::compile(["tapedeck/capture/v1/capture.proto"], [root]).unwrap();
+        let pool = DescriptorPool::decode(set.encode_to_vec().as_slice()).unwrap();
+        let descriptors = Descriptors::from_pool(pool);
+        let input = descriptors
+            .input("/tapedeck.capture.v1.Capture/Push?x=1")
+            .unwrap();
+        assert!(
+            descriptors
+                .input("/tapedeck.capture.v1.Capture/Nope")
+                .is_none()
+        );
+        let batch = ExchangeBatch {
+            exchanges: vec![
+                Exchange {
+                    method: "GET".into(),
+                    ..Default::default()
+                },
+                Exchange {
+                    method: "PUT".into(),
+                    ..Default::default()
+                },
+            ],
+            sequence: 7,
+            ..Default::default()
+        };
+        let mut bytes = batch.encode_to_vec();
+        // An unknown field 99 (varint 5).
+        bytes.extend_from_slice(&[0x98, 0x06, 0x05]);
+        let value = text(&bytes);
+        let fields = decode_grpc("grpc 1", &value, &input).unwrap();
+        let seen: Vec<String> = fields
+            .iter()
+            .map(|f| format!("{}={}", f.key, f.value))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                "grpc 1 $.exchanges[*].method=GET",
+                "grpc 1 $.exchanges[*].method=PUT",
+                "grpc 1 $.sequence=7",
+                "grpc 1 $[\"#99\"]=base64:mAYF",
+            ]
+        );
+        assert!(fields[2].number);
+        let empty = decode_grpc("grpc 2", "", &input).unwrap();
+        assert_eq!(empty[0].key, "grpc 2 $");
+        assert!(decode_grpc("grpc 1", "compressed x", &input).is_err());
+        assert!(decode_grpc("grpc 1", &text(&[0xff, 0xff]), &input).is_err());
     }
 
     #[test]

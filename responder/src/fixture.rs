@@ -447,8 +447,9 @@ fn word(state: &mut u64, len: usize) -> String {
 }
 
 /// `n` recorded GETs to `bench.svc:8080` on random letter paths (`/api/kqzxv/mwpld/ab`), each
-/// answered with a small JSON body; returns the exchanges and the paths.
-pub fn bench_exchanges(n: usize, seed: u64) -> (Vec<Exchange>, Vec<String>) {
+/// answered with a small JSON body (`{"path":…,"ok":true}`, or padded with letters to
+/// `body_bytes` when that is larger); returns the exchanges and the paths.
+pub fn bench_exchanges(n: usize, seed: u64, body_bytes: usize) -> (Vec<Exchange>, Vec<String>) {
     let mut state = seed | 1;
     let mut paths = Vec::with_capacity(n);
     let mut seen = std::collections::HashSet::new();
@@ -478,7 +479,7 @@ pub fn bench_exchanges(n: usize, seed: u64) -> (Vec<Exchange>, Vec<String>) {
             status: 200,
             response: Some(Message {
                 headers: vec![header("content-type", "application/json")],
-                body: format!(r#"{{"path":"{path}","ok":true}}"#).into_bytes(),
+                body: bench_body(&path, body_bytes, &mut state),
                 ..Default::default()
             }),
             ..Default::default()
@@ -491,9 +492,36 @@ pub fn bench_exchanges(n: usize, seed: u64) -> (Vec<Exchange>, Vec<String>) {
     (out, paths)
 }
 
+/// The bench's answer for `path`: `{"path":…,"ok":true}`, padded with a `"pad"` of random
+/// letters to `body_bytes` when that is larger.
+fn bench_body(path: &str, body_bytes: usize, state: &mut u64) -> Vec<u8> {
+    let small = format!(r#"{{"path":"{path}","ok":true}}"#);
+    let padded = format!(r#"{{"path":"{path}","ok":true,"pad":""}}"#);
+    if body_bytes <= padded.len() {
+        return small.into_bytes();
+    }
+    let pad = word(state, body_bytes - padded.len());
+    format!(r#"{{"path":"{path}","ok":true,"pad":"{pad}"}}"#).into_bytes()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bench_bodies_have_the_asked_size() {
+        let (small, paths) = bench_exchanges(2, 1, 0);
+        let (big, _) = bench_exchanges(2, 1, 65_536);
+        for (exchange, path) in small.iter().zip(&paths) {
+            let body = &exchange.response.as_ref().unwrap().body;
+            assert_eq!(body, format!(r#"{{"path":"{path}","ok":true}}"#).as_bytes());
+        }
+        for exchange in &big {
+            let body = &exchange.response.as_ref().unwrap().body;
+            assert_eq!(body.len(), 65_536);
+            serde_json::from_slice::<serde_json::Value>(body).unwrap();
+        }
+    }
 
     #[test]
     fn http_dates_are_imf_fixdate() {

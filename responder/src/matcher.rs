@@ -26,8 +26,8 @@ use tapedeck_analyzer::template::path_without_query;
 use tapedeck_analyzer::tokens::{Class, classify_number, classify_text};
 use tapedeck_proto::REDACTED_PREFIX;
 
-use crate::fields::extra_counts;
-use crate::store::{Mode, Recording, Store, is_redacted};
+use crate::fields::{Descriptors, Field, decode_grpc, extra_counts};
+use crate::store::{Mode, Recording, Store, group, is_redacted};
 
 /// How many candidates a decision names.
 pub const NAMED_CANDIDATES: usize = 3;
@@ -136,6 +136,10 @@ pub struct Candidate {
     /// served response gets the live value where it had the recorded one.
     #[serde(skip)]
     pub substitutions: Vec<(String, String)>,
+    /// What the comparison could not do as asked: a gRPC message compared bytewise although
+    /// `--descriptors` were given (unknown method, a message that does not decode), and why.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 /// How a served recording was chosen.
@@ -210,6 +214,9 @@ pub struct Matcher {
     redaction_key: Option<Vec<u8>>,
     fallback_min_score: Option<f64>,
     sequences: Mutex<HashMap<(Session, u32, u32), u64>>,
+    descriptors: Option<Descriptors>,
+    /// Recordings whose gRPC messages stayed bytewise although descriptors were given, and why.
+    grpc_notes: HashMap<u32, Vec<String>>,
 }
 
 fn cut(text: &str) -> String {
@@ -248,7 +255,88 @@ impl Matcher {
             redaction_key: redaction_key.map(|k| k.as_bytes().to_vec()),
             fallback_min_score,
             sequences: Mutex::new(HashMap::new()),
+            descriptors: None,
+            grpc_notes: HashMap::new(),
         }
+    }
+
+    /// Compares gRPC request messages field by field where `descriptors` describe the method:
+    /// the recordings' `grpc N` fields are decoded once here, live ones per request.
+    pub fn with_descriptors(mut self, descriptors: Option<Descriptors>) -> Self {
+        let Some(descriptors) = descriptors else {
+            return self;
+        };
+        for (index, rec) in self.store.recordings.iter_mut().enumerate() {
+            if !rec.fields.iter().any(|g| is_grpc_key(&g.key)) {
+                continue;
+            }
+            let input = descriptors.input(&rec.path);
+            let mut decoded = Vec::new();
+            let mut notes = Vec::new();
+            rec.fields.retain(|g| {
+                if !is_grpc_key(&g.key) {
+                    return true;
+                }
+                let Some((value, _)) = g.values.first() else {
+                    return true;
+                };
+                match decode(input.as_ref(), &rec.path, &g.key, value) {
+                    Ok(fields) => {
+                        decoded.extend(fields);
+                        false
+                    }
+                    Err(note) => {
+                        notes.push(format!("recorded {note}"));
+                        true
+                    }
+                }
+            });
+            if !decoded.is_empty() {
+                rec.fields.extend(group(decoded, &rec.endpoint, &[]));
+                rec.fields.sort_by(|a, b| a.key.cmp(&b.key));
+            }
+            if !notes.is_empty() {
+                tracing::debug!(recording = rec.line, notes = ?notes, "grpc message compared bytewise");
+                self.grpc_notes.insert(index as u32, notes);
+            }
+        }
+        self.descriptors = Some(descriptors);
+        self
+    }
+
+    /// The live fields with `grpc N` messages decoded, and notes on those that stayed bytewise;
+    /// `None` when there is nothing to decode.
+    fn decoded_live(&self, live: &LiveRequest<'_>) -> Option<(LiveFields, Vec<String>)> {
+        let descriptors = self.descriptors.as_ref()?;
+        if !live.fields.keys().any(|k| is_grpc_key(k)) {
+            return None;
+        }
+        let input = descriptors.input(live.path);
+        let mut fields = LiveFields::new();
+        let mut notes = Vec::new();
+        for (key, values) in live.fields {
+            if is_grpc_key(key)
+                && let [(value, _)] = values.as_slice()
+            {
+                match decode(input.as_ref(), live.path, key, value) {
+                    Ok(decoded) => {
+                        for field in decoded {
+                            fields
+                                .entry(field.key)
+                                .or_default()
+                                .push((field.value, field.number));
+                        }
+                        continue;
+                    }
+                    Err(note) => notes.push(format!("live {note}")),
+                }
+            }
+            fields.insert(key.clone(), values.clone());
+        }
+        if !notes.is_empty() {
+            tracing::debug!(path = live.path, notes = ?notes, "grpc message compared bytewise");
+        }
+        Some((fields, notes))
     }
 
     fn class(&self, value: &str, number: bool) -> Class {
@@ -414,6 +502,7 @@ impl Matcher {
             differing,
             wildcards,
             substitutions,
+            notes: self.grpc_notes.get(&index).cloned().unwrap_or_default(),
         }
     }
 
@@ -428,6 +517,25 @@ impl Matcher {
 
     /// Decides what a live request gets.
     pub fn decide(&self, live: &LiveRequest<'_>) -> Decision {
+        let Some((fields, notes)) = self.decoded_live(live) else {
+            return self.decide_fields(live);
+        };
+        let decoded = LiveRequest {
+            fields: &fields,
+            ..live.clone()
+        };
+        let mut decision = self.decide_fields(&decoded);
+        if !notes.is_empty() {
+            let add = |c: &mut Candidate| c.notes.extend(notes.iter().cloned());
+            match &mut decision {
+                Decision::Matched { chosen, .. } => add(chosen),
+                Decision::Miss { candidates, .. } => candidates.iter_mut().for_each(add),
+            }
+        }
+        decision
+    }
+
+    fn decide_fields(&self, live: &LiveRequest<'_>) -> Decision {
         let Some(host) = self.store.host(live.authority) else {
             return Decision::Miss {
                 reason: MissReason::UnknownHost,
@@ -552,6 +660,28 @@ impl Matcher {
     pub fn recording(&self, candidate: &Candidate) -> &Recording {
         &self.store.recordings[candidate.index as usize]
     }
+}
+
+/// A `grpc N` field (one whole length-prefixed message, not yet decoded).
+fn is_grpc_key(key: &str) -> bool {
+    key.strip_prefix("grpc ")
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Decodes one `grpc N` field, or says why it stays bytewise.
+fn decode(
+    input: Option<&prost_reflect::MessageDescriptor>,
+    path: &str,
+    key: &str,
+    value: &str,
+) -> Result<Vec<Field>, String> {
+    let Some(input) = input else {
+        return Err(format!(
+            "{key}: method {} not in --descriptors: compared bytewise",
+            path_without_query(path)
+        ));
+    };
+    decode_grpc(key, value, input).map_err(|why| format!("{key}: {why}: compared bytewise"))
 }
 
 #[cfg(test)]

@@ -200,7 +200,8 @@ pub async fn serve(
         store,
         args.redaction_key.as_deref(),
         (args.fallback == Fallback::Closest).then_some(args.fallback_min_score),
-    );
+    )
+    .with_descriptors(crate::fields::Descriptors::load(&args.descriptors)?);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let client_h1 = Client::builder(TokioExecutor::new()).build_http();
     let client_h2 = Client::builder(TokioExecutor::new())
@@ -550,6 +551,7 @@ async fn handle(
         caused_by: None,
         differing: Vec::new(),
         wildcards: Vec::new(),
+        notes: Vec::new(),
         candidates: Vec::new(),
         others: Vec::new(),
         faults: plan.fired.clone(),
@@ -667,6 +669,7 @@ async fn respond(
                 line.caused_by = caused_by;
                 line.differing = chosen.differing.clone();
                 line.wildcards = chosen.wildcards.clone();
+                line.notes = chosen.notes.clone();
                 line.others = others;
             }
             (chosen, kind)

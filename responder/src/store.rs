@@ -1,10 +1,19 @@
 //! The snapshot loaded for serving: recordings indexed by host alias, method and endpoint, each
 //! request field with the matching mode its token rules give it.
 //!
-//! The snapshot is read once, through `tapedeck_analyzer::snapshot::read` (every problem named
-//! by file and line), and turned into compact [`Recording`]s; the parsed lines are dropped.
+//! The snapshot is read once, line by line, through `tapedeck_analyzer::snapshot::read_with`
+//! (validated as `read` does, every problem named by file and line), and turned into compact
+//! [`Recording`]s; the parsed lines are dropped.
+//!
+//! The response bodies are not kept in RAM: at load they are written one after another into an
+//! unlinked temp file, which is memory-mapped; each [`Recording::body`] is a slice of that
+//! mapping, so the kernel pages bodies in when they are served and can drop them again
+//! (docs/responder.md, "Memory").
 
 use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufWriter, Write as _};
+use std::ops::Range;
 
 use rustc_hash::FxHashMap;
 use std::net::IpAddr;
@@ -71,7 +80,8 @@ pub struct Recording {
     pub status: u32,
     /// The response headers as recorded.
     pub headers: Vec<(String, Vec<u8>)>,
-    /// The response body as recorded (a prefix when `truncated`).
+    /// The response body as recorded (a prefix when `truncated`): a slice of the mapped body
+    /// file ([`Store::is_mapped`]), not a heap copy.
     pub body: Bytes,
     /// The response trailers.
     pub trailers: Vec<(String, Vec<u8>)>,
@@ -146,6 +156,66 @@ pub struct Store {
     buckets: Vec<FxHashMap<String, Bucket>>,
     /// Host → its buckets' endpoints.
     endpoints: Vec<Vec<String>>,
+    /// The whole mapped body file (empty when no recording has a body).
+    bodies: Bytes,
+}
+
+/// The response bodies being written to the temp file at load, and where each one is.
+#[derive(Debug)]
+struct BodyWriter {
+    /// Where the temp file is made (for errors).
+    dir: std::path::PathBuf,
+    file: BufWriter<File>,
+    len: usize,
+    ranges: Vec<Range<usize>>,
+}
+
+impl BodyWriter {
+    fn new(dir: &Path) -> crate::Result<BodyWriter> {
+        let file = tempfile::tempfile_in(dir).map_err(|source| crate::Error::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        Ok(BodyWriter {
+            dir: dir.to_path_buf(),
+            file: BufWriter::with_capacity(1 << 20, file),
+            len: 0,
+            ranges: Vec::new(),
+        })
+    }
+
+    fn io(&self, source: std::io::Error) -> crate::Error {
+        crate::Error::Io {
+            path: self.dir.join("(response body temp file)"),
+            source,
+        }
+    }
+
+    /// Appends one recording's body.
+    fn push(&mut self, body: &[u8]) -> crate::Result<()> {
+        self.file.write_all(body).map_err(|e| self.io(e))?;
+        self.ranges.push(self.len..self.len + body.len());
+        self.len += body.len();
+        Ok(())
+    }
+
+    /// Maps the file: the whole mapping and each body's range in it.
+    fn finish(self) -> crate::Result<(Bytes, Vec<Range<usize>>)> {
+        if self.len == 0 {
+            return Ok((Bytes::new(), self.ranges));
+        }
+        let dir = self.dir;
+        let io = |source| crate::Error::Io {
+            path: dir.join("(response body temp file)"),
+            source,
+        };
+        let file = self.file.into_inner().map_err(|e| io(e.into_error()))?;
+        // SAFETY: the file was created unlinked by this process (`tempfile_in`), so no other
+        // process can open it, and this process never writes it again: the mapping cannot
+        // change under the slices handed out.
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
+        Ok((Bytes::from_owner(map), self.ranges))
+    }
 }
 
 fn header_bytes(value: &HeaderValue) -> Vec<u8> {
@@ -270,14 +340,41 @@ pub fn is_redacted(value: &str) -> bool {
 }
 
 impl Store {
-    /// Reads a snapshot and indexes it.
+    /// Reads a snapshot and indexes it; the response bodies go to an unlinked temp file in the
+    /// system temp directory (`TMPDIR`), which is then mapped. Each outbound line's response
+    /// body is moved there as soon as the line is parsed, so the bodies are never all in RAM.
     pub fn load(dir: &Path) -> crate::Result<Store> {
-        let snap = snapshot::read(dir)?;
-        Ok(Store::from_snapshot(snap))
+        let mut bodies = BodyWriter::new(&std::env::temp_dir())?;
+        let mut failed = None;
+        let snap = snapshot::read_with(dir, |_, entry| {
+            let body = entry.response.body.take();
+            if failed.is_none()
+                && let Err(error) = bodies.push(body.as_ref().map_or(&[][..], |b| b.as_bytes()))
+            {
+                failed = Some(error);
+            }
+        })?;
+        if let Some(error) = failed {
+            return Err(error);
+        }
+        Store::index(snap, bodies)
     }
 
-    /// Indexes a snapshot already read.
-    pub fn from_snapshot(snap: snapshot::Snapshot) -> Store {
+    /// Indexes a snapshot already read; the response bodies go to an unlinked temp file made in
+    /// `body_dir`, which is then memory-mapped.
+    pub fn from_snapshot(mut snap: snapshot::Snapshot, body_dir: &Path) -> crate::Result<Store> {
+        let mut bodies = BodyWriter::new(body_dir)?;
+        for entry in &mut snap.outbound {
+            let body = entry.response.body.take();
+            bodies.push(body.as_ref().map_or(&[][..], |b| b.as_bytes()))?;
+        }
+        Store::index(snap, bodies)
+    }
+
+    /// Indexes a snapshot whose outbound response bodies are in `bodies` (one per line, in
+    /// order) and no longer in the entries.
+    fn index(snap: snapshot::Snapshot, body_writer: BodyWriter) -> crate::Result<Store> {
+        let (bodies, ranges) = body_writer.finish()?;
         let manifest = snap.manifest;
         let inbound_lines: HashMap<String, u32> = snap
             .inbound
@@ -290,7 +387,7 @@ impl Store {
         let mut hosts: Vec<HostInfo> = Vec::new();
         let mut host_index: HashMap<String, usize> = HashMap::new();
         let mut recordings = Vec::with_capacity(snap.outbound.len());
-        for (i, entry) in snap.outbound.into_iter().enumerate() {
+        for ((i, entry), range) in snap.outbound.into_iter().enumerate().zip(ranges) {
             let host = *host_index
                 .entry(entry.authority.clone())
                 .or_insert_with(|| {
@@ -308,6 +405,7 @@ impl Store {
                 &inbound_lines,
                 &modes,
                 &manifest.tokens,
+                bodies.slice(range),
             ));
         }
         // Aliases: a better-ranked name wins; among equals, the first host.
@@ -367,7 +465,7 @@ impl Store {
         for list in &mut endpoints {
             list.sort();
         }
-        Store {
+        Ok(Store {
             id: manifest.id,
             window_from_ns: manifest.window.from.0,
             plausible: plausible_range(manifest.window.from.0, manifest.window.to.0),
@@ -377,7 +475,20 @@ impl Store {
             aliases: aliases.into_iter().map(|(k, (h, _))| (k, h)).collect(),
             buckets,
             endpoints,
-        }
+            bodies,
+        })
+    }
+
+    /// Whether `body` is a slice of the mapped body file (an empty body always is).
+    pub fn is_mapped(&self, body: &Bytes) -> bool {
+        let map = self.bodies.as_ptr() as usize..self.bodies.as_ptr() as usize + self.bodies.len();
+        let at = body.as_ptr() as usize;
+        body.is_empty() || (map.contains(&at) && at + body.len() <= map.end)
+    }
+
+    /// The size of the mapped body file: every recorded response body, once.
+    pub fn mapped_bytes(&self) -> usize {
+        self.bodies.len()
     }
 
     /// The host a live `Host` / `:authority` reaches: the exact alias, else without the port.
@@ -503,6 +614,7 @@ fn recording(
     inbound_lines: &HashMap<String, u32>,
     modes: &[(String, Option<String>, Mode)],
     rules: &[TokenRule],
+    response_body: Bytes,
 ) -> Recording {
     let endpoint = endpoint(&entry.method, &entry.path);
     let request_headers: Vec<Header> = owned_headers(&entry.request.headers)
@@ -528,12 +640,7 @@ fn recording(
         })
         .map(|(i, _)| i)
         .collect();
-    let response_body = entry
-        .response
-        .body
-        .as_ref()
-        .map(|b| Bytes::copy_from_slice(b.as_bytes()))
-        .unwrap_or_default();
+    // `entry.response.body` was moved to the body file; `response_body` is its mapped slice.
     let headers = owned_headers(&entry.response.headers);
     let trailers = owned_headers(&entry.response.trailers);
     let size = entry.response.size.unwrap_or(response_body.len() as u64);

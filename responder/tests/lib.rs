@@ -5,6 +5,7 @@ mod chaos;
 mod explain;
 mod grpc;
 mod matching;
+mod memory;
 mod schema;
 mod serving;
 mod sessions;

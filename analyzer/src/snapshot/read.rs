@@ -4,6 +4,7 @@
 use std::collections::HashSet;
 use std::fmt;
 use std::fs;
+use std::io::BufRead as _;
 use std::path::{Path, PathBuf};
 
 use tapedeck_proto::{Direction, Exchange};
@@ -90,7 +91,17 @@ pub enum ReadError {
 
 /// Reads a snapshot; any problem fails the read and all of them are listed.
 pub fn read(dir: &Path) -> Result<Snapshot, ReadError> {
-    let (snapshot, problems) = validate(dir);
+    read_with(dir, |_, _| {})
+}
+
+/// Reads a snapshot like [`read`], handing each outbound entry to `outbound` (with its 1-based
+/// line of `outbound.jsonl`) as soon as it is parsed, before it is kept: a reader that does not
+/// need every part in memory takes it out there (the responder moves response bodies to a
+/// mapped file), so the whole snapshot never has to be held at once. The files are read line by
+/// line. The snapshot is validated as [`read`] validates it; what `outbound` takes out is not
+/// looked at again (no check depends on response bodies).
+pub fn read_with(dir: &Path, outbound: impl FnMut(u64, &mut Entry)) -> Result<Snapshot, ReadError> {
+    let (snapshot, problems) = validate_with(dir, outbound);
     match snapshot {
         Some(snapshot) if problems.is_empty() => Ok(snapshot),
         _ => Err(ReadError::Invalid {
@@ -103,11 +114,19 @@ pub fn read(dir: &Path) -> Result<Snapshot, ReadError> {
 /// Checks a snapshot directory and returns what could be read (when every file parsed) and
 /// every problem found.
 pub fn validate(dir: &Path) -> (Option<Snapshot>, Vec<Problem>) {
+    validate_with(dir, |_, _| {})
+}
+
+/// [`validate`], handing each outbound entry to `outbound` as [`read_with`] does.
+pub fn validate_with(
+    dir: &Path,
+    outbound: impl FnMut(u64, &mut Entry),
+) -> (Option<Snapshot>, Vec<Problem>) {
     let mut problems = Vec::new();
     let manifest_text = fs::read_to_string(dir.join(MANIFEST_FILE)).unwrap_or_default();
     let manifest = read_manifest(dir, &mut problems);
-    let inbound = read_lines(dir, INBOUND_FILE, &mut problems);
-    let outbound = read_lines(dir, OUTBOUND_FILE, &mut problems);
+    let inbound = read_lines(dir, INBOUND_FILE, &mut problems, |_, _| {});
+    let outbound = read_lines(dir, OUTBOUND_FILE, &mut problems, outbound);
     let (Some(manifest), Some(inbound), Some(outbound)) = (manifest, inbound, outbound) else {
         return (None, problems);
     };
@@ -197,9 +216,16 @@ fn line_of(text: &str, needle: &str) -> Option<u64> {
         .map(|i| i as u64 + 1)
 }
 
-fn read_lines(dir: &Path, file: &str, problems: &mut Vec<Problem>) -> Option<Vec<Entry>> {
-    let text = match fs::read(dir.join(file)) {
-        Ok(bytes) => bytes,
+/// Reads a JSON-lines file line by line (one line in memory at a time, besides the entries),
+/// handing each parsed entry to `each` before keeping it.
+fn read_lines(
+    dir: &Path,
+    file: &str,
+    problems: &mut Vec<Problem>,
+    mut each: impl FnMut(u64, &mut Entry),
+) -> Option<Vec<Entry>> {
+    let mut reader = match fs::File::open(dir.join(file)) {
+        Ok(handle) => std::io::BufReader::with_capacity(1 << 16, handle),
         Err(error) => {
             problems.push(problem(file, None, format!("cannot be read: {error}")));
             return None;
@@ -207,20 +233,33 @@ fn read_lines(dir: &Path, file: &str, problems: &mut Vec<Problem>) -> Option<Vec
     };
     let before = problems.len();
     let mut entries = Vec::new();
-    let mut lines = text.split(|b| *b == b'\n').enumerate().peekable();
-    while let Some((i, line)) = lines.next() {
+    let mut buffer = Vec::new();
+    for i in 0usize.. {
         let number = i as u64 + 1;
-        let last = lines.peek().is_none();
-        if last && line.is_empty() {
-            break;
+        buffer.clear();
+        match reader.read_until(b'\n', &mut buffer) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(error) => {
+                problems.push(problem(
+                    file,
+                    Some(number),
+                    format!("cannot be read: {error}"),
+                ));
+                return None;
+            }
         }
-        if last {
-            problems.push(problem(
-                file,
-                Some(number),
-                "the last line has no line break (is the file truncated?)",
-            ));
-        }
+        let line = match buffer.strip_suffix(b"\n") {
+            Some(line) => line,
+            None => {
+                problems.push(problem(
+                    file,
+                    Some(number),
+                    "the last line has no line break (is the file truncated?)",
+                ));
+                &buffer[..]
+            }
+        };
         if line.iter().all(u8::is_ascii_whitespace) {
             problems.push(problem(file, Some(number), "empty line"));
             continue;
@@ -230,7 +269,10 @@ fn read_lines(dir: &Path, file: &str, problems: &mut Vec<Problem>) -> Option<Vec
             continue;
         };
         match serde_json::from_str::<Entry>(line) {
-            Ok(entry) => entries.push(entry),
+            Ok(mut entry) => {
+                each(number, &mut entry);
+                entries.push(entry);
+            }
             Err(error) => problems.push(json_problem(file, i as u64, &error)),
         }
     }

@@ -79,6 +79,12 @@ struct BenchArgs {
     /// Only the responder (and its latency and memory figures).
     #[arg(long, env = "TAPEDECK_BENCH_ONLY_RESPONDER")]
     only_responder: bool,
+    /// Response body size of the memory figure's pairs in bytes (0: the small JSON answer).
+    #[arg(long, env = "TAPEDECK_BENCH_MEMORY_BODY_BYTES", default_value_t = 0)]
+    memory_body_bytes: usize,
+    /// Only the memory figure (no throughput or latency runs).
+    #[arg(long, env = "TAPEDECK_BENCH_MEMORY_ONLY")]
+    memory_only: bool,
 }
 
 /// What wrk measured.
@@ -223,8 +229,8 @@ fn lua_script(dir: &Path, paths: &[String]) -> Result<PathBuf> {
     Ok(path)
 }
 
-fn write_snapshot(dir: &Path, pairs: usize) -> Result<(PathBuf, Vec<String>)> {
-    let (exchanges, paths) = bench_exchanges(pairs, 42);
+fn write_snapshot(dir: &Path, pairs: usize, body_bytes: usize) -> Result<(PathBuf, Vec<String>)> {
+    let (exchanges, paths) = bench_exchanges(pairs, 42, body_bytes);
     let spec = Spec {
         service: "bench".to_owned(),
         sql: format!("-- bench-responder: {pairs} random GETs"),
@@ -232,7 +238,7 @@ fn write_snapshot(dir: &Path, pairs: usize) -> Result<(PathBuf, Vec<String>)> {
         from: Some(WINDOW_FROM_NS),
         to: None,
     };
-    let path = dir.join(format!("snapshot-{pairs}"));
+    let path = dir.join(format!("snapshot-{pairs}-{body_bytes}"));
     build(&spec, exchanges).write(&path, true)?;
     Ok((path, paths))
 }
@@ -338,14 +344,18 @@ fn start_wiremock(dir: &Path, npm: &Path, paths: &[String]) -> Result<Server> {
     })
 }
 
-async fn start_mountebank(npm: &Path, paths: &[String]) -> Result<Server> {
+async fn start_mountebank(npm: &Path, dir: &Path, paths: &[String]) -> Result<Server> {
     let mb_port = free_port()?;
     let port = free_port()?;
     let child = pinned(0, "node")
         .arg(npm.join("node_modules/mountebank/bin/mb"))
         .arg("--port")
         .arg(mb_port.to_string())
-        .arg("--noLogFile")
+        // Its log and pid files go to the bench's temp dir, not the working directory.
+        .arg("--logfile")
+        .arg(dir.join("mb.log"))
+        .arg("--pidfile")
+        .arg(dir.join("mb.pid"))
         .arg("--loglevel")
         .arg("warn")
         .stdout(Stdio::null())
@@ -498,11 +508,14 @@ fn dir_size(path: &Path) -> u64 {
 async fn bench(args: BenchArgs) -> Result<()> {
     let exe = std::env::current_exe()?;
     let dir = tempfile::tempdir()?;
+    if args.memory_only {
+        return memory(&exe, dir.path(), &args).await;
+    }
     eprintln!(
         "bench-responder: writing a snapshot of {} pairs",
         args.pairs
     );
-    let (snapshot, paths) = write_snapshot(dir.path(), args.pairs)?;
+    let (snapshot, paths) = write_snapshot(dir.path(), args.pairs, 0)?;
     let script = lua_script(dir.path(), &paths)?;
     let paths = Arc::new(paths);
     let mut rows: Vec<(&'static str, WrkResult)> = Vec::new();
@@ -573,23 +586,12 @@ async fn bench(args: BenchArgs) -> Result<()> {
             wait_ready(&mut wiremock, &paths[0], Duration::from_secs(120)).await?;
             rows.push(("WireMock 3.13.2 (standalone jar)", measure(&wiremock)?));
             drop(wiremock);
-            let mut mb = start_mountebank(npm, &paths).await?;
+            let mut mb = start_mountebank(npm, dir.path(), &paths).await?;
             wait_ready(&mut mb, &paths[0], Duration::from_secs(60)).await?;
             rows.push(("mountebank 2.9.1", measure(&mb)?));
             drop(mb);
         }
     }
-
-    // Memory with many pairs.
-    eprintln!("bench-responder: memory with {} pairs", args.memory_pairs);
-    let (big, big_paths) = write_snapshot(dir.path(), args.memory_pairs)?;
-    let loading = Instant::now();
-    let (mut big_responder, _) = start_responder(&exe, &big)?;
-    wait_ready(&mut big_responder, &big_paths[0], Duration::from_secs(300)).await?;
-    let load_s = loading.elapsed().as_secs_f64();
-    let big_rss = proc_status_kib(big_responder.child.id(), "VmRSS:").unwrap_or(0);
-    let big_hwm = proc_status_kib(big_responder.child.id(), "VmHWM:").unwrap_or(0);
-    drop(big_responder);
 
     let responder_rps = rows[0].1.rps;
     println!("| server | req/s | p50 ms | p99 ms | responder ÷ it | requests | non-2xx |");
@@ -631,12 +633,40 @@ async fn bench(args: BenchArgs) -> Result<()> {
             latencies.last().copied().unwrap_or(f64::NAN),
         );
     }
+    memory(&exe, dir.path(), &args).await?;
+    Ok(())
+}
+
+/// The memory figure: a responder loading `--memory-pairs` pairs, its RSS (heap and mapped
+/// file pages apart) once it served one request, and its peak while loading.
+async fn memory(exe: &Path, dir: &Path, args: &BenchArgs) -> Result<()> {
+    eprintln!(
+        "bench-responder: memory with {} pairs, bodies of {} bytes",
+        args.memory_pairs, args.memory_body_bytes
+    );
+    let (big, big_paths) = write_snapshot(dir, args.memory_pairs, args.memory_body_bytes)?;
+    let loading = Instant::now();
+    let (mut big_responder, _) = start_responder(exe, &big)?;
+    wait_ready(&mut big_responder, &big_paths[0], Duration::from_secs(300)).await?;
+    let load_s = loading.elapsed().as_secs_f64();
+    let pid = big_responder.child.id();
+    let kib = |field| proc_status_kib(pid, field).unwrap_or(0) as f64 / 1024.0;
+    let (rss, anon, file, hwm) = (
+        kib("VmRSS:"),
+        kib("RssAnon:"),
+        kib("RssFile:"),
+        kib("VmHWM:"),
+    );
+    drop(big_responder);
     println!(
-        "Memory with {} pairs ({:.1} MiB snapshot on disk): RSS {:.1} MiB once serving, peak {:.1} MiB while loading; ready in {load_s:.1} s.",
+        "Memory with {} pairs, bodies of {} bytes ({:.1} MiB snapshot on disk): RSS {rss:.1} MiB once serving (heap and other anonymous {anon:.1} MiB, file-backed {file:.1} MiB), peak {hwm:.1} MiB while loading; ready in {load_s:.1} s.",
         args.memory_pairs,
+        if args.memory_body_bytes == 0 {
+            "~50".to_owned()
+        } else {
+            args.memory_body_bytes.to_string()
+        },
         dir_size(&big) as f64 / (1024.0 * 1024.0),
-        big_rss as f64 / 1024.0,
-        big_hwm as f64 / 1024.0
     );
     Ok(())
 }
