@@ -9,10 +9,7 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use hmac::{Hmac, Mac};
 use serde_json::Value;
-use sha2::Sha256;
-use tapedeck_proto::REDACTED_PREFIX;
 
 use crate::config::{Config, JwtMode};
 
@@ -70,21 +67,7 @@ impl Redactor {
 
     /// The marker that stands for a secret.
     pub fn marker(&self, secret: &[u8]) -> String {
-        // An HMAC accepts keys of any length, so this cannot fail; an empty marker would be the
-        // fallback and still leaks nothing.
-        let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(&self.key) else {
-            return format!("{REDACTED_PREFIX}hmac-sha256:");
-        };
-        mac.update(secret);
-        let digest = mac.finalize().into_bytes();
-        let mut out = String::with_capacity(REDACTED_PREFIX.len() + 12 + 32);
-        out.push_str(REDACTED_PREFIX);
-        out.push_str("hmac-sha256:");
-        for byte in digest.iter().take(16) {
-            out.push(hex_digit(byte >> 4));
-            out.push(hex_digit(byte & 0x0f));
-        }
-        out
+        tapedeck_proto::redaction_marker(&self.key, secret)
     }
 
     /// Whether a header's value is a secret.
@@ -303,10 +286,6 @@ fn trim(bytes: &[u8]) -> &[u8] {
         .rposition(|b| !b.is_ascii_whitespace())
         .map_or(start, |i| i + 1);
     bytes.get(start..end).unwrap_or_default()
-}
-
-fn hex_digit(nibble: u8) -> char {
-    char::from_digit(u32::from(nibble), 16).unwrap_or('0')
 }
 
 #[cfg(test)]

@@ -53,6 +53,29 @@ pub const DEFAULT_REDACTED_HEADERS: &[&str] = &[
 /// value), so equal secrets stay equal and correlatable without being readable.
 pub const REDACTED_PREFIX: &str = "tapedeck-redacted:";
 
+/// The marker that stands for `secret` under the redaction `key`:
+/// `tapedeck-redacted:hmac-sha256:` and the first 16 bytes of HMAC-SHA256(key, secret) in
+/// lowercase hex. The filter writes it; the responder recomputes it from live values under
+/// `--redaction-key` to compare them with recorded markers. One definition for both.
+pub fn redaction_marker(key: &[u8], secret: &[u8]) -> String {
+    use hmac::Mac as _;
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(REDACTED_PREFIX.len() + 12 + 32);
+    out.push_str(REDACTED_PREFIX);
+    out.push_str("hmac-sha256:");
+    // An HMAC accepts keys of any length, so this cannot fail; the bare prefix would be the
+    // fallback and still leaks nothing.
+    let Ok(mut mac) = hmac::Hmac::<sha2::Sha256>::new_from_slice(key) else {
+        return out;
+    };
+    mac.update(secret);
+    for byte in mac.finalize().into_bytes().iter().take(16) {
+        out.push(char::from(HEX[usize::from(byte >> 4)]));
+        out.push(char::from(HEX[usize::from(byte & 0x0f)]));
+    }
+    out
+}
+
 /// The W3C trace context header the trace id is read from first.
 pub const TRACEPARENT_HEADER: &str = "traceparent";
 /// The Envoy request id header, the trace id when no `traceparent` is present.

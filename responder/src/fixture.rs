@@ -17,9 +17,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use tapedeck_proto::prost::Message as _;
-use tapedeck_proto::{
-    Direction, Exchange, ExchangeBatch, Header, Message, Protocol, PushAck, REDACTED_PREFIX,
-};
+use tapedeck_proto::{Direction, Exchange, ExchangeBatch, Header, Message, Protocol, PushAck};
 
 /// The window start of the test snapshot: 2026-11-27T13:00:00Z, ns.
 pub const WINDOW_FROM_NS: u64 = 1_795_784_400_000_000_000;
@@ -57,17 +55,7 @@ fn header(name: &str, value: impl Into<Vec<u8>>) -> Header {
 
 /// The filter's redaction marker of `secret` under `key`.
 pub fn marker(key: &str, secret: &str) -> String {
-    let mut mac = match Hmac::<Sha256>::new_from_slice(key.as_bytes()) {
-        Ok(mac) => mac,
-        Err(_) => return String::new(),
-    };
-    mac.update(secret.as_bytes());
-    let digest = mac.finalize().into_bytes();
-    let mut out = format!("{REDACTED_PREFIX}hmac-sha256:");
-    for byte in digest.iter().take(16) {
-        out.push_str(&format!("{byte:02x}"));
-    }
-    out
+    tapedeck_proto::redaction_marker(key.as_bytes(), secret.as_bytes())
 }
 
 /// An HS256 JWT with these claims.

@@ -18,9 +18,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use hmac::{Hmac, Mac};
 use serde::Serialize;
-use sha2::Sha256;
 use tapedeck_analyzer::replay::trace::ReplayTrace;
 use tapedeck_analyzer::template::path_without_query;
 use tapedeck_analyzer::tokens::{Class, classify_number, classify_text};
@@ -347,33 +345,22 @@ impl Matcher {
         }
     }
 
-    /// The filter's marker for a secret under `--redaction-key`.
-    fn marker(&self, key: &[u8], secret: &str) -> String {
-        let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(key) else {
-            return String::new();
-        };
-        mac.update(secret.as_bytes());
-        let digest = mac.finalize().into_bytes();
-        let mut out = format!("{REDACTED_PREFIX}hmac-sha256:");
-        for byte in digest.iter().take(16) {
-            out.push_str(&format!("{byte:02x}"));
-        }
-        out
-    }
-
     /// Compares a recorded value holding a marker with a live value: `Some(agree)` with a key,
     /// `None` (not comparable) without one.
     fn redacted_agrees(&self, recorded: &str, live: &str) -> Option<bool> {
         let key = self.redaction_key.as_deref()?;
         if recorded.starts_with(REDACTED_PREFIX) {
-            return Some(self.marker(key, live) == recorded);
+            return Some(tapedeck_proto::redaction_marker(key, live.as_bytes()) == recorded);
         }
         // A JWT whose signature alone was redacted: header and claims as recorded.
         let (rec_head, rec_sig) = recorded.rsplit_once('.')?;
         let Some((live_head, live_sig)) = live.rsplit_once('.') else {
             return Some(false);
         };
-        Some(rec_head == live_head && self.marker(key, live_sig) == rec_sig)
+        Some(
+            rec_head == live_head
+                && tapedeck_proto::redaction_marker(key, live_sig.as_bytes()) == rec_sig,
+        )
     }
 
     /// Scores one recording against the live request.
