@@ -387,21 +387,10 @@ fn rfc3339(unix_nanos: u64) -> String {
 
 /// An IMF-fixdate.
 fn http_date(unix_seconds: u64) -> String {
-    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let days = (unix_seconds / 86_400) as i64;
-    let (year, month, day) = tapedeck_har::time::civil_from_days(days);
-    let in_day = unix_seconds % 86_400;
-    format!(
-        "{}, {day:02} {} {year} {:02}:{:02}:{:02} GMT",
-        DAYS[(days % 7) as usize],
-        MONTHS[(month - 1) as usize],
-        in_day / 3600,
-        (in_day / 60) % 60,
-        in_day % 60
-    )
+    i64::try_from(unix_seconds)
+        .ok()
+        .and_then(tapedeck_har::time::format_http_date)
+        .unwrap_or_default()
 }
 
 /// SplitMix64: small, seeded, good enough for test data.

@@ -171,6 +171,29 @@ pub fn format_exact(unix_nanos: u64) -> String {
     out
 }
 
+/// Writes Unix seconds as an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`, RFC 9110); `None`
+/// outside the years 0–9999.
+pub fn format_http_date(seconds: i64) -> Option<String> {
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let days = seconds.div_euclid(86_400);
+    let in_day = seconds.rem_euclid(86_400);
+    let (year, month, day) = civil_from_days(days);
+    if !(0..=9999).contains(&year) {
+        return None;
+    }
+    let weekday = DAYS.get(usize::try_from(days.rem_euclid(7)).ok()?)?;
+    let month_name = MONTHS.get(usize::try_from(month).ok()?.checked_sub(1)?)?;
+    Some(format!(
+        "{weekday}, {day:02} {month_name} {year:04} {:02}:{:02}:{:02} GMT",
+        in_day / 3600,
+        (in_day / 60) % 60,
+        in_day % 60
+    ))
+}
+
 /// Whether `year` is a leap year of the proleptic Gregorian calendar.
 pub fn is_leap(year: u32) -> bool {
     (year.is_multiple_of(4) && !year.is_multiple_of(100)) || year.is_multiple_of(400)

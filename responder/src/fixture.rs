@@ -100,21 +100,10 @@ pub const PUSH_ACCEPTED: u64 = 42;
 
 /// The HTTP date (IMF-fixdate) of a time in Unix seconds.
 fn http_date(unix_s: u64) -> String {
-    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let days = (unix_s / 86_400) as i64;
-    let (year, month, day) = tapedeck_har::time::civil_from_days(days);
-    let rest = unix_s % 86_400;
-    format!(
-        "{}, {day:02} {} {year} {:02}:{:02}:{:02} GMT",
-        DAYS[(days % 7) as usize],
-        MONTHS[(month - 1) as usize],
-        rest / 3600,
-        rest / 60 % 60,
-        rest % 60
-    )
+    i64::try_from(unix_s)
+        .ok()
+        .and_then(tapedeck_har::time::format_http_date)
+        .unwrap_or_default()
 }
 
 struct Builder {

@@ -29,7 +29,7 @@ pub fn shift_text(value: &str, format: TimestampFormat, offset_ns: i64) -> Optio
         TimestampFormat::HttpDate => {
             let seconds = http_date(value)?;
             let shifted = floor_div(i128::from(seconds) * NANOS + i128::from(offset_ns), NANOS);
-            format_http_date(i64::try_from(shifted).ok()?)
+            time::format_http_date(i64::try_from(shifted).ok()?)
         }
         TimestampFormat::EpochSeconds | TimestampFormat::EpochMillis => {
             shift_epoch(value, format, offset_ns)
@@ -201,28 +201,6 @@ fn shift_rfc3339(value: &str, offset_ns: i64) -> Option<String> {
         OffsetSpelling::HoursOnly => out.push_str(&format!("{sign}{hours:02}")),
     }
     Some(out)
-}
-
-/// Writes Unix seconds as an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`).
-fn format_http_date(seconds: i64) -> Option<String> {
-    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let days = seconds.div_euclid(86_400);
-    let in_day = seconds.rem_euclid(86_400);
-    let (year, month, day) = time::civil_from_days(days);
-    if !(0..=9999).contains(&year) {
-        return None;
-    }
-    let weekday = DAYS.get(usize::try_from(days.rem_euclid(7)).ok()?)?;
-    let month_name = MONTHS.get(usize::try_from(month).ok()?.checked_sub(1)?)?;
-    Some(format!(
-        "{weekday}, {day:02} {month_name} {year:04} {:02}:{:02}:{:02} GMT",
-        in_day / 3600,
-        (in_day / 60) % 60,
-        in_day % 60
-    ))
 }
 
 #[cfg(test)]
