@@ -13,7 +13,10 @@ mod values;
 use serde::{Deserialize, Serialize};
 
 pub(crate) use classify::http_date;
-pub use classify::{Class, JwtClaims, TimestampFormat, classify_number, classify_text, decode_jwt};
+pub use classify::{
+    Class, JwtClaims, TimestampFormat, classify_number, classify_text, decode_jwt,
+    timestamp_seconds,
+};
 pub(crate) use discover::plausible_range;
 pub use discover::{
     DiscoveryInput, SourceJoin, SourcedUse, correlation_sources, discover, location_of,

@@ -6,13 +6,15 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, Result, bail};
 use clap::{Args, Subcommand, ValueEnum};
-use tapedeck_har::{ImportOptions, parse, to_exchanges};
+use tapedeck_har::{Event, ImportOptions, stream};
 use tapedeck_proto::capture::v1::capture_client::CaptureClient;
 use tapedeck_proto::tonic::metadata::MetadataValue;
-use tapedeck_proto::{Direction, ExchangeBatch};
+use tapedeck_proto::{Direction, Exchange, ExchangeBatch};
 
 /// Exchanges per push when importing through a collector.
 const PUSH_BATCH: usize = 500;
+/// Exchanges per write when importing into a data directory (bounds the import's memory).
+const WRITE_BATCH: usize = 20_000;
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum ImportCommand {
@@ -54,104 +56,157 @@ pub(crate) struct HarArgs {
     /// With --data: the object store URL, as the collector's --store.
     #[arg(long, env = "TAPEDECK_STORE", requires = "data")]
     store: Option<String>,
-    /// Import the entries that convert even when others do not (each problem is still shown);
-    /// without it any problem stops the import before anything is written.
-    #[arg(long)]
+    /// Import the entries that convert even when others cannot (each is still named); without
+    /// it an entry that cannot become an exchange stops the import before anything is written.
+    /// Fields read leniently (named too) never stop it.
+    #[arg(long, env = "TAPEDECK_PARTIAL")]
     partial: bool,
 }
 
 pub(crate) async fn run(command: ImportCommand) -> Result<ExitCode> {
     let ImportCommand::Har(args) = command;
-    let bytes =
-        std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
-    let har = parse(&bytes)
-        .with_context(|| format!("{} is not a usable HAR file", args.file.display()))?;
     let mut options = ImportOptions::new(args.service.clone());
     options.namespace = args.namespace.clone();
     options.direction = match args.direction {
         DirectionArg::Inbound => Direction::Inbound,
         DirectionArg::Outbound => Direction::Outbound,
     };
-    let (exchanges, diagnostics) = to_exchanges(&har, &options);
-    for diagnostic in &diagnostics {
-        eprintln!("{}: {diagnostic}", args.file.display());
-    }
-    if !diagnostics.is_empty() && !args.partial {
+    // The file is read twice, entry by entry, so memory stays one entry whatever its size:
+    // first to show every diagnostic and refuse a file that is not HAR before anything is
+    // written, then to import.
+    let file = args.file.clone();
+    let first_options = options.clone();
+    let summary = tokio::task::spawn_blocking(move || {
+        let reader = open(&file)?;
+        stream(reader, &first_options, |event| {
+            if let Event::Diagnostic(diagnostic) = event {
+                eprintln!("{}: {diagnostic}", file.display());
+            }
+        })
+        .with_context(|| format!("{} is not a usable HAR file", file.display()))
+    })
+    .await??;
+    if summary.skipped > 0 && !args.partial {
         bail!(
             "{} of {} entries cannot be imported (see above); fix them or pass --partial to import the other {}",
-            diagnostics.len(),
-            har.log.entries.len(),
-            exchanges.len()
+            summary.skipped,
+            summary.entries,
+            summary.imported
         );
     }
-    if exchanges.is_empty() {
+    if summary.imported == 0 {
         bail!("{} holds no entries to import", args.file.display());
     }
-    if let Some(collector) = &args.collector {
-        push(collector, args.token.as_deref(), &exchanges).await?;
+    if summary.diagnostics > summary.skipped {
         eprintln!(
-            "imported {} exchanges into the collector at {collector}",
-            exchanges.len()
-        );
-    } else if let Some(data) = &args.data {
-        let store = tapedeck_collector::store::open_store(data, args.store.as_deref())?;
-        let files = tapedeck_collector::writer::write_exchanges(
-            &store.store,
-            tapedeck_collector::writer::random_writer_id(),
-            &exchanges,
-        )
-        .await?;
-        eprintln!(
-            "imported {} exchanges into {} ({} files)",
-            exchanges.len(),
-            data.display(),
-            files.len()
+            "{}: {} fields were read leniently (see above); their entries import",
+            args.file.display(),
+            summary.diagnostics - summary.skipped
         );
     }
-    Ok(if diagnostics.is_empty() {
+
+    let batch_size = if args.collector.is_some() {
+        PUSH_BATCH
+    } else {
+        WRITE_BATCH
+    };
+    let (sender, mut batches) = tokio::sync::mpsc::channel::<Vec<Exchange>>(2);
+    let file = args.file.clone();
+    let reader = tokio::task::spawn_blocking(move || -> Result<()> {
+        let mut batch = Vec::with_capacity(batch_size);
+        stream(open(&file)?, &options, |event| {
+            if let Event::Exchange(exchange) = event {
+                batch.push(*exchange);
+                if batch.len() == batch_size {
+                    // A closed channel means the import failed; its error is reported there.
+                    let _ = sender.blocking_send(std::mem::take(&mut batch));
+                }
+            }
+        })?;
+        if !batch.is_empty() {
+            let _ = sender.blocking_send(batch);
+        }
+        Ok(())
+    });
+    let mut imported = 0;
+    if let Some(collector) = &args.collector {
+        let mut client = connect(collector).await?;
+        let bearer = args
+            .token
+            .as_deref()
+            .map(|token| MetadataValue::try_from(format!("Bearer {token}")))
+            .transpose()
+            .context("the token cannot be sent as a header")?;
+        let mut sequence = 0;
+        while let Some(batch) = batches.recv().await {
+            sequence += 1;
+            imported += batch.len();
+            push(&mut client, bearer.as_ref(), sequence, batch).await?;
+        }
+        reader.await??;
+        eprintln!("imported {imported} exchanges into the collector at {collector}");
+    } else if let Some(data) = &args.data {
+        let store = tapedeck_collector::store::open_store(data, args.store.as_deref())?;
+        let writer = tapedeck_collector::writer::random_writer_id();
+        let mut files = 0;
+        while let Some(batch) = batches.recv().await {
+            imported += batch.len();
+            files += tapedeck_collector::writer::write_exchanges(&store.store, writer, &batch)
+                .await?
+                .len();
+        }
+        reader.await??;
+        eprintln!(
+            "imported {imported} exchanges into {} ({files} files)",
+            data.display()
+        );
+    }
+    Ok(if summary.skipped == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(2)
     })
 }
 
-async fn push(
+fn open(path: &std::path::Path) -> Result<std::fs::File> {
+    std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))
+}
+
+async fn connect(
     collector: &str,
-    token: Option<&str>,
-    exchanges: &[tapedeck_proto::Exchange],
-) -> Result<()> {
-    let mut client = CaptureClient::connect(collector.to_string())
+) -> Result<CaptureClient<tapedeck_proto::tonic::transport::Channel>> {
+    Ok(CaptureClient::connect(collector.to_string())
         .await
         .with_context(|| format!("connecting to the collector at {collector}"))?
-        .max_encoding_message_size(usize::MAX);
-    let bearer = token
-        .map(|token| MetadataValue::try_from(format!("Bearer {token}")))
-        .transpose()
-        .context("the token cannot be sent as a header")?;
-    for (sequence, chunk) in exchanges.chunks(PUSH_BATCH).enumerate() {
-        let batch = ExchangeBatch {
-            exchanges: chunk.to_vec(),
-            filter_version: tapedeck_har::IMPORT_FILTER_VERSION.into(),
-            sequence: sequence as u64 + 1,
-            ..Default::default()
-        };
-        let mut request = tapedeck_proto::tonic::Request::new(batch);
-        if let Some(bearer) = &bearer {
-            request
-                .metadata_mut()
-                .insert("authorization", bearer.clone());
-        }
-        let ack = client.push(request).await.with_context(|| {
-            format!("pushing batch {} ({} exchanges)", sequence + 1, chunk.len())
-        })?;
-        let accepted = ack.into_inner().accepted;
-        if accepted != chunk.len() as u64 {
-            bail!(
-                "the collector accepted {accepted} of {} exchanges in batch {}",
-                chunk.len(),
-                sequence + 1
-            );
-        }
+        .max_encoding_message_size(usize::MAX))
+}
+
+async fn push(
+    client: &mut CaptureClient<tapedeck_proto::tonic::transport::Channel>,
+    bearer: Option<&MetadataValue<tapedeck_proto::tonic::metadata::Ascii>>,
+    sequence: u64,
+    exchanges: Vec<Exchange>,
+) -> Result<()> {
+    let count = exchanges.len();
+    let batch = ExchangeBatch {
+        exchanges,
+        filter_version: tapedeck_har::IMPORT_FILTER_VERSION.into(),
+        sequence,
+        ..Default::default()
+    };
+    let mut request = tapedeck_proto::tonic::Request::new(batch);
+    if let Some(bearer) = bearer {
+        request
+            .metadata_mut()
+            .insert("authorization", bearer.clone());
+    }
+    let ack = client
+        .push(request)
+        .await
+        .with_context(|| format!("pushing batch {sequence} ({count} exchanges)"))?;
+    let accepted = ack.into_inner().accepted;
+    if accepted != count as u64 {
+        bail!("the collector accepted {accepted} of {count} exchanges in batch {sequence}");
     }
     Ok(())
 }

@@ -1,19 +1,23 @@
 //! `tapedeck`: one CLI over all of tapedeck. It parses arguments and composes the library
 //! crates; each subcommand's work lives in its crate (or, for the demo, in `demo.rs`).
 
-mod demo;
 mod export;
 mod filter;
 mod import;
 mod inventory;
+mod mesh;
+mod operator;
+mod proxy;
 mod replay;
 mod respond;
 mod snapshot;
 mod source;
+mod ui;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use tapedeck_cli::demo;
 
 /// mimalloc instead of glibc malloc: the collector's ingest allocates per header and body, and
 /// glibc's allocator took about 30 % of its CPU under load.
@@ -37,9 +41,15 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Show the capture loop on a bundled sample service: a real Envoy with filter.wasm in front
-    /// of it, a few requests (one causing an outbound call), and what the filter captured.
+    /// The whole loop on a bundled sample system, in about two minutes: live traffic captured
+    /// through the real Envoy with filter.wasm, queried, cut into a snapshot, and replayed at
+    /// 10x against a baseline and a candidate with a planted regression, dependencies mocked;
+    /// the verdict and an HTML report at the end.
     Demo(demo::DemoArgs),
+    /// Capture without a cluster: the real Envoy with filter.wasm in front of a local app
+    /// (--inbound) and as its outbound HTTP proxy (--outbound, for HTTP_PROXY), into a collector
+    /// on a local data directory (--data) or a running one (--collector).
+    Proxy(proxy::ProxyCommandArgs),
     /// Work with the capture filter's configuration.
     #[command(subcommand)]
     Filter(filter::FilterCommand),
@@ -71,6 +81,16 @@ enum Command {
     /// tokens (correlations, re-signed JWTs, shifted timestamps, secrets), at recorded pace, a
     /// fixed rate or a fixed concurrency; compare responses and report pass or fail.
     Replay(tapedeck_generator::ReplayArgs),
+    /// Install capture in an Istio mesh: render the collector and the filter (WasmPlugin or
+    /// EnvoyFilter) for `kubectl apply -f -`, or package filter.wasm as an OCI image.
+    Mesh(tapedeck_mesh::MeshArgs),
+    /// Run the Replay operator (kube-rs controller): for each `Replay` resource, a responder with
+    /// the snapshot, mesh routing of the target's outbound hosts to it, the generator as a Job
+    /// (sharded over pods), the merged verdict in status and an Event, then cleanup.
+    Operator(tapedeck_operator::OperatorArgs),
+    /// Explore captured traffic in a local web page (live list, SQL filter, exchange detail,
+    /// trace tree, HAR export, service map) and cut and edit snapshots; served on --listen.
+    Ui(tapedeck_ui::UiArgs),
 }
 
 fn block_on(
@@ -152,7 +172,13 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     if !matches!(
         cli.command,
-        Command::Collector(_) | Command::Demo(_) | Command::Respond(_) | Command::Replay(_)
+        Command::Collector(_)
+            | Command::Demo(_)
+            | Command::Proxy(_)
+            | Command::Respond(_)
+            | Command::Replay(_)
+            | Command::Ui(_)
+            | Command::Operator(_)
     ) {
         default_sigpipe();
         no_huge_pages();
@@ -177,6 +203,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Filter(command) => filter::run(command),
         Command::Demo(args) => block_on(demo::run(args)),
+        Command::Proxy(args) => block_on(proxy::run(args)),
         Command::Collector(args) => block_on(collector(args)),
         Command::Sql(args) => block_on(sql(args)),
         Command::Import(command) => block_on(import::run(command)),
@@ -185,6 +212,9 @@ fn main() -> ExitCode {
         Command::Export(command) => export::run(command),
         Command::Respond(args) => block_on(respond::run(args)),
         Command::Replay(args) => block_on(replay::run(args)),
+        Command::Mesh(args) => block_on(mesh::run(args)),
+        Command::Operator(args) => block_on(operator::run(args)),
+        Command::Ui(args) => block_on(ui::run(args)),
     };
     match result {
         Ok(code) => code,

@@ -12,6 +12,27 @@ use tapedeck_generator::ReplayArgs;
 /// could not run (bad arguments, an unreadable snapshot, `--strict-redacted` with redacted
 /// values that have no secret).
 pub(crate) async fn run(args: ReplayArgs) -> Result<ExitCode> {
+    if let Some(tapedeck_generator::shard::ReplayCommand::Merge(merge)) = &args.command {
+        return Ok(match tapedeck_generator::shard::merge(merge) {
+            Ok(summary) => {
+                println!(
+                    "merged {} shard(s): {} requests, p50 {:.2} ms, p99 {:.2} ms, {:.1} rps, {:.2} % errors, verdict {}",
+                    summary.shards,
+                    summary.requests,
+                    summary.latency.p50,
+                    summary.latency.p99,
+                    summary.rps,
+                    summary.error_rate * 100.0,
+                    summary.verdict
+                );
+                ExitCode::from(summary.exit_code())
+            }
+            Err(error) => {
+                eprintln!("error: {error}");
+                ExitCode::from(2)
+            }
+        });
+    }
     let shutdown = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(mut terminate) => {

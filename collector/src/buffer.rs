@@ -216,10 +216,7 @@ mod tests {
         let mut sequence = 0;
         let sealed = buffer.seal(|_| {
             sequence += 1;
-            FileName {
-                writer: 1,
-                sequence,
-            }
+            FileName::flushed(1, sequence)
         });
         assert_eq!(
             sealed

@@ -129,6 +129,28 @@ pub struct CollectorArgs {
     )]
     pub compact_min_files: u64,
 
+    /// Seconds between maintenance passes (retention, deletion of replaced files, compaction).
+    #[arg(
+        long,
+        env = "TAPEDECK_COMPACT_INTERVAL",
+        value_name = "SECONDS",
+        default_value_t = 60,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub compact_interval: u64,
+
+    /// How long files that compaction replaced, or retention expired, stay readable before they
+    /// are deleted: `5m`, `1h`. Must exceed the longest query of every reader of the store
+    /// (this collector's own end at --query-timeout).
+    #[arg(
+        long,
+        env = "TAPEDECK_GC_GRACE",
+        value_name = "DURATION",
+        default_value = "5m",
+        value_parser = humantime::parse_duration
+    )]
+    pub gc_grace: Duration,
+
     /// Query limits (Flight SQL and `tapedeck sql`).
     #[command(flatten)]
     pub query: crate::query::QueryArgs,
@@ -146,6 +168,16 @@ impl CollectorArgs {
         crate::buffer::FlushTrigger {
             rows: self.flush_rows,
             bytes: usize::try_from(self.buffer_max_bytes / 4).unwrap_or(usize::MAX),
+        }
+    }
+
+    /// How maintenance runs.
+    pub fn maintenance(&self) -> crate::writer::Maintenance {
+        crate::writer::Maintenance {
+            min_files: usize::try_from(self.compact_min_files).unwrap_or(usize::MAX),
+            retention: self.retention.0,
+            grace: self.gc_grace,
+            lease: crate::writer::DEFAULT_LEASE,
         }
     }
 
@@ -172,6 +204,8 @@ impl Default for CollectorArgs {
             min_free_disk: 512 * MIB,
             retention: Retention(Some(Duration::from_secs(7 * 24 * 3600))),
             compact_min_files: 8,
+            compact_interval: 60,
+            gc_grace: Duration::from_secs(300),
             query: Default::default(),
         }
     }
@@ -239,6 +273,8 @@ mod tests {
         assert_eq!(parsed.min_free_disk, 512 * MIB);
         assert_eq!(parsed.retention, defaults.retention);
         assert_eq!(parsed.compact_min_files, 8);
+        assert_eq!(parsed.compact_interval, defaults.compact_interval);
+        assert_eq!(parsed.gc_grace, defaults.gc_grace);
         assert_eq!(parsed.wal_dir(), PathBuf::from("./tapedeck-data/wal"));
     }
 

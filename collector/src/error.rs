@@ -87,6 +87,14 @@ pub enum Error {
         #[from]
         source: object_store::Error,
     },
+    /// A partition manifest or a flush pin in the store cannot be read.
+    #[error("manifest {path}: {reason}")]
+    Manifest {
+        /// The object.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// Encoding or decoding a Parquet file failed.
     #[error("parquet file {path}: {source}")]
     Parquet {

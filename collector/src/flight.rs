@@ -1,11 +1,14 @@
 //! Arrow Flight SQL over the [`QueryEngine`], and the client `tapedeck sql --collector` uses.
 //!
 //! Served: statement queries (`CommandStatementQuery` → `GetFlightInfo`, whose one endpoint's
-//! ticket carries the SQL, then `DoGet`), prepared statements without parameters (the handle is
-//! the SQL; what JDBC and ADBC drivers use), `GetSqlInfo` (server name, version, read-only) and
-//! `Handshake`. Updates and ingest answer `PERMISSION_DENIED`; everything else (catalog
-//! metadata, parameter binding, transactions, Substrait) answers `UNIMPLEMENTED` with a message
-//! saying what is served. Errors map to statuses in one place (`From<QueryError> for Status`):
+//! ticket carries the SQL, then `DoGet`), prepared statements with or without parameters
+//! (`$1`, `$2`, … bound by `DoPut` of a one-row batch; the handle carries the SQL and the bound
+//! values, so the server keeps no state per statement; what JDBC and ADBC drivers use), the
+//! catalog calls tools browse with (`GetCatalogs`: `datafusion`; `GetDbSchemas`: `public`;
+//! `GetTables`, with the Arrow schema when asked: `exchanges`; `GetTableTypes`; `GetSqlInfo`;
+//! `GetXdbcTypeInfo`) and `Handshake`. Updates and ingest answer `PERMISSION_DENIED`; the rest
+//! (keys, transactions, Substrait) answers `UNIMPLEMENTED` with a message saying what is
+//! served. Errors map to statuses in one place (`From<QueryError> for Status`):
 //! read-only → `PERMISSION_DENIED`, invalid SQL or a failing expression → `INVALID_ARGUMENT`,
 //! time limit → `DEADLINE_EXCEEDED`, memory or row limit → `RESOURCE_EXHAUSTED`, the
 //! collector's own failures → `INTERNAL` (details only in the log).
@@ -19,21 +22,25 @@ use std::fmt;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_client::FlightServiceClient;
 use arrow_flight::flight_service_server::FlightServiceServer;
 use arrow_flight::sql::client::FlightSqlServiceClient;
-use arrow_flight::sql::metadata::{SqlInfoData, SqlInfoDataBuilder};
+use arrow_flight::sql::metadata::{
+    SqlInfoData, SqlInfoDataBuilder, XdbcTypeInfo, XdbcTypeInfoData, XdbcTypeInfoDataBuilder,
+};
 use arrow_flight::sql::server::FlightSqlService;
 use arrow_flight::sql::server::PeekableFlightDataStream;
 use arrow_flight::sql::{
     ActionBeginTransactionRequest, ActionBeginTransactionResult,
     ActionClosePreparedStatementRequest, ActionCreatePreparedStatementRequest,
     ActionCreatePreparedStatementResult, Any, Command, CommandGetCatalogs, CommandGetDbSchemas,
-    CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables, CommandPreparedStatementQuery,
-    CommandStatementIngest, CommandStatementQuery, CommandStatementUpdate, ProstMessageExt,
-    SqlInfo, TicketStatementQuery,
+    CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables, CommandGetXdbcTypeInfo,
+    CommandPreparedStatementQuery, CommandStatementIngest, CommandStatementQuery,
+    CommandStatementUpdate, DoPutPreparedStatementResult, Nullable, ProstMessageExt, Searchable,
+    SqlInfo, TicketStatementQuery, XdbcDataType,
 };
 use arrow_flight::{
     Action, FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse,
@@ -42,9 +49,10 @@ use arrow_flight::{
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::ipc::writer::IpcWriteOptions;
+use datafusion::common::ScalarValue;
 use futures::{Stream, TryStreamExt};
 use tapedeck_proto::prost::Message as _;
 use tokio::net::TcpListener;
@@ -253,6 +261,7 @@ struct FlightSqlServer {
     engine: Arc<QueryEngine>,
     token: Option<String>,
     sql_info: SqlInfoData,
+    xdbc: XdbcTypeInfoData,
 }
 
 impl fmt::Debug for FlightSqlServer {
@@ -270,18 +279,41 @@ impl FlightSqlServer {
         info.append(SqlInfo::FlightSqlServerVersion, env!("CARGO_PKG_VERSION"));
         info.append(SqlInfo::FlightSqlServerArrowVersion, "59");
         info.append(SqlInfo::FlightSqlServerReadOnly, true);
+        info.append(SqlInfo::FlightSqlServerSql, true);
+        info.append(SqlInfo::FlightSqlServerSubstrait, false);
+        info.append(SqlInfo::FlightSqlServerTransaction, 0i32);
+        info.append(SqlInfo::FlightSqlServerCancel, false);
+        info.append(SqlInfo::SqlDdlCatalog, false);
+        info.append(SqlInfo::SqlDdlSchema, false);
+        info.append(SqlInfo::SqlDdlTable, false);
+        info.append(SqlInfo::SqlIdentifierQuoteChar, "\"");
+        info.append(SqlInfo::SqlQuotedIdentifierCase, 3i64);
+        info.append(SqlInfo::SqlIdentifierCase, 2i64);
+        info.append(SqlInfo::SqlAllTablesAreSelectable, true);
+        info.append(SqlInfo::SqlTransactionsSupported, false);
+        let arrow = |error: FlightError| crate::Error::Arrow {
+            source: ArrowError::ExternalError(Box::new(error)),
+        };
         Ok(Self {
             engine,
             token,
-            sql_info: info.build().map_err(|error| crate::Error::Arrow {
-                source: ArrowError::ExternalError(Box::new(error)),
-            })?,
+            sql_info: info.build().map_err(arrow)?,
+            xdbc: xdbc_types().map_err(arrow)?,
         })
     }
 
     /// Runs a query and streams its result as Flight data.
     async fn run(&self, query: &str) -> Result<Response<DoGetStream>, Status> {
-        let stream = self.engine.sql_stream(query).await?;
+        self.run_with(query, &[]).await
+    }
+
+    /// [`FlightSqlServer::run`] with placeholder values.
+    async fn run_with(
+        &self,
+        query: &str,
+        params: &[ScalarValue],
+    ) -> Result<Response<DoGetStream>, Status> {
+        let stream = self.engine.sql_stream_with(query, params).await?;
         let schema = stream.schema();
         let batches = stream.map_err(|error| FlightError::Tonic(Box::new(Status::from(error))));
         let data = FlightDataEncoderBuilder::new()
@@ -305,20 +337,153 @@ impl FlightSqlServer {
     }
 }
 
+/// The schema of `GetTableTypes` results.
+fn table_types_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![Field::new(
+        "table_type",
+        DataType::Utf8,
+        false,
+    )]))
+}
+
 type DoGetStream =
     Pin<Box<dyn Stream<Item = Result<arrow_flight::FlightData, Status>> + Send + 'static>>;
 
 fn unimplemented(what: &str) -> Status {
     Status::unimplemented(format!(
         "{what} is not supported; tapedeck serves read-only queries (statements and prepared \
-         statements without parameters) and GetSqlInfo"
+         statements with parameters) and the catalog calls (GetCatalogs, GetDbSchemas, \
+         GetTables, GetTableTypes, GetSqlInfo, GetXdbcTypeInfo)"
     ))
 }
 
-/// The SQL of a ticket or prepared statement handle.
+/// The SQL of a ticket.
 fn sql_of(handle: &[u8]) -> Result<String, Status> {
     String::from_utf8(handle.to_vec())
         .map_err(|_| Status::invalid_argument("the handle does not hold a UTF-8 SQL statement"))
+}
+
+/// The first byte of a prepared statement handle with bound parameters (SQL text never starts
+/// with it): then a u32 LE SQL length, the SQL, and the parameters as one Arrow IPC stream.
+const BOUND: u8 = 0;
+
+/// A prepared statement handle: its SQL, and the values bound to its placeholders.
+fn bound_handle(sql: &str, params: Option<&RecordBatch>) -> Result<bytes::Bytes, Status> {
+    let Some(params) = params else {
+        return Ok(bytes::Bytes::copy_from_slice(sql.as_bytes()));
+    };
+    let mut out = vec![BOUND];
+    let len =
+        u32::try_from(sql.len()).map_err(|_| Status::invalid_argument("statement too long"))?;
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(sql.as_bytes());
+    let encoded = (|| {
+        let mut writer =
+            datafusion::arrow::ipc::writer::StreamWriter::try_new(&mut out, &params.schema())?;
+        writer.write(params)?;
+        writer.finish()
+    })();
+    encoded.map_err(|error| Status::internal(format!("encoding parameters: {error}")))?;
+    Ok(out.into())
+}
+
+/// The SQL and parameter values of a prepared statement handle.
+fn parse_handle(handle: &[u8]) -> Result<(String, Vec<ScalarValue>), Status> {
+    let Some(rest) = handle.strip_prefix(&[BOUND]) else {
+        return Ok((sql_of(handle)?, Vec::new()));
+    };
+    let bad = || Status::invalid_argument("malformed prepared statement handle");
+    let (len, rest) = rest.split_first_chunk::<4>().ok_or_else(bad)?;
+    let len = u32::from_le_bytes(*len) as usize;
+    let (sql, ipc) = rest.split_at_checked(len).ok_or_else(bad)?;
+    let sql = sql_of(sql)?;
+    let reader =
+        datafusion::arrow::ipc::reader::StreamReader::try_new(ipc, None).map_err(|_| bad())?;
+    let mut params = Vec::new();
+    for batch in reader {
+        let batch = batch.map_err(|_| bad())?;
+        params = row_values(&batch)?;
+    }
+    Ok((sql, params))
+}
+
+/// The values of a parameter batch's one row.
+fn row_values(batch: &RecordBatch) -> Result<Vec<ScalarValue>, Status> {
+    if batch.num_rows() != 1 {
+        return Err(Status::invalid_argument(format!(
+            "bind one row of parameters, not {} (batches of parameter sets are not supported)",
+            batch.num_rows()
+        )));
+    }
+    batch
+        .columns()
+        .iter()
+        .map(|column| {
+            ScalarValue::try_from_array(column, 0)
+                .map_err(|error| Status::invalid_argument(format!("parameter value: {error}")))
+        })
+        .collect()
+}
+
+/// The catalog, schema and table names tools see.
+const CATALOG: &str = "datafusion";
+const SCHEMA: &str = "public";
+
+/// The SQL types of the table's columns, for `GetXdbcTypeInfo`.
+fn xdbc_types() -> Result<XdbcTypeInfoData, FlightError> {
+    let mut builder = XdbcTypeInfoDataBuilder::new();
+    let types = [
+        ("BOOLEAN", XdbcDataType::XdbcBit, None, None),
+        ("SMALLINT", XdbcDataType::XdbcSmallint, Some(16), Some(2)),
+        ("INTEGER", XdbcDataType::XdbcInteger, Some(32), Some(2)),
+        ("BIGINT", XdbcDataType::XdbcBigint, Some(64), Some(2)),
+        ("REAL", XdbcDataType::XdbcReal, Some(24), Some(2)),
+        ("DOUBLE", XdbcDataType::XdbcDouble, Some(53), Some(2)),
+        ("VARCHAR", XdbcDataType::XdbcVarchar, None, None),
+        ("VARBINARY", XdbcDataType::XdbcVarbinary, None, None),
+        ("TIMESTAMP", XdbcDataType::XdbcTimestamp, None, None),
+    ];
+    for (name, data_type, column_size, radix) in types {
+        let quoted = matches!(
+            data_type,
+            XdbcDataType::XdbcVarchar | XdbcDataType::XdbcTimestamp
+        );
+        builder.append(XdbcTypeInfo {
+            type_name: name.into(),
+            data_type,
+            column_size,
+            literal_prefix: quoted.then(|| "'".into()),
+            literal_suffix: quoted.then(|| "'".into()),
+            create_params: None,
+            nullable: Nullable::NullabilityNullable,
+            case_sensitive: data_type == XdbcDataType::XdbcVarchar,
+            searchable: Searchable::Full,
+            unsigned_attribute: column_size.map(|_| false),
+            fixed_prec_scale: false,
+            auto_increment: column_size.map(|_| false),
+            local_type_name: Some(name.into()),
+            minimum_scale: None,
+            maximum_scale: None,
+            sql_data_type: data_type,
+            datetime_subcode: None,
+            num_prec_radix: radix,
+            interval_precision: None,
+        });
+    }
+    builder.build()
+}
+
+/// One record batch as a `DoGet` answer.
+fn batch_response(schema: SchemaRef, batch: RecordBatch) -> Response<DoGetStream> {
+    let data = FlightDataEncoderBuilder::new()
+        .with_schema(schema)
+        .build(futures::stream::iter([Ok(batch)]))
+        .map_err(Status::from);
+    Response::new(Box::pin(data))
+}
+
+fn metadata_error(error: impl fmt::Display) -> Status {
+    Status::internal(format!("building catalog metadata: {error}"))
 }
 
 #[tonic::async_trait]
@@ -378,10 +543,28 @@ impl FlightSqlService for FlightSqlServer {
         let IpcMessage(dataset_schema) = SchemaAsIpc::new(&schema, &IpcWriteOptions::default())
             .try_into()
             .map_err(|error| Status::internal(format!("encoding the result schema: {error}")))?;
+        let parameters = self.engine.parameter_types(&query.query).await?;
+        let parameter_schema = if parameters.is_empty() {
+            Default::default()
+        } else {
+            let fields: Vec<Field> = parameters
+                .into_iter()
+                .map(|(name, data_type)| {
+                    Field::new(name, data_type.unwrap_or(DataType::Utf8), true)
+                })
+                .collect();
+            let IpcMessage(bytes) =
+                SchemaAsIpc::new(&Schema::new(fields), &IpcWriteOptions::default())
+                    .try_into()
+                    .map_err(|error| {
+                        Status::internal(format!("encoding the parameter schema: {error}"))
+                    })?;
+            bytes
+        };
         Ok(ActionCreatePreparedStatementResult {
             prepared_statement_handle: query.query.into_bytes().into(),
             dataset_schema,
-            parameter_schema: Default::default(),
+            parameter_schema,
         })
     }
 
@@ -399,10 +582,8 @@ impl FlightSqlService for FlightSqlServer {
         query: CommandPreparedStatementQuery,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let schema = self
-            .engine
-            .schema(&sql_of(&query.prepared_statement_handle)?)
-            .await?;
+        let (sql, _) = parse_handle(&query.prepared_statement_handle)?;
+        let schema = self.engine.schema(&sql).await?;
         let ticket = Ticket::new(query.as_any().encode_to_vec());
         Ok(Response::new(self.info(
             &schema,
@@ -416,45 +597,187 @@ impl FlightSqlService for FlightSqlServer {
         query: CommandPreparedStatementQuery,
         _request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        self.run(&sql_of(&query.prepared_statement_handle)?).await
+        let (sql, params) = parse_handle(&query.prepared_statement_handle)?;
+        self.run_with(&sql, &params).await
+    }
+
+    async fn do_put_prepared_statement_query(
+        &self,
+        query: CommandPreparedStatementQuery,
+        request: Request<PeekableFlightDataStream>,
+    ) -> Result<DoPutPreparedStatementResult, Status> {
+        let (sql, _) = parse_handle(&query.prepared_statement_handle)?;
+        let data = request
+            .into_inner()
+            .map_err(|status| FlightError::Tonic(Box::new(status)));
+        let batches: Vec<RecordBatch> = FlightRecordBatchStream::new_from_flight_data(data)
+            .try_collect()
+            .await
+            .map_err(|error| Status::invalid_argument(format!("reading parameters: {error}")))?;
+        let params = match batches.as_slice() {
+            [] => None,
+            [batch] => {
+                row_values(batch)?;
+                Some(batch)
+            }
+            more => {
+                return Err(Status::invalid_argument(format!(
+                    "bind one batch of one row, not {} batches",
+                    more.len()
+                )));
+            }
+        };
+        Ok(DoPutPreparedStatementResult {
+            prepared_statement_handle: Some(bound_handle(&sql, params)?),
+        })
     }
 
     async fn get_flight_info_catalogs(
         &self,
-        _query: CommandGetCatalogs,
-        _request: Request<FlightDescriptor>,
+        query: CommandGetCatalogs,
+        request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        Err(unimplemented(
-            "GetCatalogs (query information_schema instead)",
+        let schema = query.into_builder().schema();
+        let ticket = Ticket::new(query.as_any().encode_to_vec());
+        Ok(Response::new(self.info(
+            &schema,
+            ticket,
+            request.into_inner(),
+        )?))
+    }
+
+    async fn do_get_catalogs(
+        &self,
+        query: CommandGetCatalogs,
+        _request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        let mut builder = query.into_builder();
+        builder.append(CATALOG);
+        let schema = builder.schema();
+        Ok(batch_response(
+            schema,
+            builder.build().map_err(metadata_error)?,
         ))
     }
 
     async fn get_flight_info_schemas(
         &self,
-        _query: CommandGetDbSchemas,
-        _request: Request<FlightDescriptor>,
+        query: CommandGetDbSchemas,
+        request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        Err(unimplemented(
-            "GetDbSchemas (query information_schema instead)",
+        let schema = query.clone().into_builder().schema();
+        let ticket = Ticket::new(query.as_any().encode_to_vec());
+        Ok(Response::new(self.info(
+            &schema,
+            ticket,
+            request.into_inner(),
+        )?))
+    }
+
+    async fn do_get_schemas(
+        &self,
+        query: CommandGetDbSchemas,
+        _request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        let mut builder = query.into_builder();
+        builder.append(CATALOG, SCHEMA);
+        let schema = builder.schema();
+        Ok(batch_response(
+            schema,
+            builder.build().map_err(metadata_error)?,
         ))
     }
 
     async fn get_flight_info_tables(
         &self,
-        _query: CommandGetTables,
-        _request: Request<FlightDescriptor>,
+        query: CommandGetTables,
+        request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        Err(unimplemented(
-            "GetTables (query information_schema instead)",
+        let schema = query.clone().into_builder().schema();
+        let ticket = Ticket::new(query.as_any().encode_to_vec());
+        Ok(Response::new(self.info(
+            &schema,
+            ticket,
+            request.into_inner(),
+        )?))
+    }
+
+    async fn do_get_tables(
+        &self,
+        query: CommandGetTables,
+        _request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        let mut builder = query.into_builder();
+        builder
+            .append(
+                CATALOG,
+                SCHEMA,
+                crate::query::TABLE_NAME,
+                "TABLE",
+                &crate::query::table_schema(),
+            )
+            .map_err(metadata_error)?;
+        let schema = builder.schema();
+        Ok(batch_response(
+            schema,
+            builder.build().map_err(metadata_error)?,
         ))
     }
 
     async fn get_flight_info_table_types(
         &self,
-        _query: CommandGetTableTypes,
-        _request: Request<FlightDescriptor>,
+        query: CommandGetTableTypes,
+        request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        Err(unimplemented("GetTableTypes"))
+        let ticket = Ticket::new(query.as_any().encode_to_vec());
+        Ok(Response::new(self.info(
+            &table_types_schema(),
+            ticket,
+            request.into_inner(),
+        )?))
+    }
+
+    async fn do_get_table_types(
+        &self,
+        _query: CommandGetTableTypes,
+        _request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        let schema = table_types_schema();
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![Arc::new(datafusion::arrow::array::StringArray::from(vec![
+                "TABLE",
+            ]))],
+        )
+        .map_err(metadata_error)?;
+        Ok(batch_response(schema, batch))
+    }
+
+    async fn get_flight_info_xdbc_type_info(
+        &self,
+        query: CommandGetXdbcTypeInfo,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = query.into_builder(&self.xdbc).schema();
+        let ticket = Ticket::new(query.as_any().encode_to_vec());
+        Ok(Response::new(self.info(
+            &schema,
+            ticket,
+            request.into_inner(),
+        )?))
+    }
+
+    async fn do_get_xdbc_type_info(
+        &self,
+        query: CommandGetXdbcTypeInfo,
+        _request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        let builder = query.into_builder(&self.xdbc);
+        let schema = builder.schema();
+        Ok(batch_response(
+            schema,
+            builder.build().map_err(metadata_error)?,
+        ))
     }
 
     async fn do_put_statement_update(

@@ -80,25 +80,49 @@ impl fmt::Display for PartitionKey {
     }
 }
 
-/// The name of a data file: `<writer>-<sequence>.parquet`.
+/// The name of a data file: `<writer>-<sequence>.parquet` for a flush,
+/// `<writer>-<sequence>.compacted.parquet` for the output of a compaction (invisible until the
+/// partition's manifest commits it, see [`crate::manifest`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct FileName {
     /// The writer process's random id.
     pub writer: u64,
     /// The writer's file counter.
     pub sequence: u64,
+    /// Whether the file is a compaction's output.
+    pub compacted: bool,
 }
+
+/// The suffix of a compaction output's name.
+pub const COMPACTED_SUFFIX: &str = ".compacted.parquet";
 
 impl fmt::Display for FileName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:016x}-{:020}.parquet", self.writer, self.sequence)
+        let suffix = if self.compacted {
+            COMPACTED_SUFFIX
+        } else {
+            ".parquet"
+        };
+        write!(f, "{:016x}-{:020}{suffix}", self.writer, self.sequence)
     }
 }
 
 impl FileName {
+    /// A flush file's name.
+    pub fn flushed(writer: u64, sequence: u64) -> Self {
+        Self {
+            writer,
+            sequence,
+            compacted: false,
+        }
+    }
+
     /// Parses a file name (the last path segment).
     pub fn parse(name: &str) -> Option<Self> {
-        let stem = name.strip_suffix(".parquet")?;
+        let (stem, compacted) = match name.strip_suffix(COMPACTED_SUFFIX) {
+            Some(stem) => (stem, true),
+            None => (name.strip_suffix(".parquet")?, false),
+        };
         let (writer, sequence) = stem.split_once('-')?;
         if writer.len() != 16 || sequence.len() != 20 {
             return None;
@@ -106,6 +130,7 @@ impl FileName {
         Some(Self {
             writer: u64::from_str_radix(writer, 16).ok()?,
             sequence: sequence.parse().ok()?,
+            compacted,
         })
     }
 }
@@ -113,6 +138,13 @@ impl FileName {
 /// Parses a data file path back into its partition and name. Paths that are not data files of
 /// the table (temporary files, other folders) give `None`.
 pub fn parse_file_path(path: &Path) -> Option<(PartitionKey, FileName)> {
+    let (key, name) = parse_partition_entry(path)?;
+    Some((key, FileName::parse(&name)?))
+}
+
+/// Parses the path of anything right inside a partition folder into the partition and the
+/// object's name.
+pub fn parse_partition_entry(path: &Path) -> Option<(PartitionKey, String)> {
     let parts: Vec<_> = path.parts().collect();
     let [table, service, date, hour, file] = parts.as_slice() else {
         return None;
@@ -126,7 +158,7 @@ pub fn parse_file_path(path: &Path) -> Option<(PartitionKey, FileName)> {
         hour: hour.as_ref().strip_prefix("hour=")?.to_string(),
     };
     key.start_unix_nanos()?;
-    Some((key, FileName::parse(file.as_ref())?))
+    Some((key, file.as_ref().to_string()))
 }
 
 /// Exchanges grouped by the partition they belong to, in partition order.
@@ -226,16 +258,22 @@ mod tests {
         };
         let key = PartitionKey::of(&exchange);
         assert_eq!(key.to_string(), "service=orders/date=2026-11-27/hour=13");
-        let name = FileName {
-            writer: 0xab,
-            sequence: 7,
-        };
+        let name = FileName::flushed(0xab, 7);
         let path = key.file(&name);
         assert_eq!(
             path.as_ref(),
             "exchanges/service=orders/date=2026-11-27/hour=13/00000000000000ab-00000000000000000007.parquet"
         );
         assert_eq!(parse_file_path(&path), Some((key.clone(), name)));
+        let output = FileName {
+            compacted: true,
+            ..name
+        };
+        assert_eq!(
+            output.to_string(),
+            "00000000000000ab-00000000000000000007.compacted.parquet"
+        );
+        assert_eq!(FileName::parse(&output.to_string()), Some(output));
         assert_eq!(key.start_unix_nanos(), Some(1_795_784_400_000_000_000));
     }
 

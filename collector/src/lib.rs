@@ -19,6 +19,7 @@ pub mod flight;
 pub mod http;
 pub mod ingest;
 pub mod layout;
+pub mod manifest;
 pub mod metrics;
 pub mod query;
 pub mod store;
@@ -31,7 +32,7 @@ pub use error::{Error, Result};
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, RwLock, watch};
@@ -198,8 +199,8 @@ pub async fn run_with(
         let run = writer::run_maintenance(
             store.clone(),
             names.clone(),
-            usize::try_from(args.compact_min_files).unwrap_or(usize::MAX),
-            args.retention.0,
+            args.maintenance(),
+            Duration::from_secs(args.compact_interval),
             metrics.clone(),
             flusher.pinned(),
             stop.clone(),

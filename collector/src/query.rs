@@ -30,7 +30,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::common::ScalarValue;
 use datafusion::error::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
@@ -319,7 +320,7 @@ impl QueryEngine {
     /// Runs a query and collects its result.
     pub async fn sql(&self, query: &str) -> Result<(SchemaRef, Vec<RecordBatch>), QueryError> {
         let deadline = Instant::now() + self.args.timeout();
-        let mut stream = self.sql_stream_until(query, deadline).await?;
+        let mut stream = self.sql_stream_until(query, &[], deadline).await?;
         let schema = stream.schema();
         let mut batches = Vec::new();
         while let Some(batch) = stream.next().await {
@@ -330,8 +331,43 @@ impl QueryEngine {
 
     /// Runs a query and streams its result; the time limit covers the whole stream.
     pub async fn sql_stream(&self, query: &str) -> Result<QueryStream, QueryError> {
-        self.sql_stream_until(query, Instant::now() + self.args.timeout())
+        self.sql_stream_until(query, &[], Instant::now() + self.args.timeout())
             .await
+    }
+
+    /// [`QueryEngine::sql_stream`] with values for the statement's placeholders (`$1`, `$2`, …
+    /// in order); what prepared statements with bound parameters run.
+    pub async fn sql_stream_with(
+        &self,
+        query: &str,
+        params: &[ScalarValue],
+    ) -> Result<QueryStream, QueryError> {
+        self.sql_stream_until(query, params, Instant::now() + self.args.timeout())
+            .await
+    }
+
+    /// The placeholders of a statement (`$1`, `$2`, …, in order) and the types DataFusion
+    /// infers for them (`None` when it cannot).
+    pub async fn parameter_types(
+        &self,
+        query: &str,
+    ) -> Result<Vec<(String, Option<DataType>)>, QueryError> {
+        let deadline = Instant::now() + self.args.timeout();
+        let state = self.session()?;
+        let plan = self
+            .with_deadline(deadline, self.plan(&state, query))
+            .await??;
+        let mut types: Vec<(String, Option<DataType>)> = plan
+            .get_parameter_types()
+            .map_err(|e| self.error(e))?
+            .into_iter()
+            .collect();
+        types.sort_by_key(|(name, _)| {
+            name.trim_start_matches('$')
+                .parse::<usize>()
+                .unwrap_or(usize::MAX)
+        });
+        Ok(types)
     }
 
     /// The schema a query's result will have, without running it.
@@ -361,6 +397,7 @@ impl QueryEngine {
     async fn sql_stream_until(
         &self,
         query: &str,
+        params: &[ScalarValue],
         deadline: Instant,
     ) -> Result<QueryStream, QueryError> {
         let start = async {
@@ -373,7 +410,12 @@ impl QueryEngine {
                         message: "the query engine is shut down".into(),
                     })?;
             let state = self.session()?;
-            let plan = self.plan(&state, query).await?;
+            let mut plan = self.plan(&state, query).await?;
+            if !params.is_empty() {
+                plan = plan
+                    .with_param_values(params.to_vec())
+                    .map_err(|e| self.error(e))?;
+            }
             let physical = state
                 .create_physical_plan(&plan)
                 .await

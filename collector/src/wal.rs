@@ -148,6 +148,10 @@ pub struct FlushIntent {
     /// The store paths of the files the flush writes (`exchanges/service=…/….parquet`), one
     /// per partition.
     pub files: Vec<String>,
+    /// The store path of the flush's pin ([`crate::manifest`]); absent in intents written
+    /// before pins existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pin: Option<String>,
 }
 
 impl FlushIntent {
@@ -593,6 +597,22 @@ pub async fn resolve_intents(dir: &Path, store: &Arc<dyn ObjectStore>) -> Result
         .await?
     };
     for (path, intent) in intents {
+        let pin = intent.pin.as_deref().map(object_store::path::Path::from);
+        if let Some(pin) = &pin
+            && !crate::manifest::pin_exists(store, pin).await?
+        {
+            // The pin is put before the first file and deleted after the segments: without it
+            // either no file was put (the segments replay) or the segments are gone (nothing
+            // to replay). Either way no file is deleted: other writers may have compacted them.
+            let dir = dir.to_path_buf();
+            blocking("removing a flush intent", move || {
+                remove_if_present(&path)?;
+                sync_dir(&dir)
+            })
+            .await?;
+            report.completed += 1;
+            continue;
+        }
         let mut present = Vec::new();
         let mut missing = 0;
         for (file, _) in intent.paths() {
@@ -603,21 +623,29 @@ pub async fn resolve_intents(dir: &Path, store: &Arc<dyn ObjectStore>) -> Result
             }
         }
         if missing == 0 {
-            let dir = dir.to_path_buf();
+            let segments_dir = dir.to_path_buf();
             let segments = intent.segments.clone();
             report.segments_removed +=
                 blocking("removing flushed write-ahead log segments", move || {
                     let mut removed = 0;
                     for segment in segments {
-                        removed +=
-                            usize::from(remove_if_present(&dir.join(segment_name(segment)))?);
+                        removed += usize::from(remove_if_present(
+                            &segments_dir.join(segment_name(segment)),
+                        )?);
                     }
-                    sync_dir(&dir)?;
-                    remove_if_present(&path)?;
-                    sync_dir(&dir)?;
+                    sync_dir(&segments_dir)?;
                     Ok(removed)
                 })
                 .await?;
+            if let Some(pin) = &pin {
+                crate::manifest::remove_pin(store, pin).await?;
+            }
+            let dir = dir.to_path_buf();
+            blocking("removing a flush intent", move || {
+                remove_if_present(&path)?;
+                sync_dir(&dir)
+            })
+            .await?;
             report.completed += 1;
             tracing::info!(
                 segment = intent.segment,
@@ -630,6 +658,9 @@ pub async fn resolve_intents(dir: &Path, store: &Arc<dyn ObjectStore>) -> Result
                     Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
                     Err(error) => return Err(error.into()),
                 }
+            }
+            if let Some(pin) = &pin {
+                crate::manifest::remove_pin(store, pin).await?;
             }
             let dir = dir.to_path_buf();
             blocking("removing a flush intent", move || {

@@ -61,7 +61,8 @@ use tokio::sync::{Notify, RwLock, watch};
 
 use crate::buffer::{Buffer, Sealed};
 use crate::error::{Error, Result};
-use crate::layout::{FileName, PartitionKey, TABLE_DIR, parse_file_path};
+use crate::layout::{FileName, PartitionKey, TABLE_DIR};
+use crate::manifest::{self, Commit, Lease, PartitionListing, PartitionState, StateCache};
 use crate::metrics::Metrics;
 use crate::store::StoreHandle;
 use crate::wal::{FlushIntent, Wal};
@@ -113,9 +114,14 @@ impl FileNamer {
 
     /// The next file name.
     pub fn next_name(&self) -> FileName {
+        FileName::flushed(self.writer, self.next.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// The next name of a compaction output.
+    pub fn next_compacted_name(&self) -> FileName {
         FileName {
-            writer: self.writer,
-            sequence: self.next.fetch_add(1, Ordering::Relaxed),
+            compacted: true,
+            ..self.next_name()
         }
     }
 }
@@ -468,13 +474,19 @@ impl Flusher {
                     .await?;
                 // Pinned before any put, so compaction never sees the files unpinned.
                 self.pinned.pin(&flush.paths);
+                let files: Vec<String> = flush.paths.iter().map(ToString::to_string).collect();
+                let pin = manifest::pin_path(self.names.writer(), flush.segment);
                 self.wal
                     .write_intent(FlushIntent {
                         segment: flush.segment,
                         segments,
-                        files: flush.paths.iter().map(ToString::to_string).collect(),
+                        files: files.clone(),
+                        pin: Some(pin.to_string()),
                     })
                     .await?;
+                // Other writers' compactions leave the files alone while this pin exists.
+                manifest::put_pin(&self.store.store, &pin, &files).await?;
+                self.store.sync(&pin).await?;
                 flush.intent_written = true;
                 self.checkpoint(FlushStep::IntentWritten).await;
             }
@@ -515,6 +527,10 @@ impl Flusher {
         self.checkpoint(FlushStep::SegmentsRemoved).await;
         for _ in 0..written {
             let flush = &pending[0];
+            // The pin goes after the segments (nothing can replay these files any more) and
+            // before the intent (see `crate::wal::resolve_intents`).
+            let pin = manifest::pin_path(self.names.writer(), flush.segment);
+            manifest::remove_pin(&self.store.store, &pin).await?;
             self.wal.remove_intent(flush.segment).await?;
             self.pinned.unpin(&flush.paths);
             pending.remove(0);
@@ -611,21 +627,12 @@ pub fn observe_buffer(metrics: &Metrics, buffer: &Buffer) {
         .set(i64::try_from(buffer.open_rows()).unwrap_or(i64::MAX));
 }
 
-/// The data files of the table, by partition, oldest file first.
+/// The visible data files of the table, by partition, oldest file first: what a query reads
+/// (the partition manifests applied, see [`crate::manifest`]).
 pub async fn list_partitions(
     store: &Arc<dyn ObjectStore>,
 ) -> Result<BTreeMap<PartitionKey, Vec<(FileName, ObjectMeta)>>> {
-    let mut partitions: BTreeMap<PartitionKey, Vec<(FileName, ObjectMeta)>> = BTreeMap::new();
-    let mut listing = store.list(Some(&Path::from(TABLE_DIR)));
-    while let Some(meta) = listing.try_next().await? {
-        if let Some((partition, name)) = parse_file_path(&meta.location) {
-            partitions.entry(partition).or_default().push((name, meta));
-        }
-    }
-    for files in partitions.values_mut() {
-        files.sort_by_key(|(name, meta)| (meta.last_modified, *name));
-    }
-    Ok(partitions)
+    manifest::resolve_visible(store, &StateCache::default(), &[Path::from(TABLE_DIR)]).await
 }
 
 /// Reads one Parquet file of the table back into record batches.
@@ -736,11 +743,46 @@ pub struct CompactionReport {
     pub files: usize,
     /// Rows rewritten.
     pub rows: usize,
+    /// Files deleted: replaced inputs past `--gc-grace`, expired partitions, outputs of
+    /// compactions that never committed.
+    pub deleted: usize,
+    /// Partitions retention expired in this pass.
+    pub expired: usize,
+    /// Partitions left alone because another writer holds them.
+    pub busy: usize,
 }
 
+/// How maintenance runs (see [`crate::manifest`]).
+#[derive(Debug, Clone)]
+pub struct Maintenance {
+    /// A closed partition with at least this many visible files is merged.
+    pub min_files: usize,
+    /// Partitions whose hour ended longer ago than this expire (`None`: never).
+    pub retention: Option<Duration>,
+    /// How long replaced and expired files stay readable before they are deleted.
+    pub grace: Duration,
+    /// How long a partition lease lasts.
+    pub lease: Duration,
+}
+
+impl Maintenance {
+    /// Compaction only, deleting replaced files on the next pass.
+    pub fn compaction(min_files: usize) -> Self {
+        Self {
+            min_files,
+            retention: None,
+            grace: Duration::ZERO,
+            lease: DEFAULT_LEASE,
+        }
+    }
+}
+
+/// How long a partition lease lasts unless configured: longer than any one compaction.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(600);
+
 /// Merges the files of each partition whose hour ended before `now` and that has at least
-/// `min_files` files into one file named by `names`, then deletes the merged files. A partition
-/// that fails is logged and left as it was; the others go on.
+/// `min_files` visible files into one file named by `names`; the merged files are deleted on a
+/// later pass. A partition that fails is logged and left as it was; the others go on.
 pub async fn compact(
     store: &Arc<dyn ObjectStore>,
     names: &FileNamer,
@@ -760,8 +802,7 @@ pub async fn compact(
     .await
 }
 
-/// [`compact`], leaving out the files of flushes in progress (they neither count towards
-/// `min_files` nor are merged).
+/// [`compact`], leaving out the files of this process's flushes in progress.
 pub async fn compact_except(
     store: &Arc<dyn ObjectStore>,
     durable: Option<&StoreHandle>,
@@ -771,41 +812,336 @@ pub async fn compact_except(
     metrics: &Metrics,
     pinned: &PinnedFiles,
 ) -> Result<CompactionReport> {
-    let now = nanos_since_epoch(now);
+    maintain(
+        store,
+        durable,
+        names,
+        &Maintenance::compaction(min_files),
+        now,
+        metrics,
+        pinned,
+    )
+    .await
+}
+
+/// Expires the partitions whose hour ended more than `retention` before `now` and deletes their
+/// files at once (no grace). Returns how many files were deleted.
+pub async fn apply_retention(
+    store: &Arc<dyn ObjectStore>,
+    retention: Duration,
+    now: SystemTime,
+    metrics: &Metrics,
+) -> Result<usize> {
+    let config = Maintenance {
+        min_files: usize::MAX,
+        retention: Some(retention),
+        grace: Duration::ZERO,
+        lease: DEFAULT_LEASE,
+    };
+    let names = FileNamer::new(random_writer_id(), 1);
+    let report = maintain(
+        store,
+        None,
+        &names,
+        &config,
+        now,
+        metrics,
+        &PinnedFiles::default(),
+    )
+    .await?;
+    Ok(report.deleted)
+}
+
+fn millis(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH).map_or(0, |elapsed| {
+        u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
+    })
+}
+
+/// One maintenance pass over every partition: retention, deletion of what every reader is done
+/// with, compaction; each partition only under its lease, every change as a new manifest
+/// version (see [`crate::manifest`]).
+pub async fn maintain(
+    store: &Arc<dyn ObjectStore>,
+    durable: Option<&StoreHandle>,
+    names: &FileNamer,
+    config: &Maintenance,
+    now: SystemTime,
+    metrics: &Metrics,
+    pinned: &PinnedFiles,
+) -> Result<CompactionReport> {
     let mut report = CompactionReport::default();
-    for (partition, mut files) in list_partitions(store).await? {
-        let Some(start) = partition.start_unix_nanos() else {
-            continue;
+    for (partition, listing) in manifest::list_table(store).await? {
+        let pass = PartitionPass {
+            store,
+            durable,
+            names,
+            config,
+            now,
+            metrics,
+            pinned,
+            partition: &partition,
         };
-        files.retain(|(_, meta)| !pinned.contains(&meta.location));
-        if start.saturating_add(HOUR_NANOS) > now || files.len() < min_files.max(2) {
-            continue;
-        }
-        match compact_partition(store, durable, &partition, &files, names).await {
-            Ok(rows) => {
-                metrics.compactions.inc();
-                metrics.compacted_files.inc_by(files.len() as u64);
-                report.partitions += 1;
-                report.files += files.len();
-                report.rows += rows;
-                tracing::info!(%partition, files = files.len(), rows, "Compacted.");
-            }
-            Err(error) => {
-                tracing::warn!(%error, %partition, "Compaction failed; the files stay as they are.");
-            }
+        if let Err(error) = pass.run(listing, &mut report).await {
+            tracing::warn!(%error, %partition, "Maintenance of a partition failed; it is retried.");
         }
     }
     Ok(report)
 }
 
-async fn compact_partition(
+struct PartitionPass<'a> {
+    store: &'a Arc<dyn ObjectStore>,
+    durable: Option<&'a StoreHandle>,
+    names: &'a FileNamer,
+    config: &'a Maintenance,
+    now: SystemTime,
+    metrics: &'a Metrics,
+    pinned: &'a PinnedFiles,
+    partition: &'a PartitionKey,
+}
+
+impl PartitionPass<'_> {
+    async fn run(&self, first: PartitionListing, report: &mut CompactionReport) -> Result<()> {
+        let Some(start) = self.partition.start_unix_nanos() else {
+            return Ok(());
+        };
+        let now_ms = millis(self.now);
+        let now_ns = nanos_since_epoch(self.now);
+        let grace_ms = u64::try_from(self.config.grace.as_millis()).unwrap_or(u64::MAX);
+        let lease_ms = u64::try_from(self.config.lease.as_millis()).unwrap_or(u64::MAX);
+        let closed = start.saturating_add(HOUR_NANOS) <= now_ns;
+        let past_retention = self.config.retention.is_some_and(|retention| {
+            let cutoff =
+                now_ns.saturating_sub(i64::try_from(retention.as_nanos()).unwrap_or(i64::MAX));
+            start.saturating_add(HOUR_NANOS) <= cutoff
+        });
+        let version = first.latest().unwrap_or(0);
+        let state = match first.latest() {
+            Some(version) => match manifest::load(self.store, self.partition, version).await? {
+                Some(state) => state,
+                // A newer version replaced it meanwhile: next pass.
+                None => return Ok(()),
+            },
+            None => PartitionState::default(),
+        };
+        let due = |at: u64| at.saturating_add(grace_ms) <= now_ms;
+        // Anything to do? Decided on the first listing, so idle partitions cost no write.
+        let listed: HashSet<String> = first.files.iter().map(|(n, _)| n.to_string()).collect();
+        let expire = past_retention && state.expired_at_ms.is_none();
+        let purge = state.expired_at_ms.is_some_and(due);
+        let mark = state
+            .outputs
+            .values()
+            .any(|commit| commit.gc_at_ms.is_none() && due(commit.at_ms));
+        let sweep = state
+            .outputs
+            .values()
+            .any(|commit| commit.gc_at_ms.is_some() && !commit.inputs.is_empty());
+        let orphans = first.files.iter().any(|(name, meta)| {
+            name.compacted
+                && !state.outputs.contains_key(&name.to_string())
+                && millis(meta.last_modified.into()).saturating_add(lease_ms) <= now_ms
+        });
+        let candidates = if closed && state.expired_at_ms.is_none() && !past_retention {
+            let visible = manifest::visible_names(first.files.iter().map(|(n, _)| n), Some(&state));
+            first
+                .files
+                .iter()
+                .filter(|(name, meta)| {
+                    visible.contains(name) && !self.pinned.contains(&meta.location)
+                })
+                .count()
+        } else {
+            0
+        };
+        let compact = candidates >= self.config.min_files.max(2);
+        if !(expire || purge || mark || sweep || orphans || compact || first.states.len() > 3) {
+            return Ok(());
+        }
+        if !state.lease_free_for(self.names.writer(), now_ms) {
+            report.busy += 1;
+            return Ok(());
+        }
+
+        // 1. The lease, with the marks that make deletions safe.
+        let mut next = state.clone();
+        next.lease = Some(Lease {
+            writer: manifest::writer_hex(self.names.writer()),
+            until_ms: now_ms.saturating_add(lease_ms),
+        });
+        if expire {
+            next.expired_at_ms = Some(now_ms);
+            report.expired += 1;
+            tracing::info!(partition = %self.partition, "Expired a partition past retention.");
+        }
+        for commit in next.outputs.values_mut() {
+            if commit.gc_at_ms.is_none() && due(commit.at_ms) {
+                commit.gc_at_ms = Some(now_ms);
+            }
+        }
+        let mut version = version + 1;
+        if !manifest::create(self.store, self.partition, version, &next).await? {
+            report.busy += 1;
+            return Ok(());
+        }
+        // 2. Everything committed up to the lease is in this listing.
+        let listing = manifest::list(self.store, &self.partition.dir())
+            .await?
+            .remove(self.partition)
+            .unwrap_or_default();
+        let listed: HashSet<String> = listed
+            .into_iter()
+            .chain(listing.files.iter().map(|(n, _)| n.to_string()))
+            .collect();
+
+        // 3. Deletions of what every reader is done with.
+        if let Some(expired) = next.expired_at_ms {
+            if due(expired) {
+                for (_, meta) in &listing.files {
+                    delete(self.store, &meta.location).await?;
+                    self.metrics.retention_deleted_files.inc();
+                    report.deleted += 1;
+                }
+                for (_, meta) in &listing.states {
+                    delete(self.store, &meta.location).await?;
+                }
+                tracing::info!(partition = %self.partition, files = listing.files.len(), "Deleted a partition past retention.");
+                return Ok(());
+            }
+            next.lease = None;
+            manifest::create(self.store, self.partition, version + 1, &next).await?;
+            return Ok(());
+        }
+        let mut commits: Vec<(String, Commit)> = next
+            .outputs
+            .iter()
+            .map(|(o, c)| (o.clone(), c.clone()))
+            .collect();
+        commits.sort_by_key(|(_, commit)| commit.at_ms);
+        for (output, commit) in &commits {
+            let Some(marked) = commit.gc_at_ms else {
+                continue;
+            };
+            for input in &commit.inputs {
+                if listed.contains(input) {
+                    delete(
+                        self.store,
+                        &self.partition.dir().clone().join(input.as_str()),
+                    )
+                    .await?;
+                    report.deleted += 1;
+                }
+            }
+            // A grace after the deletes no listing can still show them: forget them, and the
+            // entries of outputs they were.
+            if due(marked)
+                && !commit
+                    .inputs
+                    .iter()
+                    .any(|input| listing_has(&listing, input))
+            {
+                for input in &commit.inputs {
+                    next.outputs.remove(input);
+                }
+                if let Some(entry) = next.outputs.get_mut(output) {
+                    entry.inputs.clear();
+                }
+            }
+        }
+        for (name, meta) in &listing.files {
+            let text = name.to_string();
+            if name.compacted
+                && !next.outputs.contains_key(&text)
+                && millis(meta.last_modified.into()).saturating_add(lease_ms) <= now_ms
+            {
+                // Its compaction never committed, and no longer can (its lease ran out).
+                delete(self.store, &meta.location).await?;
+                report.deleted += 1;
+            }
+        }
+        for (old, meta) in &listing.states {
+            if *old + 1 < version {
+                delete(self.store, &meta.location).await?;
+            }
+        }
+
+        // 4. Compaction.
+        let mut committed = false;
+        if closed {
+            let remote_pins = manifest::pinned_files(self.store).await?;
+            let visible =
+                manifest::visible_names(listing.files.iter().map(|(n, _)| n), Some(&next));
+            let files: Vec<(FileName, ObjectMeta)> = listing
+                .files
+                .iter()
+                .filter(|(name, meta)| {
+                    visible.contains(name)
+                        && !self.pinned.contains(&meta.location)
+                        && !remote_pins.contains(&meta.location)
+                })
+                .cloned()
+                .collect();
+            if files.len() >= self.config.min_files.max(2) {
+                let output = self.names.next_compacted_name();
+                let rows = merge(self.store, self.durable, self.partition, &files, &output).await?;
+                let mut commit = next.clone();
+                commit.lease = None;
+                commit.outputs.insert(
+                    output.to_string(),
+                    Commit {
+                        inputs: files.iter().map(|(name, _)| name.to_string()).collect(),
+                        at_ms: now_ms,
+                        gc_at_ms: None,
+                    },
+                );
+                version += 1;
+                if manifest::create(self.store, self.partition, version, &commit).await? {
+                    committed = true;
+                    self.metrics.compactions.inc();
+                    self.metrics.compacted_files.inc_by(files.len() as u64);
+                    report.partitions += 1;
+                    report.files += files.len();
+                    report.rows += rows;
+                    tracing::info!(partition = %self.partition, files = files.len(), rows, output = %output, "Compacted.");
+                } else {
+                    // Another writer took the partition: this output never becomes visible.
+                    delete(self.store, &self.partition.file(&output)).await?;
+                    tracing::warn!(partition = %self.partition, "Lost the partition lease during compaction; the merge is dropped.");
+                    return Ok(());
+                }
+            }
+        }
+        if !committed {
+            next.lease = None;
+            manifest::create(self.store, self.partition, version + 1, &next).await?;
+        }
+        Ok(())
+    }
+}
+
+fn listing_has(listing: &PartitionListing, name: &str) -> bool {
+    let Some(name) = FileName::parse(name) else {
+        return false;
+    };
+    listing.files.iter().any(|(listed, _)| *listed == name)
+}
+
+async fn delete(store: &Arc<dyn ObjectStore>, path: &Path) -> Result<()> {
+    match store.delete(path).await {
+        Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// Writes the rows of `files` into `output` (invisible until committed); returns the rows.
+async fn merge(
     store: &Arc<dyn ObjectStore>,
     durable: Option<&StoreHandle>,
     partition: &PartitionKey,
     files: &[(FileName, ObjectMeta)],
-    names: &FileNamer,
+    output: &FileName,
 ) -> Result<usize> {
-    let merged_path = partition.file(&names.next_name());
+    let merged_path = partition.file(output);
     let mut merged = FileWriter::create(store, merged_path.clone())?;
     let written = async {
         let mut rows = 0;
@@ -831,53 +1167,19 @@ async fn compact_partition(
     }
     .await;
     let rows = merged.abort_if_failed(written).await?;
-    // On disk for good before the files it replaces go.
+    // On disk for good before the commit that makes it replace the others.
     if let Some(handle) = durable {
         handle.sync(&merged_path).await?;
-    }
-    // The merged file is in place; from here until the deletes finish a listing sees the rows
-    // twice (see the module docs).
-    for (_, meta) in files {
-        store.delete(&meta.location).await?;
     }
     Ok(rows)
 }
 
-/// Deletes every file of partitions whose hour ended more than `retention` before `now`.
-/// Returns how many files were deleted.
-pub async fn apply_retention(
-    store: &Arc<dyn ObjectStore>,
-    retention: Duration,
-    now: SystemTime,
-    metrics: &Metrics,
-) -> Result<usize> {
-    let cutoff = nanos_since_epoch(now)
-        .saturating_sub(i64::try_from(retention.as_nanos()).unwrap_or(i64::MAX));
-    let mut deleted = 0;
-    for (partition, files) in list_partitions(store).await? {
-        let Some(start) = partition.start_unix_nanos() else {
-            continue;
-        };
-        if start.saturating_add(HOUR_NANOS) > cutoff {
-            continue;
-        }
-        for (_, meta) in &files {
-            store.delete(&meta.location).await?;
-            metrics.retention_deleted_files.inc();
-            deleted += 1;
-        }
-        tracing::info!(%partition, files = files.len(), "Deleted a partition past retention.");
-    }
-    Ok(deleted)
-}
-
-/// Runs compaction (leaving `pinned` files alone) and retention every [`MAINTENANCE_INTERVAL`]
-/// until `stop` turns true.
+/// Runs [`maintain`] (leaving `pinned` files alone) every `interval` until `stop` turns true.
 pub async fn run_maintenance(
     handle: StoreHandle,
     names: Arc<FileNamer>,
-    min_files: usize,
-    retention: Option<Duration>,
+    config: Maintenance,
+    interval: Duration,
     metrics: Arc<Metrics>,
     pinned: Arc<PinnedFiles>,
     mut stop: watch::Receiver<bool>,
@@ -886,26 +1188,20 @@ pub async fn run_maintenance(
     loop {
         tokio::select! {
             _ = stop.wait_for(|stop| *stop) => return,
-            () = tokio::time::sleep(MAINTENANCE_INTERVAL) => {}
+            () = tokio::time::sleep(interval) => {}
         }
-        if let Some(retention) = retention
-            && let Err(error) =
-                apply_retention(&store, retention, SystemTime::now(), &metrics).await
-        {
-            tracing::warn!(%error, "Retention failed; it is retried.");
-        }
-        if let Err(error) = compact_except(
+        if let Err(error) = maintain(
             &store,
             Some(&handle),
             &names,
-            min_files,
+            &config,
             SystemTime::now(),
             &metrics,
             &pinned,
         )
         .await
         {
-            tracing::warn!(%error, "Compaction failed; it is retried.");
+            tracing::warn!(%error, "Maintenance failed; it is retried.");
         }
     }
 }

@@ -9,6 +9,8 @@
 mod flush;
 #[path = "lib/ingest.rs"]
 mod ingest;
+#[path = "lib/multiwriter.rs"]
+mod multiwriter;
 #[path = "lib/recovery.rs"]
 mod recovery;
 #[path = "lib/s3.rs"]

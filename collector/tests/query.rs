@@ -14,7 +14,7 @@ use arrow_flight::flight_service_client::FlightServiceClient;
 use arrow_flight::sql::SqlInfo;
 use arrow_flight::sql::client::FlightSqlServiceClient;
 use async_trait::async_trait;
-use datafusion::arrow::array::{AsArray, RecordBatch};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Array, RecordBatch, StringArray};
 use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::{Int64Type, SchemaRef};
 use futures::TryStreamExt;
@@ -220,10 +220,7 @@ async fn put_file(store: &dyn ObjectStore, exchanges: &[Exchange], sequence: u64
     let mut writer = ArrowWriter::try_new(&mut bytes, schema(), None).unwrap();
     writer.write(&to_record_batch(exchanges).unwrap()).unwrap();
     writer.close().unwrap();
-    let path = key.file(&FileName {
-        writer: 0xabc,
-        sequence,
-    });
+    let path = key.file(&FileName::flushed(0xabc, sequence));
     store.put(&path, PutPayload::from(bytes)).await.unwrap();
     path
 }
@@ -325,10 +322,7 @@ async fn sealed_entries_count_once_whether_or_not_their_file_is_written() {
     let mut sequence = 0;
     let sealed = buffer.seal(|_| {
         sequence += 1;
-        FileName {
-            writer: 0xabc,
-            sequence,
-        }
+        FileName::flushed(0xabc, sequence)
     });
     assert_eq!(sealed.len(), 2);
     assert_eq!(
@@ -946,7 +940,7 @@ async fn flight_sql_round_trip_with_a_token() {
         .await
         .unwrap();
     assert_eq!(batches[0].num_rows(), 1);
-    let error = client.get_catalogs().await.unwrap_err().to_string();
+    let error = client.begin_transaction().await.unwrap_err().to_string();
     assert!(error.contains("not supported"), "{error}");
     let mut anonymous = FlightSqlServiceClient::new(
         tonic::transport::Endpoint::from_shared(server.address.clone())
@@ -957,6 +951,163 @@ async fn flight_sql_round_trip_with_a_token() {
     );
     assert!(anonymous.handshake("anyone", "wrong").await.is_err());
 
+    server.stop().await;
+}
+
+/// Every batch a `FlightInfo`'s endpoints return.
+async fn fetch(
+    client: &mut FlightSqlServiceClient<tonic::transport::Channel>,
+    info: arrow_flight::FlightInfo,
+) -> Vec<RecordBatch> {
+    let mut batches = Vec::new();
+    for endpoint in info.endpoint {
+        let stream = client.do_get(endpoint.ticket.unwrap()).await.unwrap();
+        batches.extend(stream.try_collect::<Vec<_>>().await.unwrap());
+    }
+    batches
+}
+
+fn strings(batch: &RecordBatch, column: &str) -> Vec<String> {
+    let column = batch.column_by_name(column).unwrap();
+    let column = column.as_string::<i32>();
+    (0..column.len())
+        .map(|i| column.value(i).to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn flight_sql_catalog_calls_and_bound_parameters() {
+    use arrow_flight::sql::{CommandGetDbSchemas, CommandGetTables, CommandGetXdbcTypeInfo};
+    use datafusion::arrow::ipc::convert::try_schema_from_ipc_buffer;
+
+    let store = Arc::new(InMemory::new());
+    put_file(store.as_ref(), &exchanges("orders", 10, 0..6), 1).await;
+    let buffer = Arc::new(Buffer::new());
+    buffer.insert(&exchanges("payments", 11, 0..4)).unwrap();
+    let server = Server::start(engine(store, buffer, &args()), Some("s3cret")).await;
+    let channel = tonic::transport::Endpoint::from_shared(server.address.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = FlightSqlServiceClient::new_from_inner(FlightServiceClient::new(channel));
+
+    // The same auth as queries.
+    let error = client.get_catalogs().await.unwrap_err().to_string();
+    assert!(error.contains("missing or wrong bearer token"), "{error}");
+    client.set_token("s3cret".into());
+
+    let info = client.get_catalogs().await.unwrap();
+    let batches = fetch(&mut client, info).await;
+    assert_eq!(strings(&batches[0], "catalog_name"), ["datafusion"]);
+
+    let info = client
+        .get_db_schemas(CommandGetDbSchemas {
+            catalog: Some("datafusion".into()),
+            db_schema_filter_pattern: Some("pub%".into()),
+        })
+        .await
+        .unwrap();
+    let batches = fetch(&mut client, info).await;
+    assert_eq!(strings(&batches[0], "db_schema_name"), ["public"]);
+
+    let info = client
+        .get_tables(CommandGetTables {
+            catalog: None,
+            db_schema_filter_pattern: None,
+            table_name_filter_pattern: Some("exch%".into()),
+            table_types: vec![],
+            include_schema: true,
+        })
+        .await
+        .unwrap();
+    let batches = fetch(&mut client, info).await;
+    assert_eq!(strings(&batches[0], "table_name"), ["exchanges"]);
+    assert_eq!(strings(&batches[0], "table_type"), ["TABLE"]);
+    let encoded = batches[0].column_by_name("table_schema").unwrap();
+    let schema = try_schema_from_ipc_buffer(encoded.as_binary::<i32>().value(0)).unwrap();
+    assert_eq!(&schema, tapedeck_collector::query::table_schema().as_ref());
+    let info = client
+        .get_tables(CommandGetTables {
+            catalog: None,
+            db_schema_filter_pattern: None,
+            table_name_filter_pattern: Some("nothing%".into()),
+            table_types: vec![],
+            include_schema: false,
+        })
+        .await
+        .unwrap();
+    let rows: usize = fetch(&mut client, info)
+        .await
+        .iter()
+        .map(RecordBatch::num_rows)
+        .sum();
+    assert_eq!(rows, 0);
+
+    let info = client.get_table_types().await.unwrap();
+    let batches = fetch(&mut client, info).await;
+    assert_eq!(strings(&batches[0], "table_type"), ["TABLE"]);
+
+    let info = client
+        .get_xdbc_type_info(CommandGetXdbcTypeInfo { data_type: None })
+        .await
+        .unwrap();
+    let batches = fetch(&mut client, info).await;
+    let names = strings(&batches[0], "type_name");
+    for name in ["BIGINT", "VARCHAR", "VARBINARY", "TIMESTAMP"] {
+        assert!(names.iter().any(|n| n == name), "{names:?}");
+    }
+
+    let info = client
+        .get_sql_info(vec![
+            SqlInfo::FlightSqlServerName,
+            SqlInfo::SqlIdentifierQuoteChar,
+        ])
+        .await
+        .unwrap();
+    let batches = fetch(&mut client, info).await;
+    assert_eq!(batches[0].num_rows(), 2);
+
+    // A prepared statement with parameters: the schema says what to bind, the bound values
+    // are used, and binding again replaces them.
+    let mut prepared = client
+        .prepare(
+            "SELECT count(*) AS n FROM exchanges WHERE service = $1 AND status >= $2".into(),
+            None,
+        )
+        .await
+        .unwrap();
+    let parameters = prepared.parameter_schema().unwrap().clone();
+    assert_eq!(parameters.fields().len(), 2);
+    assert_eq!(parameters.field(0).name(), "$1");
+    let bind = |service: &str, status: i64| {
+        let fields = parameters.fields();
+        let status_column: ArrayRef = datafusion::arrow::compute::cast(
+            &(Arc::new(Int64Array::from(vec![status])) as ArrayRef),
+            fields[1].data_type(),
+        )
+        .unwrap();
+        let service_column: ArrayRef = datafusion::arrow::compute::cast(
+            &(Arc::new(StringArray::from(vec![service])) as ArrayRef),
+            fields[0].data_type(),
+        )
+        .unwrap();
+        RecordBatch::try_new(
+            Arc::new(parameters.clone()),
+            vec![service_column, status_column],
+        )
+        .unwrap()
+    };
+    for (service, expected) in [("orders", 6), ("payments", 4), ("nobody", 0)] {
+        prepared.set_parameters(bind(service, 0)).unwrap();
+        let info = prepared.execute().await.unwrap();
+        let batches = fetch(&mut client, info).await;
+        assert_eq!(
+            batches[0].column(0).as_primitive::<Int64Type>().value(0),
+            expected,
+            "{service}"
+        );
+    }
     server.stop().await;
 }
 

@@ -1,22 +1,25 @@
-//! Response validation: a live response compared with the recorded one.
+//! Response validation: what differed, grouped, and what the noise rules left of it.
 //!
-//! The interface is small on purpose, so that the verdict (noise rules, three-way comparison
-//! against a baseline) can extend it: [`Comparer::compare`] turns one pair of responses into a
-//! list of [`Difference`]s, each naming a [`Field`]; a [`Skip`] decides which fields are not
-//! compared; [`DiffSummary`] groups differences by endpoint and field with examples.
+//! [`crate::compare::Comparer::compare`] turns one pair of responses into [`Outcome`]s, each
+//! naming a [`Field`]; a [`Skip`] (`--ignore`) decides which fields are not compared at all.
+//! Each replayed request is compared two ways without a baseline (recorded → live) and three
+//! ways with one (recorded, baseline, candidate; the baseline → candidate comparison is the one
+//! that counts). [`DiffSummary`] keeps, per endpoint and field, how many responses differed
+//! there (with examples), which responses differed where, and the full three-way view of the
+//! example requests; [`DiffSummary::finish`] applies the noise rules (`crate::noise`) once the
+//! run is over, and is the one definition of "responses with differences" per endpoint.
 //!
 //! What is compared: the status; the headers chosen with `--compare-header` (by default
-//! `content-type`); the body — structurally when both bodies are JSON (object keys in any order,
-//! arrays element by element, numbers by value), else byte for byte. Fields at an inbound
-//! response location of a token rule are skipped (their values change by design), and so are
-//! those the user lists with `--ignore`.
+//! `content-type`); the `grpc-status` trailer; the body — structurally when both bodies are JSON
+//! (object keys in any order, arrays element by element unless a comparator pairs them, numbers
+//! by value), else byte for byte.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
-use serde_json::Value;
 use tapedeck_analyzer::replay::edit::LiveMessage;
-use tapedeck_analyzer::tokens::{Location, Part};
+
+use crate::compare::{Comparer, Outcome};
 
 /// A field of a response.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -56,17 +59,6 @@ impl Field {
             Field::Body => "body".to_owned(),
         }
     }
-}
-
-/// One difference.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Difference {
-    /// Where.
-    pub field: Field,
-    /// The recorded value (absent: the live response added it).
-    pub recorded: Option<String>,
-    /// The live value (absent: the live response lacks it).
-    pub live: Option<String>,
 }
 
 /// A response as the diff sees it.
@@ -131,229 +123,47 @@ fn covers(rule: &str, field: &str) -> bool {
             && matches!(field.as_bytes().get(rule.len()), Some(b'.' | b'[')))
 }
 
-/// The skips of a run: token rule locations on inbound responses and `--ignore`.
+/// The skips of a run: `--ignore` entries. (Token rule locations are compared by their rule's
+/// comparator, see [`crate::compare`].)
 #[derive(Debug, Clone, Default)]
 pub struct Skips {
-    /// (endpoint scope, field) of token rules.
-    rules: Vec<(Option<String>, String)>,
     ignores: Vec<Ignore>,
 }
 
 impl Skips {
-    /// Skips from token rule locations (inbound response ones) and `--ignore` entries.
-    pub fn new(locations: &[Location], ignores: Vec<Ignore>) -> Skips {
-        let rules = locations
-            .iter()
-            .filter_map(|l| {
-                let field = match l.part {
-                    Part::Json => l.path.clone()?,
-                    Part::Header => format!("header {}", l.name.as_deref()?),
-                    Part::Cookie => "header set-cookie".to_owned(),
-                    Part::Query | Part::Path => return None,
-                };
-                Some((l.endpoint.clone(), field))
-            })
-            .collect();
-        Skips { rules, ignores }
+    /// Skips from `--ignore` entries.
+    pub fn new(ignores: Vec<Ignore>) -> Skips {
+        Skips { ignores }
     }
 }
 
 impl Skip for Skips {
     fn skip(&self, endpoint: &str, field: &Field) -> bool {
+        if self.ignores.is_empty() {
+            return false;
+        }
         let text = field.describe();
-        self.rules
-            .iter()
-            .any(|(e, f)| e.as_deref().is_none_or(|e| e == endpoint) && covers(f, &text))
-            || self.ignores.iter().any(|i| i.covers(endpoint, &text))
+        self.ignores.iter().any(|i| i.covers(endpoint, &text))
     }
 }
 
-/// Compares responses.
+/// One request's comparisons.
 #[derive(Debug, Clone)]
-pub struct Comparer {
-    /// Headers compared (lowercase).
-    pub headers: Vec<String>,
-}
-
-impl Default for Comparer {
-    fn default() -> Self {
-        Comparer {
-            headers: vec!["content-type".to_owned()],
-        }
-    }
-}
-
-fn header<'a>(message: &'a LiveMessage, name: &str) -> Option<&'a [u8]> {
-    message
-        .headers
-        .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.as_slice())
-}
-
-fn text(bytes: &[u8]) -> String {
-    let text = String::from_utf8_lossy(bytes);
-    let mut out: String = text.chars().take(200).collect();
-    if text.chars().count() > 200 {
-        out.push('…');
-    }
-    out
-}
-
-fn parse_json(body: &[u8]) -> Option<Value> {
-    let first = body.iter().find(|b| !b.is_ascii_whitespace())?;
-    if *first != b'{' && *first != b'[' {
-        return None;
-    }
-    serde_json::from_slice(body).ok()
-}
-
-impl Comparer {
-    /// The differences between a recorded and a live response of `endpoint`.
-    pub fn compare(
-        &self,
-        endpoint: &str,
-        recorded: ResponseView<'_>,
-        live: ResponseView<'_>,
-        skip: &dyn Skip,
-    ) -> Vec<Difference> {
-        let mut out = Vec::new();
-        let mut push = |field: Field, recorded: Option<String>, live: Option<String>| {
-            if !skip.skip(endpoint, &field) {
-                out.push(Difference {
-                    field,
-                    recorded,
-                    live,
-                });
-            }
-        };
-        if recorded.status != live.status {
-            push(
-                Field::Status,
-                Some(recorded.status.to_string()),
-                Some(live.status.to_string()),
-            );
-        }
-        for name in &self.headers {
-            let (r, l) = (header(recorded.message, name), header(live.message, name));
-            if r != l {
-                push(
-                    Field::Header { name: name.clone() },
-                    r.map(text),
-                    l.map(text),
-                );
-            }
-        }
-        // gRPC: the status is a trailer (or a header of a trailers-only response).
-        fn grpc<'a>(view: &ResponseView<'a>) -> Option<&'a [u8]> {
-            view.trailers
-                .iter()
-                .find(|(n, _)| n.eq_ignore_ascii_case("grpc-status"))
-                .map(|(_, v)| v.as_slice())
-                .or_else(|| header(view.message, "grpc-status"))
-        }
-        if let Some(r) = grpc(&recorded) {
-            let l = grpc(&live);
-            if Some(r) != l {
-                push(
-                    Field::Trailer {
-                        name: "grpc-status".to_owned(),
-                    },
-                    Some(text(r)),
-                    l.map(text),
-                );
-            }
-        }
-        let (rb, lb) = (&recorded.message.body, &live.message.body);
-        if rb == lb {
-            return out;
-        }
-        match (parse_json(rb), parse_json(lb)) {
-            (Some(r), Some(l)) => json(&mut String::from("$"), &r, &l, &mut push),
-            _ => push(Field::Body, Some(text(rb)), Some(text(lb))),
-        }
-        out
-    }
-}
-
-fn leaf(value: &Value) -> String {
-    let mut out = value.to_string();
-    if out.len() > 200 {
-        let cut = (0..=200)
-            .rev()
-            .find(|&i| out.is_char_boundary(i))
-            .unwrap_or(0);
-        out.truncate(cut);
-        out.push('…');
-    }
-    out
-}
-
-fn key_path(path: &str, key: &str) -> String {
-    let plain = key
-        .chars()
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && key
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-    if plain {
-        format!("{path}.{key}")
-    } else {
-        format!("{path}[{}]", Value::String(key.to_owned()))
-    }
-}
-
-fn json(
-    path: &mut String,
-    recorded: &Value,
-    live: &Value,
-    push: &mut dyn FnMut(Field, Option<String>, Option<String>),
-) {
-    match (recorded, live) {
-        (Value::Object(r), Value::Object(l)) => {
-            for (key, rv) in r {
-                let child = key_path(path, key);
-                match l.get(key) {
-                    Some(lv) => json(&mut child.clone(), rv, lv, push),
-                    None => push(Field::Json { path: child }, Some(leaf(rv)), None),
-                }
-            }
-            for (key, lv) in l {
-                if !r.contains_key(key) {
-                    push(
-                        Field::Json {
-                            path: key_path(path, key),
-                        },
-                        None,
-                        Some(leaf(lv)),
-                    );
-                }
-            }
-        }
-        (Value::Array(r), Value::Array(l)) => {
-            let child = format!("{path}[*]");
-            for i in 0..r.len().max(l.len()) {
-                match (r.get(i), l.get(i)) {
-                    (Some(rv), Some(lv)) => json(&mut child.clone(), rv, lv, push),
-                    (rv, lv) => push(
-                        Field::Json {
-                            path: child.clone(),
-                        },
-                        rv.map(leaf),
-                        lv.map(leaf),
-                    ),
-                }
-            }
-        }
-        (Value::Number(r), Value::Number(l)) if r.as_f64() == l.as_f64() => {}
-        (r, l) if r == l => {}
-        (r, l) => push(
-            Field::Json { path: path.clone() },
-            Some(leaf(r)),
-            Some(leaf(l)),
-        ),
-    }
+pub struct Compared<'a> {
+    /// `METHOD /template`.
+    pub endpoint: &'a str,
+    /// The 1-based line of `inbound.jsonl`.
+    pub line: u32,
+    /// The copy.
+    pub copy: u32,
+    /// The iteration.
+    pub iteration: u32,
+    /// The comparison that counts: recorded → live, or baseline → candidate.
+    pub primary: Vec<Outcome>,
+    /// With a baseline: recorded → candidate.
+    pub recorded_vs_candidate: Option<Vec<Outcome>>,
+    /// With a baseline: recorded → baseline.
+    pub recorded_vs_baseline: Option<Vec<Outcome>>,
 }
 
 /// One example of a difference.
@@ -367,19 +177,26 @@ pub struct Example {
     pub iteration: u32,
     /// The recorded value.
     pub recorded: Option<String>,
-    /// The live value.
+    /// The baseline's value (with `--baseline` only; `null`: the baseline lacks the field).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<Option<String>>,
+    /// The live (candidate) value.
     pub live: Option<String>,
 }
 
-/// Differences of one endpoint and field.
+/// Differences of one endpoint and field, after the noise rules.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DiffGroup {
     /// `METHOD /template`.
     pub endpoint: String,
     /// The field, as [`Field::describe`] writes it.
     pub field: String,
-    /// How many responses differed there.
+    /// How many responses differed there (and were not silenced by a noise rule).
     pub count: u64,
+    /// Of them, fields whose recorded value came from the responder's mocks (deterministic).
+    pub deterministic: u64,
+    /// What the values were compared with: `exact`, or a comparator (`number ±0.01 or ±0 %`).
+    pub comparator: String,
     /// The first few.
     pub examples: Vec<Example>,
 }
@@ -387,56 +204,394 @@ pub struct DiffGroup {
 /// Examples kept per group.
 pub const EXAMPLES: usize = 3;
 
-/// Differences grouped by endpoint and field.
+/// Three-way views kept in the report.
+pub const THREE_WAY: usize = 20;
+
+/// One field of a request's three-way view.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ThreeField {
+    /// The field.
+    pub field: String,
+    /// The recorded value (`null`: absent).
+    pub recorded: Option<String>,
+    /// The baseline's value (with `--baseline` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<Option<String>>,
+    /// The candidate's value.
+    pub candidate: Option<String>,
+    /// `differs` (counted), `noise` (silenced by a noise rule), `equal` (a comparator accepts
+    /// the values) or `arms-agree` (the recording differs, the baseline and candidate agree).
+    pub outcome: String,
+    /// The rule or comparator that decided: `noise rule 3 (calibration)`,
+    /// `timestamp within 300 s of its clock (token rule …)`; absent for exact comparisons.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+    /// The recorded value came from the responder's mocks.
+    pub deterministic: bool,
+}
+
+/// A differing request, three ways.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ThreeWay {
+    /// `METHOD /template`.
+    pub endpoint: String,
+    /// The 1-based line of `inbound.jsonl`.
+    pub line: u32,
+    /// The copy.
+    pub copy: u32,
+    /// The iteration.
+    pub iteration: u32,
+    /// Its fields that differ anywhere.
+    pub fields: Vec<ThreeField>,
+}
+
+#[derive(Debug, Clone)]
+struct Group {
+    endpoint: String,
+    field: Field,
+    /// Occurrences (responses that differed there, not accepted by a comparator).
+    count: u64,
+    /// Of them, deterministic ones.
+    deterministic: u64,
+    /// Comparisons a comparator accepted (values differed).
+    matched: u64,
+    /// The comparator set in force at the field, if any.
+    by: Option<usize>,
+    examples: Vec<Example>,
+}
+
+/// Raw per-field detail of a stored three-way view.
+#[derive(Debug, Clone)]
+struct RawField {
+    field: Field,
+    recorded: Option<String>,
+    baseline: Option<Option<String>>,
+    candidate: Option<String>,
+    /// In the primary comparison: None (arms agree), Some(false) differs, Some(true) accepted.
+    primary: Option<bool>,
+    by: Option<usize>,
+    deterministic: bool,
+}
+
+#[derive(Debug, Clone)]
+struct RawThreeWay {
+    endpoint: String,
+    line: u32,
+    copy: u32,
+    iteration: u32,
+    fields: Vec<RawField>,
+}
+
+/// The statistics a noise rule is judged by: for one endpoint and field, how many of the
+/// endpoint's compared responses differed there (deterministic fields aside).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FieldRate {
+    /// `METHOD /template`.
+    pub endpoint: String,
+    /// The field.
+    pub field: String,
+    /// Responses that differed there, deterministic fields aside.
+    pub differed: u64,
+    /// Responses of the endpoint compared.
+    pub compared: u64,
+}
+
+/// Differences grouped by endpoint and field, before the noise rules.
 #[derive(Debug, Clone, Default)]
 pub struct DiffSummary {
-    groups: BTreeMap<(String, Field), (u64, Vec<Example>)>,
-    /// Responses with at least one difference, per endpoint.
+    paired: bool,
+    keys: HashMap<(String, Field), u32>,
+    groups: Vec<Group>,
+    /// Responses compared, per endpoint.
+    compared: BTreeMap<String, u64>,
+    /// Responses with a difference: their endpoint and (group id << 1 | deterministic).
+    responses: Vec<(String, Vec<u32>)>,
+    /// Comparisons accepted, per comparator set.
+    matched: BTreeMap<usize, u64>,
+    three_way: Vec<RawThreeWay>,
+}
+
+/// For an endpoint and a field, the index and a description of the noise rule that silences
+/// it.
+pub type Active<'a> = dyn Fn(&str, &str) -> Option<(usize, String)> + 'a;
+
+/// What is left after the noise rules.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Finished {
+    /// The groups that still differ, by endpoint then field.
+    pub groups: Vec<DiffGroup>,
+    /// Responses with at least one difference left, per endpoint.
     pub responses: BTreeMap<String, u64>,
+    /// Occurrences each active noise rule silenced (by rule index).
+    pub suppressed: BTreeMap<usize, u64>,
+    /// Comparisons each comparator set accepted (by set index).
+    pub matched: BTreeMap<usize, u64>,
+    /// Three-way views of example requests: those with a difference left first.
+    pub three_way: Vec<ThreeWay>,
+}
+
+fn value_in<'a>(outcomes: &'a [Outcome], field: &Field) -> Option<&'a Outcome> {
+    outcomes.iter().find(|o| &o.field == field)
 }
 
 impl DiffSummary {
-    /// Adds the differences of one response.
-    pub fn add(
-        &mut self,
-        endpoint: &str,
-        line: u32,
-        copy: u32,
-        iteration: u32,
-        diffs: Vec<Difference>,
-    ) {
-        if diffs.is_empty() {
-            return;
-        }
-        *self.responses.entry(endpoint.to_owned()).or_insert(0) += 1;
-        for d in diffs {
-            let group = self
-                .groups
-                .entry((endpoint.to_owned(), d.field))
-                .or_insert((0, Vec::new()));
-            group.0 += 1;
-            if group.1.len() < EXAMPLES {
-                group.1.push(Example {
-                    line,
-                    copy,
-                    iteration,
-                    recorded: d.recorded,
-                    live: d.live,
-                });
-            }
+    /// An empty summary; `paired`: the run has a baseline.
+    pub fn new(paired: bool) -> DiffSummary {
+        DiffSummary {
+            paired,
+            ..DiffSummary::default()
         }
     }
 
-    /// The groups, by endpoint then field.
-    pub fn groups(&self) -> Vec<DiffGroup> {
+    /// Adds one request's comparisons.
+    pub fn add(&mut self, c: Compared<'_>) {
+        *self.compared.entry(c.endpoint.to_owned()).or_insert(0) += 1;
+        let mut ids = Vec::new();
+        let mut example = false;
+        for o in &c.primary {
+            let key = (c.endpoint.to_owned(), o.field.clone());
+            let next = self.groups.len() as u32;
+            let id = *self.keys.entry(key).or_insert(next);
+            if id == next {
+                self.groups.push(Group {
+                    endpoint: c.endpoint.to_owned(),
+                    field: o.field.clone(),
+                    count: 0,
+                    deterministic: 0,
+                    matched: 0,
+                    by: o.by,
+                    examples: Vec::new(),
+                });
+            }
+            let group = &mut self.groups[id as usize];
+            if o.equal {
+                group.matched += 1;
+                if let Some(by) = o.by {
+                    *self.matched.entry(by).or_insert(0) += 1;
+                }
+                continue;
+            }
+            group.count += 1;
+            group.deterministic += u64::from(o.deterministic);
+            ids.push(id << 1 | u32::from(o.deterministic));
+            if group.examples.len() < EXAMPLES {
+                example = true;
+                let (recorded, baseline) = sides(self.paired, &c, o);
+                let group = &mut self.groups[id as usize];
+                group.examples.push(Example {
+                    line: c.line,
+                    copy: c.copy,
+                    iteration: c.iteration,
+                    recorded,
+                    baseline,
+                    live: o.right.clone(),
+                });
+            }
+        }
+        if !ids.is_empty() {
+            self.responses.push((c.endpoint.to_owned(), ids));
+        }
+        if example {
+            let view = self.three_way_of(&c);
+            self.three_way.push(view);
+        }
+    }
+}
+
+/// The recorded and baseline values of a primary outcome.
+fn sides(paired: bool, c: &Compared<'_>, o: &Outcome) -> (Option<String>, Option<Option<String>>) {
+    {
+        if !paired {
+            return (o.left.clone(), None);
+        }
+        // Baseline → candidate: the recorded value is the left of recorded → candidate, or of
+        // recorded → baseline; absent from both, the recording agrees with the candidate.
+        let recorded = c
+            .recorded_vs_candidate
+            .as_deref()
+            .and_then(|rc| value_in(rc, &o.field))
+            .map(|x| x.left.clone())
+            .or_else(|| {
+                c.recorded_vs_baseline
+                    .as_deref()
+                    .and_then(|rb| value_in(rb, &o.field))
+                    .map(|x| x.left.clone())
+            })
+            .unwrap_or_else(|| o.right.clone());
+        (recorded, Some(o.left.clone()))
+    }
+}
+
+impl DiffSummary {
+    fn three_way_of(&self, c: &Compared<'_>) -> RawThreeWay {
+        let mut fields: Vec<RawField> = c
+            .primary
+            .iter()
+            .map(|o| {
+                let (recorded, baseline) = sides(self.paired, c, o);
+                RawField {
+                    field: o.field.clone(),
+                    recorded,
+                    baseline,
+                    candidate: o.right.clone(),
+                    primary: Some(o.equal),
+                    by: o.by,
+                    deterministic: o.deterministic,
+                }
+            })
+            .collect();
+        // Fields where the recording differs but both arms agree.
+        if let Some(rc) = &c.recorded_vs_candidate {
+            for o in rc {
+                if value_in(&c.primary, &o.field).is_none() {
+                    fields.push(RawField {
+                        field: o.field.clone(),
+                        recorded: o.left.clone(),
+                        baseline: Some(o.right.clone()),
+                        candidate: o.right.clone(),
+                        primary: None,
+                        by: o.by,
+                        deterministic: o.deterministic,
+                    });
+                }
+            }
+        }
+        fields.sort_by(|a, b| a.field.cmp(&b.field));
+        RawThreeWay {
+            endpoint: c.endpoint.to_owned(),
+            line: c.line,
+            copy: c.copy,
+            iteration: c.iteration,
+            fields,
+        }
+    }
+
+    /// Per endpoint and field, how often responses differed (for the noise rules' test).
+    pub fn rates(&self) -> Vec<FieldRate> {
         self.groups
             .iter()
-            .map(|((endpoint, field), (count, examples))| DiffGroup {
-                endpoint: endpoint.clone(),
-                field: field.describe(),
-                count: *count,
-                examples: examples.clone(),
+            .map(|g| FieldRate {
+                endpoint: g.endpoint.clone(),
+                field: g.field.describe(),
+                differed: g.count - g.deterministic,
+                compared: self.compared.get(&g.endpoint).copied().unwrap_or(0),
             })
             .collect()
+    }
+
+    /// Responses compared, per endpoint.
+    pub fn compared(&self) -> &BTreeMap<String, u64> {
+        &self.compared
+    }
+
+    /// Applies the active noise rules — `active` gives, for an endpoint and a field, the index
+    /// and a description of the rule that silences it — and returns what is left.
+    /// Deterministic occurrences are never silenced.
+    pub fn finish(
+        &self,
+        active: &Active<'_>,
+        comparer: &Comparer,
+        describe_set: &dyn Fn(usize) -> String,
+    ) -> Finished {
+        let rule_of: Vec<Option<(usize, String)>> = self
+            .groups
+            .iter()
+            .map(|g| active(&g.endpoint, &g.field.describe()))
+            .collect();
+        let mut finished = Finished {
+            matched: self.matched.clone(),
+            ..Finished::default()
+        };
+        let mut left = vec![0u64; self.groups.len()];
+        for (endpoint, ids) in &self.responses {
+            let mut any = false;
+            for id in ids {
+                let (group, deterministic) = ((id >> 1) as usize, id & 1 == 1);
+                match &rule_of[group] {
+                    Some((rule, _)) if !deterministic => {
+                        *finished.suppressed.entry(*rule).or_insert(0) += 1;
+                    }
+                    _ => {
+                        left[group] += 1;
+                        any = true;
+                    }
+                }
+            }
+            if any {
+                *finished.responses.entry(endpoint.clone()).or_insert(0) += 1;
+            }
+        }
+        let mut order: Vec<usize> = (0..self.groups.len()).collect();
+        order.sort_by(|&a, &b| {
+            (&self.groups[a].endpoint, &self.groups[a].field)
+                .cmp(&(&self.groups[b].endpoint, &self.groups[b].field))
+        });
+        for i in order {
+            let g = &self.groups[i];
+            if left[i] == 0 {
+                continue;
+            }
+            finished.groups.push(DiffGroup {
+                endpoint: g.endpoint.clone(),
+                field: g.field.describe(),
+                count: left[i],
+                deterministic: g.deterministic,
+                comparator: match g.by {
+                    Some(by) => comparer.sets[by].comparator.describe(),
+                    None => "exact".to_owned(),
+                },
+                examples: g.examples.clone(),
+            });
+        }
+        let mut views: Vec<(bool, ThreeWay)> = self
+            .three_way
+            .iter()
+            .map(|raw| {
+                let mut differs = false;
+                let fields = raw
+                    .fields
+                    .iter()
+                    .map(|f| {
+                        let field = f.field.describe();
+                        let rule = if f.deterministic {
+                            None
+                        } else {
+                            active(&raw.endpoint, &field)
+                        };
+                        let (outcome, by) = match (f.primary, rule) {
+                            (None, _) => ("arms-agree", f.by.map(describe_set)),
+                            (Some(true), _) => ("equal", f.by.map(describe_set)),
+                            (Some(false), Some((_, rule))) => ("noise", Some(rule)),
+                            (Some(false), None) => {
+                                differs = true;
+                                ("differs", f.by.map(describe_set))
+                            }
+                        };
+                        ThreeField {
+                            field,
+                            recorded: f.recorded.clone(),
+                            baseline: f.baseline.clone(),
+                            candidate: f.candidate.clone(),
+                            outcome: outcome.to_owned(),
+                            by,
+                            deterministic: f.deterministic,
+                        }
+                    })
+                    .collect();
+                (
+                    differs,
+                    ThreeWay {
+                        endpoint: raw.endpoint.clone(),
+                        line: raw.line,
+                        copy: raw.copy,
+                        iteration: raw.iteration,
+                        fields,
+                    },
+                )
+            })
+            .collect();
+        views.sort_by_key(|(differs, _)| !*differs);
+        finished.three_way = views.into_iter().take(THREE_WAY).map(|(_, v)| v).collect();
+        finished
     }
 }

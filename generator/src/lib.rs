@@ -16,17 +16,22 @@
 #![warn(missing_docs)]
 
 pub mod client;
+pub mod compare;
 pub mod diff;
 pub mod live;
 pub mod load;
+pub mod noise;
 pub mod plan;
 mod progress;
 pub use progress::When;
 pub mod report;
 pub mod secrets;
+pub mod shard;
 pub mod slo;
 pub mod stats;
+pub mod verdict;
 
+use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -74,6 +79,12 @@ pub enum Error {
     /// A goal is wrong.
     #[error("--slo: {0}")]
     Slo(String),
+    /// The noise file is wrong, or a rule in it is over-broad.
+    #[error("--noise {0}")]
+    Noise(String),
+    /// A `--goal`, `--warmup` or another gate argument is wrong.
+    #[error("{0}")]
+    Gate(#[from] verdict::Error),
     /// Another argument is wrong.
     #[error("{0}")]
     Args(String),
@@ -94,6 +105,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// `tapedeck replay` flags.
 #[derive(Debug, Clone, clap::Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct ReplayArgs {
     /// The snapshot directory to replay (its inbound.jsonl).
     #[arg(long, env = "TAPEDECK_SNAPSHOT")]
@@ -105,6 +117,32 @@ pub struct ReplayArgs {
     /// separated by spaces.
     #[arg(long, env = "TAPEDECK_TARGET", required = true, value_delimiter = ' ')]
     pub target: Vec<String>,
+
+    /// The baseline (the version in production) to compare the target with: URL or HOST=URL,
+    /// mapped by host as --target is. Every request goes to both, one after the other (the
+    /// first arm drawn per request), with the same tokens, counting once against the load model;
+    /// the gate (--goal) compares their latencies and errors, and responses are compared three
+    /// ways (recorded, baseline, candidate). Repeatable; in the environment, separated by
+    /// spaces.
+    #[arg(long, env = "TAPEDECK_BASELINE", value_delimiter = ' ')]
+    pub baseline: Vec<String>,
+
+    /// Before the run, replay the recording N times against the baseline paired with itself
+    /// (A/A) and learn noise from it: comparators where the values differ by type (timestamps,
+    /// UUIDs, ids, float jitter, reordered arrays), noise rules elsewhere (written to
+    /// noise.json in the report directory). Needs --baseline.
+    #[arg(long, env = "TAPEDECK_CALIBRATE", default_value_t = 0)]
+    pub calibrate: u32,
+
+    /// A noise file (JSON, version 1, docs/verdict.md): comparators per field and noise rules.
+    /// The run writes the rules it used, learned ones included, as noise.json in the report
+    /// directory.
+    #[arg(long, env = "TAPEDECK_NOISE")]
+    pub noise: Option<PathBuf>,
+
+    /// The statistical gate against the baseline.
+    #[command(flatten)]
+    pub gate: verdict::GateArgs,
 
     /// Recorded pace: divide the recorded offsets by this (2 = twice as fast).
     #[arg(long, env = "TAPEDECK_SPEED", default_value_t = 1.0)]
@@ -196,6 +234,26 @@ pub struct ReplayArgs {
     /// The progress line on standard error: auto (only on a terminal), always or never.
     #[arg(long, env = "TAPEDECK_PROGRESS", default_value = "auto")]
     pub progress: When,
+
+    /// Replay only shard K of N (`0/4`): the copies with `copy % N == K`, under their global
+    /// numbers, so N runs side by side replay every copy once; `tapedeck replay merge` merges
+    /// their reports (histograms merged, not averaged).
+    #[arg(long, env = "TAPEDECK_SHARD", value_parser = shard::parse_shard)]
+    pub shard: Option<shard::Shard>,
+
+    /// `tapedeck replay merge DIR… --out DIR`: merge shards' reports.
+    #[command(subcommand)]
+    pub command: Option<shard::ReplayCommand>,
+}
+
+/// The gate's flags at their defaults (as `tapedeck replay` without gate flags), for programs
+/// that build [`ReplayArgs`] by hand.
+pub fn gate_defaults() -> verdict::GateArgs {
+    use clap::{Args as _, FromArgMatches as _};
+    let command = verdict::GateArgs::augment_args(clap::Command::new("replay"));
+    let matches = command.get_matches_from(["replay"]);
+    verdict::GateArgs::from_arg_matches(&matches)
+        .unwrap_or_else(|e| unreachable!("the gate's defaults parse: {e}"))
 }
 
 /// Parses `500ms`, `30s`, `2m`, `1h` or a plain number of seconds.
@@ -286,7 +344,7 @@ pub async fn run(
         }),
         duration: args.duration,
         ramp_up: args.ramp_up,
-        copies: args.copies,
+        copies: args.shard.unwrap_or_default().copies(args.copies),
     };
     let now_ns = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -310,19 +368,163 @@ pub async fn run(
     let clients =
         client::Clients::new(args.timeout, args.max_connections, args.ca_cert.as_deref())?;
     let ignores = args.ignore.iter().map(|i| diff::Ignore::parse(i)).collect();
-    let skips = diff::Skips::new(&plan.response_rule_locations, ignores);
-    let comparer = diff::Comparer {
-        headers: args
-            .compare_header
-            .iter()
-            .map(|h| h.trim().to_ascii_lowercase())
-            .filter(|h| !h.is_empty())
-            .collect(),
+    let skips = diff::Skips::new(ignores);
+    let headers: Vec<String> = args
+        .compare_header
+        .iter()
+        .map(|h| h.trim().to_ascii_lowercase())
+        .filter(|h| !h.is_empty())
+        .collect();
+
+    // Noise: the file, the snapshot's token rules, then what the recording teaches.
+    let fields = noise::endpoint_fields(&plan, &headers);
+    let file = match &args.noise {
+        Some(path) => noise::read(path, &fields)?,
+        None => noise::NoiseFile::default(),
     };
+    let thresholds = file.thresholds;
+    let plausible = {
+        let window = plan.plausible();
+        let now_s = now_ns / 1_000_000_000;
+        (*window.start()).min(now_s - 86_400)..=(*window.end()).max(now_s + 86_400)
+    };
+    let mut sets = noise::file_sets(&file);
+    for rule in &snapshot.manifest.tokens {
+        for location in std::iter::once(&rule.at).chain(&rule.to) {
+            if location.direction == tapedeck_analyzer::tokens::Flow::Inbound
+                && location.message == tapedeck_analyzer::tokens::Side::Response
+                && let Some(field) = compare::location_field(location)
+            {
+                sets.push(compare::Set {
+                    endpoint: location.endpoint.clone(),
+                    field,
+                    comparator: compare::token_comparator(rule.kind),
+                    origin: compare::Origin::TokenRule(rule.name.clone()),
+                });
+            }
+        }
+    }
+    let deterministic = deterministic_paths(&snapshot, &plan);
+    let mut learned = noise::Learned::default();
+    let mut rules: Vec<(noise::NoiseRule, String)> = file
+        .rules
+        .iter()
+        .map(|r| (r.clone(), "file".to_owned()))
+        .collect();
+    {
+        let comparer = compare::Comparer::new(headers.clone(), sets.clone(), plausible.clone());
+        let recording = learn_from_recording(&plan, &comparer, &deterministic, &skips);
+        let mut from_recording = recording.finish(&thresholds, &fields);
+        learned.comparators.append(&mut from_recording.comparators);
+        learned.rules.append(&mut from_recording.rules);
+        learned.refused.append(&mut from_recording.refused);
+    }
+    let baseline = if args.baseline.is_empty() {
+        None
+    } else {
+        Some(client::Targets::parse(&args.baseline).map_err(|e| match e {
+            Error::Target(why) => Error::Args(format!("--baseline {why}")),
+            other => other,
+        })?)
+    };
+    let gate_goals = args.gate.goals()?;
+    let gate_config = args.gate.config()?;
+    let mut calibration = None;
+    if args.calibrate > 0 {
+        let Some(baseline) = &baseline else {
+            return Err(Error::Args(
+                "--calibrate needs --baseline (it replays the baseline against itself)".to_owned(),
+            ));
+        };
+        let comparer = compare::Comparer::new(
+            headers.clone(),
+            with_learned(&sets, &learned.comparators),
+            plausible.clone(),
+        );
+        let context = live::Context::new(
+            &plan,
+            context.jwt_key.clone(),
+            context.jwt_claims.clone(),
+            context.secrets.clone(),
+            offset_ns,
+            iteration_ns,
+        );
+        let calibrate_clients =
+            client::Clients::new(args.timeout, args.max_connections, args.ca_cert.as_deref())?;
+        let mut engine = load::Engine::new(
+            plan.clone(),
+            context,
+            calibrate_clients,
+            baseline.clone(),
+            comparer,
+            skips.clone(),
+        )
+        .with_baseline(baseline.clone());
+        engine.deterministic = deterministic.clone();
+        engine.learner = Some(std::sync::Mutex::new(noise::Learner::new(
+            noise::Source::Calibration,
+        )));
+        let engine = Arc::new(engine);
+        let calibrate_bounds = load::Bounds {
+            iterations: Some(args.calibrate),
+            duration: None,
+            ramp_up: Duration::ZERO,
+            copies: 1,
+        };
+        tracing::info!(
+            passes = args.calibrate,
+            "Calibrating: the baseline against itself."
+        );
+        load::drive(
+            engine.clone(),
+            model,
+            calibrate_bounds,
+            Arc::new(AtomicBool::new(false)),
+        )
+        .await;
+        let learner = engine
+            .learner
+            .as_ref()
+            .map(|l| l.lock().unwrap_or_else(|e| e.into_inner()).clone())
+            .unwrap_or_else(|| noise::Learner::new(noise::Source::Calibration));
+        let pairs = learner.pairs();
+        let mut from_calibration = learner.finish(&thresholds, &fields);
+        learned
+            .comparators
+            .append(&mut from_calibration.comparators);
+        learned.rules.append(&mut from_calibration.rules);
+        learned.refused.append(&mut from_calibration.refused);
+        calibration = Some(report::Calibration {
+            passes: args.calibrate,
+            pairs,
+        });
+    }
+    for rule in &learned.rules {
+        let source = rule.evidence.as_ref().map_or("file", |e| e.source.as_str());
+        rules.push((rule.clone(), source.to_owned()));
+    }
+    for refused in &learned.refused {
+        tracing::warn!(
+            endpoint = %refused.endpoint,
+            field = %refused.field,
+            source = %refused.source,
+            "Learned noise rule refused: {}",
+            refused.error
+        );
+    }
+    let comparer = compare::Comparer::new(
+        headers,
+        with_learned(&sets, &learned.comparators),
+        plausible,
+    );
     let settings = report::Settings::of(&args, &plan, model, &targets);
-    let engine = Arc::new(load::Engine::new(
-        plan, context, clients, targets, comparer, skips,
-    ));
+    let mut engine = load::Engine::new(plan, context, clients, targets, comparer, skips);
+    engine.shard = args.shard.unwrap_or_default();
+    engine.deterministic = deterministic;
+    if let Some(baseline) = &baseline {
+        engine = engine.with_baseline(baseline.clone());
+    }
+    let engine = Arc::new(engine);
     let stop = Arc::new(AtomicBool::new(false));
     let stopper = {
         let stop = stop.clone();
@@ -337,9 +539,115 @@ pub async fn run(
     let elapsed = engine.started.elapsed();
     stopper.abort();
     progress.finish().await;
-    let report = Report::build(&engine, settings, &goals, started_at, elapsed);
+    let gate = baseline.as_ref().map(|_| {
+        let stats = engine.stats.lock().unwrap_or_else(|e| e.into_inner());
+        verdict::evaluate(&gate_config, &gate_goals, &stats.samples)
+    });
+    let noise_setup = report::NoiseSetup {
+        file,
+        learned_comparators: learned.comparators,
+        rules,
+        refused: learned.refused,
+        calibration,
+    };
+    let (report, noise_file) = Report::build(
+        &engine,
+        settings,
+        &goals,
+        started_at,
+        elapsed,
+        &noise_setup,
+        gate,
+    );
     if let Some(dir) = &args.report {
         report.write(dir)?;
+        noise::write(&noise_file, &dir.join(noise::NOISE_FILE))?;
+        shard::write_histograms(&engine.stats.lock().unwrap_or_else(|e| e.into_inner()), dir)?;
     }
     Ok(report)
+}
+
+/// The comparator sets and the learned comparators after them (origin `Learned(i)`).
+fn with_learned(sets: &[compare::Set], learned: &[noise::ComparatorRule]) -> Vec<compare::Set> {
+    let mut out = sets.to_vec();
+    for (i, c) in learned.iter().enumerate() {
+        if let Ok(comparator) = noise::to_comparator(c) {
+            out.push(compare::Set {
+                endpoint: c.endpoint.clone(),
+                field: c.field.clone(),
+                comparator,
+                origin: compare::Origin::Learned(i),
+            });
+        }
+    }
+    out
+}
+
+/// Per line, the JSON paths of its recorded response whose values came from mocks: the leaves
+/// of the recorded outbound responses it caused (`caused_by`).
+fn deterministic_paths(
+    snapshot: &tapedeck_analyzer::snapshot::Snapshot,
+    plan: &plan::Plan,
+) -> Vec<HashSet<String>> {
+    let mut mocks: BTreeMap<&str, HashSet<String>> = BTreeMap::new();
+    for entry in &snapshot.outbound {
+        if let (Some(by), Some(body)) = (&entry.caused_by, &entry.response.body) {
+            compare::leaf_texts(body.as_bytes(), mocks.entry(by.as_str()).or_default());
+        }
+    }
+    snapshot
+        .inbound
+        .iter()
+        .zip(&plan.lines)
+        .map(|(entry, line)| match mocks.get(entry.id.as_str()) {
+            Some(m) => compare::deterministic_paths(&line.response.body, m),
+            None => HashSet::new(),
+        })
+        .collect()
+}
+
+/// Learns from recorded responses to identical requests (same method, path and body): each
+/// such response compared with the previous one.
+fn learn_from_recording(
+    plan: &plan::Plan,
+    comparer: &compare::Comparer,
+    deterministic: &[HashSet<String>],
+    skips: &diff::Skips,
+) -> noise::Learner {
+    let mut learner = noise::Learner::new(noise::Source::Recording);
+    let mut last: BTreeMap<(&str, &str, &[u8]), usize> = BTreeMap::new();
+    for (i, line) in plan.lines.iter().enumerate() {
+        let key = (
+            line.method.as_str(),
+            line.path.as_str(),
+            line.request.body.as_slice(),
+        );
+        if let Some(&prev) = last.get(&key) {
+            let p = &plan.lines[prev];
+            let clock = |l: &plan::Planned| ((plan.window.0 + l.offset_ns) / 1_000_000_000) as i64;
+            let outcomes = comparer.compare(
+                &line.endpoint,
+                diff::ResponseView {
+                    status: p.status,
+                    message: &p.response,
+                    trailers: &p.response_trailers,
+                },
+                diff::ResponseView {
+                    status: line.status,
+                    message: &line.response,
+                    trailers: &line.response_trailers,
+                },
+                compare::Clocks {
+                    left: clock(p),
+                    right: clock(line),
+                },
+                deterministic.get(i),
+                skips,
+                true,
+            );
+            learner.add(&line.endpoint, &outcomes);
+        }
+        last.insert(key, i);
+    }
+    learner
 }

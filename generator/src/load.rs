@@ -24,11 +24,16 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::client::{Clients, Targets};
-use crate::diff::{Comparer, ResponseView, Skips};
-use crate::live::{self, Context, Sessions};
-use crate::plan::{Plan, Protocol, recorded_captures};
+use std::collections::HashSet;
+
+use crate::client::{Clients, LiveResponse, Targets};
+use crate::compare::{Clocks, Comparer, Outcome};
+use crate::diff::{Compared, DiffSummary, ResponseView, Skips};
+use crate::live::{self, Context, Session, Sessions};
+use crate::noise::Learner;
+use crate::plan::{Plan, Planned, Protocol, recorded_captures};
 use crate::stats::{Sample, Stats};
+use crate::verdict;
 
 /// The load model.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -84,6 +89,18 @@ pub struct Engine {
     pub settled: AtomicU64,
     /// Errors so far, for progress.
     pub errors: AtomicU64,
+    /// The shard replayed (`--shard K/N`): local copy numbers map to global ones.
+    pub shard: crate::shard::Shard,
+    /// `--baseline`: every request also goes there, paired (see [`Engine::with_baseline`]).
+    pub baseline: Option<Targets>,
+    /// The baseline's sessions (its own captured values).
+    pub baseline_sessions: Sessions,
+    /// Per line, the JSON paths of the recorded response whose values came from the mocks.
+    pub deterministic: Vec<HashSet<String>>,
+    /// Calibration: the baseline → baseline comparisons are learned from, not reported.
+    pub learner: Option<Mutex<Learner>>,
+    /// Requests sent so far (pairs count once): the send order, and which arm goes first.
+    order: AtomicU64,
 }
 
 /// One request to run: which line, of which copy and iteration, due when.
@@ -124,22 +141,50 @@ impl Engine {
             started: Instant::now(),
             settled: AtomicU64::new(0),
             errors: AtomicU64::new(0),
+            shard: crate::shard::Shard::default(),
+            baseline: None,
+            baseline_sessions: Sessions::new(0),
+            deterministic: Vec::new(),
+            learner: None,
+            order: AtomicU64::new(0),
         }
+    }
+
+    /// Pairs every request with one to `baseline` (the same request, sent to both arms one
+    /// after the other, the first arm drawn per request).
+    pub fn with_baseline(mut self, baseline: Targets) -> Engine {
+        self.baseline_sessions = Sessions::new(self.plan.lines.len());
+        self.baseline = Some(baseline);
+        self.stats().diffs = DiffSummary::new(true);
+        self
     }
 
     fn stats(&self) -> std::sync::MutexGuard<'_, Stats> {
         self.stats.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Runs one request: waits for its sources, builds it, sends it, captures, compares and
-    /// records.
-    pub async fn run(&self, job: Job) {
+    /// Runs one request: waits for its sources, builds it, sends it (to the candidate, and
+    /// with a baseline to both arms, the first arm drawn per request), captures, compares and records.
+    pub async fn run(&self, mut job: Job) {
+        job.copy = self.shard.global_copy(job.copy);
         let line = &self.plan.lines[job.index];
         let session = self.sessions.get(job.copy, job.iteration);
+        let baseline_session = self
+            .baseline
+            .as_ref()
+            .map(|_| self.baseline_sessions.get(job.copy, job.iteration));
         let mut start = job.intended;
         let mut wait = None;
-        if !line.sources.is_empty() && !session.ready(&line.sources) {
+        if !line.sources.is_empty()
+            && (!session.ready(&line.sources)
+                || baseline_session
+                    .as_ref()
+                    .is_some_and(|b| !b.ready(&line.sources)))
+        {
             session.wait_for(&line.sources).await;
+            if let Some(b) = &baseline_session {
+                b.wait_for(&line.sources).await;
+            }
             let now = Instant::now();
             if now > job.intended {
                 wait = Some(now - job.intended);
@@ -147,24 +192,194 @@ impl Engine {
             }
         }
         self.settled.fetch_add(1, Ordering::Relaxed);
-        let request = match live::build(&self.plan, line, &session, &self.context) {
+        let order = self.order.fetch_add(1, Ordering::Relaxed);
+        // The schedule's lag (a late generator) counts in both arms' latency alike.
+        let lag = Instant::now().saturating_duration_since(start);
+        let (candidate, baseline) = match (&self.baseline, &baseline_session) {
+            (Some(targets), Some(b)) => {
+                // Which arm goes first is drawn per request (a hash of the send order), not
+                // alternated: with a plain alternation, requests that recur with an even period
+                // in the send order (an endpoint every other request) would always go first on
+                // the same arm, and that arm's latency would differ by the order alone.
+                if first_arm_is_candidate(order) {
+                    let c = self.send(line, job.index, &session, &self.targets).await;
+                    let b = self.send(line, job.index, b, targets).await;
+                    (c, Some(b))
+                } else {
+                    let b = self.send(line, job.index, b, targets).await;
+                    let c = self.send(line, job.index, &session, &self.targets).await;
+                    (c, Some(b))
+                }
+            }
+            _ => (
+                self.send(line, job.index, &session, &self.targets).await,
+                None,
+            ),
+        };
+        let clock = |at: std::time::SystemTime| {
+            at.duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64)
+        };
+        let now = clock(std::time::SystemTime::now());
+        let recorded_clock = ((self.plan.window.0 + line.offset_ns) / 1_000_000_000) as i64;
+        let recorded = ResponseView {
+            status: line.status,
+            message: &line.response,
+            trailers: &line.response_trailers,
+        };
+        fn view(sent: &Option<Sent>) -> Option<ResponseView<'_>> {
+            sent.as_ref()
+                .and_then(|s| s.response.as_ref())
+                .map(|r| ResponseView {
+                    status: r.status,
+                    message: &r.message,
+                    trailers: &r.trailers,
+                })
+        }
+        let deterministic = self.deterministic.get(job.index);
+        let compare =
+            |left: ResponseView<'_>, right: ResponseView<'_>, clocks: Clocks, learn: bool| {
+                self.comparer.compare(
+                    &line.endpoint,
+                    left,
+                    right,
+                    clocks,
+                    deterministic,
+                    &self.skips,
+                    learn,
+                )
+            };
+        let both = Clocks {
+            left: now,
+            right: now,
+        };
+        let from_recording = Clocks {
+            left: recorded_clock,
+            right: now,
+        };
+        let candidate_view = view(&candidate);
+        let baseline_view = baseline.as_ref().and_then(view);
+        if let Some(learner) = &self.learner {
+            // Calibration: the baseline against itself.
+            if let (Some(c), Some(b)) = (candidate_view, baseline_view) {
+                let outcomes = compare(b, c, both, true);
+                learner
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .add(&line.endpoint, &outcomes);
+            }
+        }
+        let compared: Option<Three> = match (
+            self.learner.is_some(),
+            self.baseline.is_some(),
+            candidate_view,
+            baseline_view,
+        ) {
+            (true, ..) => None,
+            (false, false, Some(c), _) => {
+                Some((compare(recorded, c, from_recording, false), None, None))
+            }
+            (false, true, Some(c), Some(b)) => Some((
+                compare(b, c, both, false),
+                Some(compare(recorded, c, from_recording, false)),
+                Some(compare(recorded, b, from_recording, false)),
+            )),
+            _ => None,
+        };
+        let offset_ns = u64::try_from(
+            job.intended
+                .saturating_duration_since(self.started)
+                .as_nanos(),
+        )
+        .unwrap_or(u64::MAX);
+        let mut stats = self.stats();
+        let arm = |stats: &mut Stats, sent: &Sent, baseline: bool| {
+            let latency = lag + sent.took;
+            let sample = Sample {
+                endpoint: &line.endpoint,
+                at: sent.end.saturating_duration_since(self.started),
+                latency,
+                wait,
+                recorded: Duration::from_nanos(line.recorded_ns),
+                status: sent.status,
+                error: sent.error.clone(),
+                failed: sent.failed,
+                unresolved: &sent.unresolved,
+                resign_without_key: &sent.resign_without_key,
+            };
+            if baseline {
+                stats.record_baseline(&sample);
+            } else {
+                stats.record(&sample);
+            }
+            verdict::Arm {
+                latency_ns: u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX),
+                error: sent.failed,
+            }
+        };
+        let c_arm = match &candidate {
+            Some(sent) => Some(arm(&mut stats, sent, false)),
+            None => {
+                stats.record_failed_source(&line.endpoint);
+                None
+            }
+        };
+        let b_arm = match &baseline {
+            Some(Some(sent)) => Some(arm(&mut stats, sent, true)),
+            Some(None) => {
+                stats.record_baseline_failed_source(&line.endpoint);
+                None
+            }
+            None => None,
+        };
+        if self.baseline.is_some() {
+            stats.samples.push(verdict::Sample {
+                endpoint: line.endpoint.clone(),
+                index: order,
+                offset_ns,
+                baseline: b_arm,
+                candidate: c_arm,
+            });
+        }
+        if let Some((primary, rc, rb)) = compared {
+            stats.diffs.add(Compared {
+                endpoint: &line.endpoint,
+                line: line.line,
+                copy: job.copy,
+                iteration: job.iteration,
+                primary,
+                recorded_vs_candidate: rc,
+                recorded_vs_baseline: rb,
+            });
+        }
+    }
+
+    /// Builds and sends one arm's request in its session; None when it was not sent (a source
+    /// failed, or no target for its authority).
+    async fn send(
+        &self,
+        line: &Planned,
+        index: usize,
+        session: &Session,
+        targets: &Targets,
+    ) -> Option<Sent> {
+        let sent_at = Instant::now();
+        let request = match live::build(&self.plan, line, session, &self.context) {
             Ok(request) => request,
             Err(failed) => {
                 tracing::debug!(
                     line = line.line,
                     source_line = failed.source_line,
-                    copy = job.copy,
+                    copy = session.copy,
                     "Source failed; request not sent."
                 );
-                session.fail(job.index);
-                self.stats().record_failed_source(&line.endpoint);
-                return;
+                session.fail(index);
+                return None;
             }
         };
-        let Some(target) = self.targets.resolve(&line.authority) else {
-            session.fail(job.index);
-            self.stats().record_failed_source(&line.endpoint);
-            return;
+        let Some(target) = targets.resolve(&line.authority) else {
+            session.fail(index);
+            return None;
         };
         let path = request.path.clone();
         let unresolved = request.unresolved.clone();
@@ -175,14 +390,14 @@ impl Engine {
             Ok(response) => {
                 let failed_status = response.status >= 400 && line.status < 400;
                 if failed_status {
-                    session.fail(job.index);
+                    session.fail(index);
                 } else {
-                    session.capture(line, &self.captures[job.index], &path, &response.message);
+                    session.capture(line, &self.captures[index], &path, &response.message);
                 }
                 (response.status, None)
             }
             Err(error) => {
-                session.fail(job.index);
+                session.fail(index);
                 (0, Some(error.clone()))
             }
         };
@@ -204,39 +419,34 @@ impl Engine {
         if failed {
             self.errors.fetch_add(1, Ordering::Relaxed);
         }
-        let diffs = result.as_ref().ok().map(|response| {
-            self.comparer.compare(
-                &line.endpoint,
-                ResponseView {
-                    status: line.status,
-                    message: &line.response,
-                    trailers: &line.response_trailers,
-                },
-                ResponseView {
-                    status: response.status,
-                    message: &response.message,
-                    trailers: &response.trailers,
-                },
-                &self.skips,
-            )
-        });
-        let mut stats = self.stats();
-        stats.record(&Sample {
-            endpoint: &line.endpoint,
-            at: end.saturating_duration_since(self.started),
-            latency: end.saturating_duration_since(start),
-            wait,
-            recorded: Duration::from_nanos(line.recorded_ns),
+        Some(Sent {
+            response: result.ok(),
             status,
             error,
             failed,
-            unresolved: &unresolved,
-            resign_without_key: &resign_without_key,
-        });
-        if let Some(diffs) = diffs {
-            stats.record_diffs(&line.endpoint, line.line, job.copy, job.iteration, diffs);
-        }
+            took: end.saturating_duration_since(sent_at),
+            end,
+            unresolved,
+            resign_without_key,
+        })
     }
+}
+
+/// One request's comparisons: the one that counts, recorded → candidate, recorded → baseline.
+type Three = (Vec<Outcome>, Option<Vec<Outcome>>, Option<Vec<Outcome>>);
+
+/// One arm's sent request.
+#[derive(Debug)]
+struct Sent {
+    response: Option<LiveResponse>,
+    status: u16,
+    error: Option<String>,
+    failed: bool,
+    /// From the send to the end of the response (the wait for a connection slot included).
+    took: Duration,
+    end: Instant,
+    unresolved: Vec<String>,
+    resign_without_key: Vec<String>,
 }
 
 /// Runs a model until its bounds or `stop`; returns when every request sent has settled.
@@ -417,6 +627,40 @@ impl Drop for Done {
     fn drop(&mut self) {
         if self.0.0.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.0.1.notify_waiters();
+        }
+    }
+}
+
+/// Whether the candidate goes first in pair `order`: the top bit of a SplitMix64 step, so the
+/// choice is balanced overall and uncorrelated with any period in what is sent.
+fn first_arm_is_candidate(order: u64) -> bool {
+    let mut z = order.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^= z >> 31;
+    z >> 63 == 0
+}
+
+#[cfg(test)]
+mod first_arm_tests {
+    use super::first_arm_is_candidate;
+
+    #[test]
+    fn the_first_arm_is_balanced_and_not_periodic() {
+        // Overall about half, and about half within every residue of small periods, which a
+        // plain alternation fails (period 2 gives 100 % / 0 %).
+        for period in 1..=8u64 {
+            for residue in 0..period {
+                let picks: Vec<bool> = (0..4_000u64)
+                    .filter(|i| i % period == residue)
+                    .map(first_arm_is_candidate)
+                    .collect();
+                let share = picks.iter().filter(|&&c| c).count() as f64 / picks.len() as f64;
+                assert!(
+                    (0.4..=0.6).contains(&share),
+                    "period {period} residue {residue}: candidate first in {share:.2}"
+                );
+            }
         }
     }
 }

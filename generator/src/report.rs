@@ -13,15 +13,18 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use crate::client::Targets;
-use crate::diff::DiffGroup;
+use crate::compare::Origin;
+use crate::diff::{DiffGroup, ThreeWay};
 use crate::load::{Engine, Model};
+use crate::noise::{NoiseFile, NoiseRule, Refused, RuleReport, Thresholds};
 use crate::plan::Plan;
 use crate::slo::{self, Checked, Goal, Verdict};
 use crate::stats::Measured;
+use crate::verdict::GateReport;
 use crate::{Error, ReplayArgs, Result};
 
-/// The report format version.
-pub const REPORT_VERSION: u32 = 1;
+/// The report format version: 2 added the baseline, the gate, noise and the three-way view.
+pub const REPORT_VERSION: u32 = 2;
 
 /// File names in the report directory.
 pub const JSON_FILE: &str = "report.json";
@@ -61,6 +64,16 @@ pub struct Settings {
     pub targets: Vec<String>,
     /// Whether JWTs were re-signed (a `--jwt-key` was given).
     pub jwt_key: bool,
+    /// The baselines (`--baseline`), as `targets`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub baselines: Vec<String>,
+    /// `--calibrate`.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub calibrate: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl Settings {
@@ -84,6 +97,14 @@ impl Settings {
             ramp_up_s: args.ramp_up.as_secs_f64(),
             targets: targets.describe(),
             jwt_key: args.jwt_key.is_some(),
+            baselines: if args.baseline.is_empty() {
+                Vec::new()
+            } else {
+                Targets::parse(&args.baseline)
+                    .map(|t| t.describe())
+                    .unwrap_or_default()
+            },
+            calibrate: args.calibrate,
         }
     }
 }
@@ -188,7 +209,7 @@ pub struct Figures {
 }
 
 impl Figures {
-    fn of(endpoint: &str, m: &Measured, seconds: f64) -> Figures {
+    fn of(endpoint: &str, m: &Measured, seconds: f64, diffs: u64) -> Figures {
         let latency = Latency::of(&m.latency);
         let recorded_latency = Latency::of(&m.recorded);
         let counted = |map: &std::collections::BTreeMap<String, u64>| {
@@ -222,7 +243,7 @@ impl Figures {
                 .iter()
                 .map(|(s, n)| (s.to_string(), *n))
                 .collect(),
-            diffs: m.diffs,
+            diffs,
             waits: Waits {
                 count: m.waits.len(),
                 p50: Latency::of(&m.waits).p50,
@@ -279,10 +300,110 @@ pub struct Report {
     pub endpoints: Vec<Figures>,
     /// Per second.
     pub timeline: Vec<Second>,
-    /// Differences by endpoint and field.
+    /// Differences by endpoint and field (after the noise rules).
     pub diffs: Vec<DiffGroup>,
     /// Goals and verdict.
     pub slo: SloResult,
+    /// The run's verdict: the worst of the goals' (`slo`) and the gate's.
+    pub verdict: Verdict,
+    /// With `--baseline`: the baseline arm's figures.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<Arm>,
+    /// With `--baseline`: latency distributions of both arms per endpoint, with the gate's
+    /// verdict of the endpoint.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub distributions: Vec<Distribution>,
+    /// With `--baseline`: the statistical gate (`--goal`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gate: Option<GateReport>,
+    /// Noise rules and comparators, and what they did.
+    pub noise: NoiseReport,
+    /// Example differing requests, field by field: recorded, baseline, candidate.
+    pub three_way: Vec<ThreeWay>,
+}
+
+/// The baseline arm.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Arm {
+    /// The whole run (`diffs` is 0: differences are counted on the candidate).
+    pub overall: Figures,
+    /// Per endpoint, by name.
+    pub endpoints: Vec<Figures>,
+}
+
+/// The quantiles of [`Distribution`]s.
+pub const QUANTILES: [f64; 10] = [0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 0.999, 1.0];
+
+/// Latency distributions of the two arms of one endpoint (or `*`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Distribution {
+    /// `METHOD /template`, or `*`.
+    pub endpoint: String,
+    /// The quantiles ([`QUANTILES`]).
+    pub quantiles: Vec<f64>,
+    /// The baseline's latency at each, ms.
+    pub baseline: Vec<f64>,
+    /// The candidate's latency at each, ms.
+    pub candidate: Vec<f64>,
+    /// The gate's worst verdict over its goals for this endpoint (`*`: the gate's verdict).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<Verdict>,
+}
+
+/// How the calibration went.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Calibration {
+    /// `--calibrate`: passes over the recording.
+    pub passes: u32,
+    /// Baseline pairs compared.
+    pub pairs: u64,
+}
+
+/// A comparator in force, and what it accepted.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ComparatorReport {
+    /// The endpoint (absent: every endpoint).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// The field.
+    pub field: String,
+    /// The comparator, described.
+    pub comparator: String,
+    /// `file`, `recording`, `calibration` or `token rule NAME`.
+    pub origin: String,
+    /// Differing values it accepted in this run.
+    pub matched: u64,
+}
+
+/// The noise section.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NoiseReport {
+    /// The thresholds used.
+    pub thresholds: Thresholds,
+    /// With `--calibrate`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<Calibration>,
+    /// Every rule (file first, then learned), whether it applied, and what it silenced.
+    pub rules: Vec<RuleReport>,
+    /// Every comparator set for a field, and what it accepted.
+    pub comparators: Vec<ComparatorReport>,
+    /// Learned rules refused as over-broad.
+    pub refused: Vec<Refused>,
+}
+
+/// What the run knows about noise before it starts: the file, what was learned.
+#[derive(Debug, Clone)]
+pub struct NoiseSetup {
+    /// The noise file (or the default, empty one).
+    pub file: NoiseFile,
+    /// Learned comparators (`Origin::Learned(i)`).
+    pub learned_comparators: Vec<crate::noise::ComparatorRule>,
+    /// Every rule and its source (`file`, `recording`, `calibration`).
+    pub rules: Vec<(NoiseRule, String)>,
+    /// Learned rules refused.
+    pub refused: Vec<Refused>,
+    /// The calibration.
+    pub calibration: Option<Calibration>,
 }
 
 /// The snapshot replayed.
@@ -295,21 +416,111 @@ pub struct SnapshotInfo {
 }
 
 impl Report {
-    /// The report of a finished run.
+    /// The report of a finished run, and the noise file it writes (rules and comparators with
+    /// what they did in this run).
     pub fn build(
         engine: &Engine,
         settings: Settings,
         goals: &[Goal],
         started_unix_ns: i64,
         elapsed: Duration,
-    ) -> Report {
+        noise: &NoiseSetup,
+        gate: Option<GateReport>,
+    ) -> (Report, NoiseFile) {
         let stats = engine.stats.lock().unwrap_or_else(|e| e.into_inner());
         let seconds = elapsed.as_secs_f64();
-        let overall = Figures::of("*", &stats.overall(), seconds);
+        let comparer = &engine.comparer;
+
+        // Noise rules: which apply, given this run's rates; then what is left.
+        let thresholds = noise.file.thresholds;
+        let (mut rule_reports, active) = crate::noise::decide(
+            &noise.rules,
+            &stats.diffs.rates(),
+            stats.diffs.compared(),
+            &thresholds,
+        );
+        let mut by_endpoint: std::collections::HashMap<
+            &str,
+            std::collections::HashMap<&str, usize>,
+        > = std::collections::HashMap::new();
+        for ((endpoint, field), i) in &active {
+            by_endpoint
+                .entry(endpoint.as_str())
+                .or_default()
+                .insert(field.as_str(), *i);
+        }
+        let describe_rule = |i: usize| format!("noise rule {i} ({})", noise.rules[i].1);
+        let active_of = |endpoint: &str, field: &str| {
+            by_endpoint
+                .get(endpoint)
+                .and_then(|m| m.get(field))
+                .map(|&i| (i, describe_rule(i)))
+        };
+        let origin = |o: &Origin| match o {
+            Origin::File(_) => "file".to_owned(),
+            Origin::Learned(i) => noise
+                .learned_comparators
+                .get(*i)
+                .and_then(|c| c.evidence.as_ref())
+                .map_or("learned", |e| e.source.as_str())
+                .to_owned(),
+            Origin::TokenRule(name) => format!("token rule {name}"),
+        };
+        let describe_set = |i: usize| {
+            let set = &comparer.sets[i];
+            format!("{} ({})", set.comparator.describe(), origin(&set.origin))
+        };
+        let finished = stats.diffs.finish(&active_of, comparer, &describe_set);
+        for (i, r) in rule_reports.iter_mut().enumerate() {
+            r.suppressed = finished.suppressed.get(&i).copied().unwrap_or(0);
+        }
+        let comparators: Vec<ComparatorReport> = comparer
+            .sets
+            .iter()
+            .enumerate()
+            .map(|(i, set)| ComparatorReport {
+                endpoint: set.endpoint.clone(),
+                field: set.field.clone(),
+                comparator: set.comparator.describe(),
+                origin: origin(&set.origin),
+                matched: finished.matched.get(&i).copied().unwrap_or(0),
+            })
+            .collect();
+        let mut file = noise.file.clone();
+        file.comparators
+            .extend(noise.learned_comparators.iter().cloned());
+        let file_count = noise.file.comparators.len();
+        for (i, set) in comparer.sets.iter().enumerate() {
+            let index = match set.origin {
+                Origin::File(j) => Some(j),
+                Origin::Learned(j) => Some(file_count + j),
+                Origin::TokenRule(_) => None,
+            };
+            if let Some(c) = index.and_then(|j| file.comparators.get_mut(j)) {
+                c.matched = finished.matched.get(&i).copied().unwrap_or(0);
+            }
+        }
+        file.rules = noise
+            .rules
+            .iter()
+            .zip(&rule_reports)
+            .map(|((rule, _), report)| NoiseRule {
+                suppressed: report.suppressed,
+                ..rule.clone()
+            })
+            .collect();
+
+        let diffs_of = |e: &str| finished.responses.get(e).copied().unwrap_or(0);
+        let overall = Figures::of(
+            "*",
+            &stats.overall(),
+            seconds,
+            finished.responses.values().sum(),
+        );
         let endpoints: Vec<Figures> = stats
             .endpoints
             .iter()
-            .map(|(e, m)| Figures::of(e, m, seconds))
+            .map(|(e, m)| Figures::of(e, m, seconds, diffs_of(e)))
             .collect();
         let timeline = stats
             .timeline
@@ -323,7 +534,6 @@ impl Report {
                 p99: Latency::of(&b.latency).p99,
             })
             .collect();
-        let diffs = stats.diffs.groups();
         let value = |metric: &str| -> f64 {
             let l = &overall.latency;
             match metric {
@@ -352,7 +562,71 @@ impl Report {
             }
         };
         let checked = slo::check(goals, &value);
-        Report {
+        let slo_verdict = slo::verdict(&checked);
+        let paired = engine.baseline.is_some();
+        let baseline = paired.then(|| Arm {
+            overall: Figures::of("*", &stats.baseline_overall(), seconds, 0),
+            endpoints: stats
+                .baseline
+                .iter()
+                .map(|(e, m)| Figures::of(e, m, seconds, 0))
+                .collect(),
+        });
+        let mut distributions = Vec::new();
+        if paired {
+            let quantiles = |h: &Histogram<u64>| -> Vec<f64> {
+                QUANTILES
+                    .iter()
+                    .map(|&q| {
+                        if h.is_empty() {
+                            0.0
+                        } else if q >= 1.0 {
+                            h.max() as f64 / 1000.0
+                        } else if q <= 0.0 {
+                            h.min() as f64 / 1000.0
+                        } else {
+                            h.value_at_quantile(q) as f64 / 1000.0
+                        }
+                    })
+                    .collect()
+            };
+            let gate_verdict = |endpoint: &str| {
+                gate.as_ref().and_then(|g| {
+                    if endpoint == "*" {
+                        return Some(g.verdict);
+                    }
+                    g.goals
+                        .iter()
+                        .flat_map(|goal| goal.endpoints.iter())
+                        .filter(|row| row.endpoint == endpoint)
+                        .map(|row| row.verdict)
+                        .max()
+                })
+            };
+            let empty = Measured::default();
+            distributions.push(Distribution {
+                endpoint: "*".to_owned(),
+                quantiles: QUANTILES.to_vec(),
+                baseline: quantiles(&stats.baseline_overall().latency),
+                candidate: quantiles(&stats.overall().latency),
+                verdict: gate_verdict("*"),
+            });
+            for (e, m) in &stats.endpoints {
+                let b = stats.baseline.get(e).unwrap_or(&empty);
+                distributions.push(Distribution {
+                    endpoint: e.clone(),
+                    quantiles: QUANTILES.to_vec(),
+                    baseline: quantiles(&b.latency),
+                    candidate: quantiles(&m.latency),
+                    verdict: gate_verdict(e),
+                });
+            }
+        }
+        let verdict = match &gate {
+            Some(g) => slo_verdict.worst(g.verdict),
+            None => slo_verdict,
+        };
+        let report = Report {
             version: REPORT_VERSION,
             snapshot: SnapshotInfo {
                 id: engine.plan.snapshot_id.clone(),
@@ -364,17 +638,31 @@ impl Report {
             overall,
             endpoints,
             timeline,
-            diffs,
+            diffs: finished.groups,
             slo: SloResult {
-                verdict: slo::verdict(&checked),
+                verdict: slo_verdict,
                 goals: checked,
             },
-        }
+            verdict,
+            baseline,
+            distributions,
+            gate,
+            noise: NoiseReport {
+                thresholds,
+                calibration: noise.calibration,
+                rules: rule_reports,
+                comparators,
+                refused: noise.refused.clone(),
+            },
+            three_way: finished.three_way,
+        };
+        (report, file)
     }
 
-    /// The verdict (its [`Verdict::exit_code`] is the process's).
+    /// The verdict (its [`Verdict::exit_code`] is the process's): the worst of the goals' and
+    /// the gate's.
     pub fn verdict(&self) -> Verdict {
-        self.slo.verdict
+        self.verdict
     }
 
     /// The report as pretty JSON.
@@ -447,9 +735,23 @@ impl Report {
                 g.measured
             ));
         }
-        out.push_str(match self.slo.verdict {
+        if let Some(gate) = &self.gate {
+            for line in gate.lines() {
+                out.push_str(&format!("gate {line}\n"));
+            }
+        }
+        let silenced: u64 = self.noise.rules.iter().map(|r| r.suppressed).sum();
+        if silenced > 0 || !self.noise.refused.is_empty() {
+            out.push_str(&format!(
+                "noise: {} rules applied ({silenced} differences silenced), {} refused as over-broad\n",
+                self.noise.rules.iter().filter(|r| r.applied).count(),
+                self.noise.refused.len()
+            ));
+        }
+        out.push_str(match self.verdict {
             Verdict::Pass => "verdict: pass\n",
             Verdict::Fail => "verdict: FAIL\n",
+            Verdict::Inconclusive => "verdict: INCONCLUSIVE\n",
         });
         out
     }

@@ -198,26 +198,9 @@ pub fn check(goals: &[Goal], value: &dyn Fn(&str) -> f64) -> Vec<Checked> {
         .collect()
 }
 
-/// The verdict of a run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Verdict {
-    /// Every goal holds (or none was given).
-    Pass,
-    /// A goal does not hold.
-    Fail,
-}
-
-impl Verdict {
-    /// The process exit code: 0 pass, 1 fail. (2 is a run that could not be done: bad
-    /// arguments, an unreadable snapshot, `--strict-redacted` with unresolved markers.)
-    pub fn exit_code(self) -> u8 {
-        match self {
-            Verdict::Pass => 0,
-            Verdict::Fail => 1,
-        }
-    }
-}
+/// The verdict of a run: one definition, the gate's (pass, fail, inconclusive); goals give pass
+/// or fail.
+pub use crate::verdict::Verdict;
 
 /// The verdict of checked goals.
 pub fn verdict(checked: &[Checked]) -> Verdict {

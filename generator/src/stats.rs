@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 
-use crate::diff::{DiffSummary, Difference};
+use crate::diff::DiffSummary;
+use crate::verdict;
 
 /// Highest latency kept, microseconds (1 hour).
 const MAX_US: u64 = 3_600_000_000;
@@ -53,8 +54,6 @@ pub struct Measured {
     pub unresolved: BTreeMap<String, u64>,
     /// Tokens sent as recorded for want of `--jwt-key`, by rule.
     pub resign_without_key: BTreeMap<String, u64>,
-    /// Responses with at least one difference.
-    pub diffs: u64,
     /// The first transport error seen.
     pub first_error: Option<String>,
 }
@@ -71,7 +70,6 @@ impl Default for Measured {
             failed_sources: 0,
             unresolved: BTreeMap::new(),
             resign_without_key: BTreeMap::new(),
-            diffs: 0,
             first_error: None,
         }
     }
@@ -110,8 +108,13 @@ pub struct Stats {
     pub endpoints: BTreeMap<String, Measured>,
     /// Per second of the run.
     pub timeline: Vec<Bucket>,
-    /// Grouped differences.
+    /// Differences (before the noise rules; `DiffSummary::finish` counts the responses with
+    /// differences per endpoint: the one definition).
     pub diffs: DiffSummary,
+    /// With `--baseline`: the baseline arm, per endpoint.
+    pub baseline: BTreeMap<String, Measured>,
+    /// With `--baseline`: one sample per request for the statistical gate.
+    pub samples: Vec<verdict::Sample>,
 }
 
 fn us(d: Duration) -> u64 {
@@ -165,22 +168,6 @@ impl Stats {
         bucket.latency.saturating_record(us(sample.latency));
     }
 
-    /// Records the differences of one response.
-    pub fn record_diffs(
-        &mut self,
-        endpoint: &str,
-        line: u32,
-        copy: u32,
-        iteration: u32,
-        diffs: Vec<Difference>,
-    ) {
-        if diffs.is_empty() {
-            return;
-        }
-        self.endpoints.entry(endpoint.to_owned()).or_default().diffs += 1;
-        self.diffs.add(endpoint, line, copy, iteration, diffs);
-    }
-
     /// Records a request not sent because its source failed.
     pub fn record_failed_source(&mut self, endpoint: &str) {
         self.endpoints
@@ -189,31 +176,63 @@ impl Stats {
             .failed_sources += 1;
     }
 
+    /// Records a baseline request (the baseline arm has no timeline of its own).
+    pub fn record_baseline(&mut self, sample: &Sample<'_>) {
+        let m = self.baseline.entry(sample.endpoint.to_owned()).or_default();
+        m.sent += 1;
+        m.latency.saturating_record(us(sample.latency));
+        m.recorded.saturating_record(us(sample.recorded));
+        if let Some(wait) = sample.wait {
+            m.waits.saturating_record(us(wait));
+        }
+        m.errors += u64::from(sample.failed);
+        if m.first_error.is_none() {
+            m.first_error.clone_from(&sample.error);
+        }
+        *m.statuses.entry(sample.status).or_insert(0) += 1;
+    }
+
+    /// Records a baseline request not sent because its source failed.
+    pub fn record_baseline_failed_source(&mut self, endpoint: &str) {
+        self.baseline
+            .entry(endpoint.to_owned())
+            .or_default()
+            .failed_sources += 1;
+    }
+
     /// Everything merged.
     pub fn overall(&self) -> Measured {
-        let mut all = Measured::default();
-        for m in self.endpoints.values() {
-            // Same bounds everywhere, so adding cannot fail.
-            let _ = all.latency.add(&m.latency);
-            let _ = all.recorded.add(&m.recorded);
-            let _ = all.waits.add(&m.waits);
-            all.sent += m.sent;
-            all.errors += m.errors;
-            all.failed_sources += m.failed_sources;
-            all.diffs += m.diffs;
-            for (s, n) in &m.statuses {
-                *all.statuses.entry(*s).or_insert(0) += n;
-            }
-            for (k, n) in &m.unresolved {
-                *all.unresolved.entry(k.clone()).or_insert(0) += n;
-            }
-            for (k, n) in &m.resign_without_key {
-                *all.resign_without_key.entry(k.clone()).or_insert(0) += n;
-            }
-            if all.first_error.is_none() {
-                all.first_error.clone_from(&m.first_error);
-            }
-        }
-        all
+        merged(&self.endpoints)
     }
+
+    /// The baseline arm, merged.
+    pub fn baseline_overall(&self) -> Measured {
+        merged(&self.baseline)
+    }
+}
+
+fn merged(endpoints: &BTreeMap<String, Measured>) -> Measured {
+    let mut all = Measured::default();
+    for m in endpoints.values() {
+        // Same bounds everywhere, so adding cannot fail.
+        let _ = all.latency.add(&m.latency);
+        let _ = all.recorded.add(&m.recorded);
+        let _ = all.waits.add(&m.waits);
+        all.sent += m.sent;
+        all.errors += m.errors;
+        all.failed_sources += m.failed_sources;
+        for (s, n) in &m.statuses {
+            *all.statuses.entry(*s).or_insert(0) += n;
+        }
+        for (k, n) in &m.unresolved {
+            *all.unresolved.entry(k.clone()).or_insert(0) += n;
+        }
+        for (k, n) in &m.resign_without_key {
+            *all.resign_without_key.entry(k.clone()).or_insert(0) += n;
+        }
+        if all.first_error.is_none() {
+            all.first_error.clone_from(&m.first_error);
+        }
+    }
+    all
 }

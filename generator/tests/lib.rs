@@ -2,8 +2,11 @@
 //! records every request it receives.
 
 mod load;
+mod noise;
 mod plan;
 mod protocols;
 mod reports;
 mod requests;
+mod shard;
 mod support;
+mod verdict;

@@ -12,8 +12,41 @@ use tapedeck_generator::{Error, Verdict, slo};
 
 use crate::support::{Received, Reply, Server, args, inbound, replay, write_snapshot};
 
+/// Checks `dir/file` against `docs/<schema>`, and that the schema refuses an unknown field;
+/// returns the JSON.
+pub(crate) fn check_schema(dir: &Path, schema: &str, file: &str) -> serde_json::Value {
+    let text = std::fs::read_to_string(dir.join(file)).expect("the file");
+    let value: serde_json::Value = serde_json::from_str(&text).expect("json");
+    let schema_path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../docs")
+        .join(schema);
+    let schema: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(schema_path).expect("the schema"))
+            .expect("json");
+    let validator = jsonschema::draft202012::new(&schema).expect("a valid schema");
+    let errors: Vec<String> = validator
+        .iter_errors(&value)
+        .map(|e| format!("{} at {}", e, e.instance_path))
+        .collect();
+    assert!(errors.is_empty(), "{errors:#?}");
+    // The schema is strict: an unknown field is refused.
+    let mut extra = value.clone();
+    extra["colour"] = serde_json::json!("red");
+    assert!(!validator.is_valid(&extra));
+    value
+}
+
 /// A small snapshot of two endpoints; the server differs from the recording on one field.
 async fn run_with_report(dir: &Path, slo: &str) -> (tapedeck_generator::Report, PathBuf) {
+    run_with_report_and(dir, slo, false).await
+}
+
+/// The same, with a baseline that answers as recorded when `paired`.
+async fn run_with_report_and(
+    dir: &Path,
+    slo: &str,
+    paired: bool,
+) -> (tapedeck_generator::Report, PathBuf) {
     let exchanges = (0..6)
         .map(|i| {
             if i % 2 == 0 {
@@ -42,14 +75,26 @@ async fn run_with_report(dir: &Path, slo: &str) -> (tapedeck_generator::Report, 
         }
     }))
     .await;
+    let baseline = Server::start(Arc::new(|r: &Received| {
+        if r.path.starts_with("/orders/") {
+            Reply::json(200, r#"{"status":"paid","total":10}"#)
+        } else {
+            Reply::json(200, r#"{"ok":true}"#)
+        }
+    }))
+    .await;
     let mut a = args(&snapshot, &server.url);
     a.concurrency = Some(2);
     a.iterations = Some(3);
     a.slo = Some(slo.to_owned());
+    if paired {
+        a.baseline = vec![baseline.url.clone()];
+        a.gate.min_samples = 2;
+    }
     let out = dir.join("out");
     a.report = Some(out.clone());
     let report = replay(a).await.expect("the replay runs");
-    _server_guard = server;
+    _server_guard = (server, baseline);
     (report, out)
 }
 
@@ -84,25 +129,9 @@ async fn goals_decide_the_verdict_and_the_exit_code() {
 async fn report_json_follows_its_schema_and_groups_diffs() {
     let dir = tempfile::tempdir().expect("a temp dir");
     let (report, out) = run_with_report(dir.path(), "p99<10s").await;
-    let text = std::fs::read_to_string(out.join(JSON_FILE)).expect("report.json");
-    let value: serde_json::Value = serde_json::from_str(&text).expect("json");
-    let schema_path =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/replay-report-v1.schema.json");
-    let schema: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(schema_path).expect("the schema"))
-            .expect("json");
-    let validator = jsonschema::draft202012::new(&schema).expect("a valid schema");
-    let errors: Vec<String> = validator
-        .iter_errors(&value)
-        .map(|e| format!("{} at {}", e, e.instance_path))
-        .collect();
-    assert!(errors.is_empty(), "{errors:#?}");
-    // The schema is strict: an unknown field is refused.
-    let mut extra = value.clone();
-    extra["colour"] = serde_json::json!("red");
-    assert!(!validator.is_valid(&extra));
-
-    assert_eq!(value["version"], 1);
+    let value = check_schema(&out, "replay-report-v2.schema.json", JSON_FILE);
+    assert_eq!(value["version"], 2);
+    assert_eq!(value["verdict"], "pass");
     assert_eq!(report.overall.requests, 18);
     assert_eq!(report.endpoints.len(), 2);
     // The changed field, grouped by endpoint and field, with examples.
@@ -195,7 +224,7 @@ fn chromium() -> String {
 #[tokio::test]
 async fn report_html_draws_its_charts_in_headless_chromium() {
     let dir = tempfile::tempdir().expect("a temp dir");
-    let (_, out) = run_with_report(dir.path(), "p99<10s").await;
+    let (report, out) = run_with_report_and(dir.path(), "p99<10s", true).await;
     let page = out.join(HTML_FILE);
     let html = std::fs::read_to_string(&page).expect("report.html");
     // Self-contained: no external resource.
@@ -243,5 +272,39 @@ async fn report_html_draws_its_charts_in_headless_chromium() {
     assert!(
         dom.contains("<td>GET /orders/{id}</td>"),
         "the endpoint table"
+    );
+    // Baseline and candidate distributions side by side, per endpoint, with the verdict.
+    assert_eq!(report.distributions.len(), 3);
+    for i in 0..report.distributions.len() {
+        for arm in ["baseline", "candidate"] {
+            let marker = format!("data-series=\"{arm}-{i}\"");
+            let at = dom
+                .find(&marker)
+                .unwrap_or_else(|| panic!("no {arm} distribution {i} in the DOM"));
+            let path = &dom[dom[..at].rfind("<path").expect("a path element")..at];
+            assert!(path.contains("d=\"M"), "{arm} {i}: {path}");
+        }
+    }
+    let gate = report.gate.as_ref().expect("the gate ran");
+    let verdict = format!("class=\"verdict {}\"", gate.verdict.as_str());
+    assert!(
+        dom.contains(&verdict),
+        "the verdict beside the distributions"
+    );
+    let text = gate.goals[0]
+        .overall
+        .text
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;");
+    assert!(dom.contains(&text), "the gate table: {text}");
+    // The three-way view: recorded and baseline say paid, the candidate shipped.
+    assert!(
+        dom.contains("<tr class=\"differs\"><td>$.status</td><td>\"paid\"</td><td>\"paid\"</td><td>\"shipped\"</td><td>differs</td><td>exact</td></tr>"),
+        "the three-way view"
+    );
+    assert!(
+        dom.contains("0 of 0 noise rules applied"),
+        "the noise section"
     );
 }

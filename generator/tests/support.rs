@@ -341,6 +341,12 @@ pub(crate) fn args(snapshot: &Path, target: &str) -> ReplayArgs {
         max_connections: 256,
         ca_cert: None,
         progress: tapedeck_generator::When::Never,
+        baseline: Vec::new(),
+        calibrate: 0,
+        noise: None,
+        gate: tapedeck_generator::gate_defaults(),
+        shard: None,
+        command: None,
     }
 }
 
@@ -354,4 +360,115 @@ pub(crate) async fn replay(
     )
     .await
     .expect("the replay ends within 60 s")
+}
+
+/// A seeded pseudo-random generator (SplitMix64) for synthetic servers.
+#[derive(Debug)]
+pub(crate) struct Rng(std::sync::Mutex<u64>);
+
+impl Rng {
+    pub(crate) fn new(seed: u64) -> Rng {
+        Rng(std::sync::Mutex::new(seed))
+    }
+
+    pub(crate) fn next(&self) -> u64 {
+        let mut state = self.0.lock().expect("the rng");
+        *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = *state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1).
+    pub(crate) fn unit(&self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// How a synthetic item server answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Behaviour {
+    /// Noisy but correct: a random `updated_at` near now, a random UUID `request_id`, the
+    /// `items` array shuffled, `price` with a relative jitter below 1e-6.
+    Noisy,
+    /// Noisy, and every typed field broken: `updated_at` not a time, `request_id` not a UUID,
+    /// one item's `qty` changed, `price` 8 % up, `status` changed.
+    Broken,
+}
+
+/// The recorded body of item `n` (`GET /items/item_000n`), at the recorded time `at_ns`.
+pub(crate) fn item_body(n: u64, at_ns: u64) -> String {
+    serde_json::json!({
+        "id": format!("item_{n:04}"),
+        "status": "ok",
+        "updated_at": tapedeck_har::time::format(at_ns),
+        "request_id": format!("3f2b8c1e-0d4a-4c6b-9a7e-{:012x}", n),
+        "price": 12.5,
+        "items": [{"sku": "a", "qty": 1}, {"sku": "b", "qty": 2}, {"sku": "c", "qty": 3}],
+    })
+    .to_string()
+}
+
+/// A synthetic item server, seeded.
+pub(crate) fn item_server(seed: u64, behaviour: Behaviour) -> Handler {
+    let rng = Arc::new(Rng::new(seed));
+    Arc::new(move |r: &Received| {
+        let id = r.path.rsplit('/').next().unwrap_or_default().to_owned();
+        let now_ns = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("a clock after 1970")
+            .as_nanos() as u64;
+        let at = now_ns - (rng.unit() * 5e9) as u64;
+        let uuid = format!(
+            "{:08x}-{:04x}-4{:03x}-a{:03x}-{:012x}",
+            rng.next() as u32,
+            rng.next() as u16,
+            rng.next() & 0xfff,
+            rng.next() & 0xfff,
+            rng.next() & 0xffff_ffff_ffff
+        );
+        let mut items = [("a", 1), ("b", 2), ("c", 3)];
+        for i in (1..items.len()).rev() {
+            let j = (rng.next() % (i as u64 + 1)) as usize;
+            items.swap(i, j);
+        }
+        let jitter = 12.5 * (1.0 + (rng.unit() - 0.5) * 2e-6);
+        let broken = behaviour == Behaviour::Broken;
+        let body = serde_json::json!({
+            "id": id,
+            "status": if broken { "degraded" } else { "ok" },
+            "updated_at": if broken { "never".to_owned() } else { tapedeck_har::time::format(at) },
+            "request_id": if broken { "not-a-uuid".to_owned() } else { uuid },
+            "price": if broken { 13.5 } else { jitter },
+            "items": items
+                .iter()
+                .map(|(sku, qty)| serde_json::json!({
+                    "sku": sku,
+                    "qty": if broken && *sku == "b" { 99 } else { *qty },
+                }))
+                .collect::<Vec<_>>(),
+        });
+        Reply::json(200, &body.to_string())
+    })
+}
+
+/// A snapshot of `n` item reads, 5 ms apart.
+pub(crate) fn item_snapshot(dir: &Path, n: u64) -> PathBuf {
+    let exchanges = (0..n)
+        .map(|i| {
+            let at = T0 + i * 5_000_000;
+            inbound(
+                i,
+                i * 5,
+                "GET",
+                &format!("/items/item_{i:04}"),
+                &[],
+                "",
+                200,
+                &item_body(i, at),
+            )
+        })
+        .collect();
+    write_snapshot(dir, "items", exchanges)
 }

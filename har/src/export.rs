@@ -51,6 +51,7 @@ pub fn from_exchanges(exchanges: &[Exchange], creator: &str) -> Har {
             pages: None,
             entries: exchanges.iter().map(to_entry).collect(),
             comment: None,
+            diagnostics: Vec::new(),
         },
     }
 }

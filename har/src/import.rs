@@ -1,10 +1,17 @@
-//! HAR → exchanges: [`parse`] reads a file, [`to_exchanges`] turns its entries into
-//! [`Exchange`]s.
+//! HAR → exchanges: [`stream`] reads a file of any size entry by entry and converts each entry
+//! as it is read; [`parse`] reads a document in memory and [`to_exchanges`] converts it.
 //!
-//! Parsing is strict about the document (JSON, `log`, `log.entries` as an array, field types)
-//! and fails with a [`HarError`] that names the JSON path, line and column. Conversion never
-//! fails: an entry that cannot become an exchange (a bad URL, a bad date, a bad base64 body…)
-//! yields a [`Diagnostic`] naming `log.entries[i]…` and is skipped; the others convert.
+//! HAR as real tools write it imports. Only a file that is not JSON, or has no `log.entries`
+//! array, is refused, with a [`HarError`] that names the JSON path, line and column. Inside an
+//! entry, a field that does not read as the spec says is repaired (a non-string value where a
+//! string belongs is kept as its JSON text; a map of headers becomes name/value pairs; an
+//! unreadable number is "unknown") and a date without an offset is read as UTC; a missing
+//! `startedDateTime` takes the previous entry's, a missing method is GET (POST with a body), a
+//! relative URL takes its host from `:authority`/`Host`, an out-of-range status is 0, and text
+//! that does not decode as its `encoding` says is kept as written. Each such field yields a
+//! [`Diagnostic`] naming `log.entries[i].field` and the entry imports. An entry that still
+//! cannot become an exchange (no URL and no host, a method with spaces, not an object) yields a
+//! diagnostic with `skipped` set; the others convert.
 //!
 //! The mapping, per entry:
 //! - `startedDateTime` (RFC 3339 with a UTC offset) → `start_unix_nanos`; `time` (ms) →
@@ -50,16 +57,18 @@ use tapedeck_proto::{
     Direction, Exchange, Header, Message, Protocol, REQUEST_ID_HEADER, TRACEPARENT_HEADER,
 };
 
-use crate::model::{Cookie, Entry, Har, NameValue, TapedeckEntry};
-use crate::time;
+use serde_json::Value;
+
+use crate::model::{Cookie, Entry, Har, Log, NameValue, TapedeckEntry};
+use crate::{read, time};
 
 /// The `filter_version` of imported exchanges: they were read from a file, not captured.
 pub const IMPORT_FILTER_VERSION: &str = "har-import";
 
-/// A HAR document that cannot be read at all.
+/// A HAR document that cannot be read at all: not JSON, or no `log.entries` array.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HarError {
-    /// Not JSON, or JSON of the wrong shape: `path` is where (`log.entries[12].time`, or
+    /// Not JSON, or JSON of the wrong shape: `path` is where (`log.entries[12]`, or
     /// `document` for the top level).
     #[error("{path}: {message} (line {line}, column {column})")]
     Json {
@@ -80,25 +89,50 @@ pub enum HarError {
         /// What is wrong.
         message: String,
     },
+    /// The file could not be read.
+    #[error("reading the HAR file: {message}")]
+    Read {
+        /// The I/O error.
+        message: String,
+    },
 }
 
 /// The result type of this crate.
 pub type Result<T, E = HarError> = std::result::Result<T, E>;
 
-/// One entry that did not become an exchange, and why.
+/// Something an import could not take as written: a field it repaired (the entry imports) or
+/// an entry it could not import at all (`skipped`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Diagnostic {
-    /// The entry's index in `log.entries`.
-    pub entry: usize,
+    /// The entry's index in `log.entries`; `None` for the log itself (`log.version`…).
+    pub entry: Option<usize>,
     /// The JSON path of the offending value, for example `log.entries[3].request.url`.
     pub path: String,
-    /// What is wrong with it.
+    /// What is wrong with it, and what the import did about it.
     pub message: String,
+    /// True when the entry did not become an exchange; false when it imported with this field
+    /// read as the message says.
+    pub skipped: bool,
+}
+
+impl Diagnostic {
+    fn entry(index: usize, below: &str, message: String, skipped: bool) -> Self {
+        Diagnostic {
+            entry: Some(index),
+            path: format!("log.entries[{index}].{below}"),
+            message,
+            skipped,
+        }
+    }
 }
 
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.path, self.message)
+        write!(f, "{}: {}", self.path, self.message)?;
+        if self.skipped {
+            f.write_str(" (entry skipped)")?;
+        }
+        Ok(())
     }
 }
 
@@ -138,36 +172,202 @@ impl Default for ImportOptions {
     }
 }
 
-/// Reads a HAR document. A UTF-8 byte order mark is skipped.
+/// Reads a whole HAR document from memory. A UTF-8 byte order mark is skipped. Fields that do
+/// not read as the spec says are repaired and noted in [`Log::diagnostics`](crate::model::Log),
+/// which [`to_exchanges`] reports; an entry that is not an object is kept as an empty entry
+/// that [`to_exchanges`] skips. Only JSON that does not parse, or has no `log.entries` array,
+/// is an error. For files of any size, [`stream`] reads entry by entry instead.
 pub fn parse(bytes: &[u8]) -> Result<Har> {
     let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
-    let har: Har = serde_json::from_slice(bytes).map_err(|error| json_error(bytes, &error))?;
-    let version = har.log.version.trim();
-    if !(version.is_empty() || version.starts_with("1.")) {
-        return Err(HarError::Invalid {
-            path: "log.version".into(),
-            message: format!("unsupported HAR version {version:?} (expected 1.x)"),
-        });
-    }
-    Ok(har)
+    let mut entries = Vec::new();
+    let mut diagnostics = Vec::new();
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let (result, head) = read::read_document(&mut deserializer, &mut |index, value| {
+        entries.push(read_entry(index, value, &mut diagnostics).unwrap_or_default());
+    });
+    result
+        .and_then(|()| deserializer.end())
+        .map_err(|error| json_error(bytes, &error))?;
+    let mut log = read_log(head.log, &mut diagnostics);
+    log.entries = entries;
+    log.diagnostics = diagnostics;
+    Ok(Har { log })
 }
 
-/// Converts every entry it can; each entry it cannot yields one [`Diagnostic`].
+/// Reads one entry leniently; `None` (and a skipping diagnostic) when it cannot be read.
+fn read_entry(index: usize, value: Value, diagnostics: &mut Vec<Diagnostic>) -> Option<Entry> {
+    let kind = json_kind(&value);
+    let mut repairs = Vec::new();
+    let entry = read::lenient::<Entry>(value, &mut repairs);
+    diagnostics.extend(
+        repairs
+            .into_iter()
+            .map(|r| Diagnostic::entry(index, &r.path, r.message, entry.is_none())),
+    );
+    if entry.is_none() {
+        diagnostics.push(Diagnostic {
+            entry: Some(index),
+            path: format!("log.entries[{index}]"),
+            message: format!("{kind} that cannot be read as an entry"),
+            skipped: true,
+        });
+    }
+    entry
+}
+
+/// The log's fields other than `entries`, leniently; the version is checked, not enforced.
+fn read_log(fields: serde_json::Map<String, Value>, diagnostics: &mut Vec<Diagnostic>) -> Log {
+    let mut fields = fields;
+    fields.insert("entries".into(), Value::Array(Vec::new()));
+    let mut repairs = Vec::new();
+    let log = read::lenient::<Log>(Value::Object(fields), &mut repairs).unwrap_or_default();
+    diagnostics.extend(repairs.into_iter().map(|r| Diagnostic {
+        entry: None,
+        path: format!("log.{}", r.path),
+        message: r.message,
+        skipped: false,
+    }));
+    let version = log.version.trim();
+    if !(version.is_empty() || version.starts_with("1.")) {
+        diagnostics.push(Diagnostic {
+            entry: None,
+            path: "log.version".into(),
+            message: format!("unsupported HAR version {version:?} (expected 1.x); read as 1.2"),
+            skipped: false,
+        });
+    }
+    log
+}
+
+fn json_kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Converts every entry it can, in entry order (notes about the log itself last). Each field it had to repair or guess yields a [`Diagnostic`]
+/// (the entry imports), and each entry it cannot convert one with `skipped` set:
+/// `exchanges.len()` plus the skipped entries is `har.log.entries.len()`.
 pub fn to_exchanges(har: &Har, options: &ImportOptions) -> (Vec<Exchange>, Vec<Diagnostic>) {
-    let mut ids = Ids::new(options.id_seed);
+    let mut state = Converter::new(options);
     let mut exchanges = Vec::with_capacity(har.log.entries.len());
     let mut diagnostics = Vec::new();
+    let mut read_notes = har
+        .log
+        .diagnostics
+        .iter()
+        .filter(|d| d.entry.is_some())
+        .peekable();
     for (index, entry) in har.log.entries.iter().enumerate() {
-        match entry_to_exchange(entry, options, &mut ids) {
-            Ok(exchange) => exchanges.push(exchange),
-            Err((path, message)) => diagnostics.push(Diagnostic {
-                entry: index,
-                path: format!("log.entries[{index}].{path}"),
-                message,
-            }),
+        let mut unreadable = false;
+        while let Some(note) = read_notes.next_if(|d| d.entry <= Some(index)) {
+            unreadable |= note.skipped;
+            diagnostics.push(note.clone());
+        }
+        if unreadable {
+            continue;
+        }
+        if let Some(exchange) = state.convert(index, entry, &mut diagnostics) {
+            exchanges.push(exchange);
         }
     }
+    diagnostics.extend(read_notes.cloned());
+    // Notes about the log itself come last, as `stream` reports them.
+    let log_notes = har.log.diagnostics.iter().filter(|d| d.entry.is_none());
+    diagnostics.extend(log_notes.cloned());
     (exchanges, diagnostics)
+}
+
+/// What [`stream`] did with a file.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// Entries in `log.entries`.
+    pub entries: usize,
+    /// Entries that became exchanges.
+    pub imported: usize,
+    /// Entries that did not.
+    pub skipped: usize,
+    /// Diagnostics reported (repairs and skips).
+    pub diagnostics: usize,
+}
+
+/// One thing [`stream`] reports, in entry order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// An entry converted.
+    Exchange(Box<Exchange>),
+    /// A field repaired or an entry skipped.
+    Diagnostic(Diagnostic),
+}
+
+/// Reads a HAR document from `reader` entry by entry and converts each as it is read, so a file
+/// of any size imports with the memory of one entry. `each` gets every exchange and diagnostic
+/// in entry order; diagnostics about the log itself come last. Fails only when the file is not
+/// JSON, has no `log.entries` array, or cannot be read; events already reported stand.
+pub fn stream<R: std::io::Read>(
+    reader: R,
+    options: &ImportOptions,
+    mut each: impl FnMut(Event),
+) -> Result<Summary> {
+    let mut reader = std::io::BufReader::with_capacity(1 << 16, reader);
+    skip_bom(&mut reader).map_err(|error| HarError::Read {
+        message: error.to_string(),
+    })?;
+    let mut state = Converter::new(options);
+    let mut summary = Summary::default();
+    let mut scratch = Vec::new();
+    let mut deserializer = serde_json::Deserializer::from_reader(reader);
+    let (result, head) = read::read_document(&mut deserializer, &mut |index, value| {
+        summary.entries += 1;
+        let exchange = read_entry(index, value, &mut scratch)
+            .and_then(|entry| state.convert(index, &entry, &mut scratch));
+        summary.skipped += usize::from(exchange.is_none());
+        summary.diagnostics += scratch.len();
+        for diagnostic in scratch.drain(..) {
+            each(Event::Diagnostic(diagnostic));
+        }
+        if let Some(exchange) = exchange {
+            summary.imported += 1;
+            each(Event::Exchange(Box::new(exchange)));
+        }
+    });
+    if let Err(error) = result.and_then(|()| deserializer.end()) {
+        if error.is_io() {
+            return Err(HarError::Read {
+                message: error.to_string(),
+            });
+        }
+        let (line, column) = (error.line(), error.column());
+        let text = error.to_string();
+        let suffix = format!(" at line {line} column {column}");
+        return Err(HarError::Json {
+            path: head
+                .position
+                .unwrap_or(read::Position::Document)
+                .to_string(),
+            message: text.strip_suffix(&suffix).unwrap_or(&text).to_owned(),
+            line,
+            column,
+        });
+    }
+    let mut notes = Vec::new();
+    read_log(head.log, &mut notes);
+    summary.diagnostics += notes.len();
+    notes.into_iter().map(Event::Diagnostic).for_each(each);
+    Ok(summary)
+}
+
+fn skip_bom<R: std::io::BufRead>(reader: &mut R) -> std::io::Result<()> {
+    let buffer = reader.fill_buf()?;
+    if buffer.starts_with(b"\xEF\xBB\xBF") {
+        reader.consume(3);
+    }
+    Ok(())
 }
 
 /// A failure inside one entry: the path below the entry, and the reason.
@@ -177,25 +377,95 @@ fn fail<T>(path: impl Into<String>, message: impl Into<String>) -> Result<T, Ent
     Err((path.into(), message.into()))
 }
 
+/// Entries to exchanges, carrying what one entry lends the next (ids, the last start time).
+#[derive(Debug)]
+struct Converter<'o> {
+    options: &'o ImportOptions,
+    ids: Ids,
+    last_start: Option<u64>,
+}
+
+impl<'o> Converter<'o> {
+    fn new(options: &'o ImportOptions) -> Self {
+        Converter {
+            options,
+            ids: Ids::new(options.id_seed),
+            last_start: None,
+        }
+    }
+
+    /// The entry as an exchange, its notes pushed to `diagnostics`; `None` (and a skipping
+    /// diagnostic) when it cannot become one.
+    fn convert(
+        &mut self,
+        index: usize,
+        entry: &Entry,
+        diagnostics: &mut Vec<Diagnostic>,
+    ) -> Option<Exchange> {
+        let mut notes = Vec::new();
+        let result = entry_to_exchange(entry, self, &mut notes);
+        diagnostics.extend(
+            notes
+                .into_iter()
+                .map(|(path, message)| Diagnostic::entry(index, &path, message, false)),
+        );
+        match result {
+            Ok(exchange) => {
+                self.last_start = Some(exchange.start_unix_nanos);
+                Some(exchange)
+            }
+            Err((path, message)) => {
+                diagnostics.push(Diagnostic::entry(index, &path, message, true));
+                None
+            }
+        }
+    }
+}
+
+/// The start of an entry: `startedDateTime`, read as UTC when it has no offset; else the
+/// previous entry's start (or the epoch), noted.
+fn start_of(entry: &Entry, last: Option<u64>, notes: &mut Vec<EntryError>) -> u64 {
+    let started = entry.started_date_time.trim();
+    let fallback = match last {
+        Some(_) => "the previous entry's start is used",
+        None => "1970-01-01T00:00:00Z is used",
+    };
+    if started.is_empty() {
+        notes.push(("startedDateTime".into(), format!("missing; {fallback}")));
+        return last.unwrap_or(0);
+    }
+    match time::parse(started) {
+        Ok(start) => start,
+        Err(reason) => match time::parse(&format!("{started}Z")) {
+            Ok(start) => {
+                notes.push((
+                    "startedDateTime".into(),
+                    format!("{started:?} has no UTC offset; read as UTC"),
+                ));
+                start
+            }
+            Err(_) => {
+                notes.push((
+                    "startedDateTime".into(),
+                    format!("{started:?} is not an RFC 3339 date-time: {reason}; {fallback}"),
+                ));
+                last.unwrap_or(0)
+            }
+        },
+    }
+}
+
 fn entry_to_exchange(
     entry: &Entry,
-    options: &ImportOptions,
-    ids: &mut Ids,
+    converter: &mut Converter<'_>,
+    notes: &mut Vec<EntryError>,
 ) -> Result<Exchange, EntryError> {
+    let options = converter.options;
     let recorded = entry.tapedeck.as_ref();
     let request = &entry.request;
     let response = &entry.response;
 
-    let started = entry.started_date_time.trim();
-    if started.is_empty() {
-        return fail("startedDateTime", "missing");
-    }
-    let mut start_unix_nanos = time::parse(started).map_err(|reason| {
-        (
-            "startedDateTime".to_owned(),
-            format!("{started:?} is not an RFC 3339 date-time: {reason}"),
-        )
-    })?;
+    let mut start_unix_nanos = start_of(entry, converter.last_start, notes);
     if let Some(exact) = recorded.and_then(|r| r.start_unix_nanos)
         && exact / 1_000_000 == start_unix_nanos / 1_000_000
     {
@@ -203,30 +473,32 @@ fn entry_to_exchange(
     }
 
     let mut method = request.method.trim().to_owned();
-    let url = parse_url(&request.url).map_err(|reason| {
-        let shown = if request.url.is_empty() {
-            "missing".to_owned()
-        } else {
-            format!("{:?} {reason}", request.url)
-        };
-        ("request.url".to_owned(), shown)
-    })?;
-    let (mut scheme, mut authority, mut path) = (url.scheme, url.authority, url.path);
-    if !path.contains('?') && !request.query_string.is_empty() {
+    let url = parse_url(&request.url);
+    let (mut scheme, mut authority, mut path, port) = match &url {
+        Ok(url) => (
+            url.scheme.clone(),
+            url.authority.clone(),
+            url.path.clone(),
+            url.port,
+        ),
+        Err(_) => (String::new(), String::new(), String::new(), None),
+    };
+    if !path.contains('?') && !request.query_string.is_empty() && url.is_ok() {
         path.push('?');
         path.push_str(&join_query(&request.query_string));
     }
 
     let mut host = None;
     let mut pseudo_authority = None;
+    let mut pseudo_path = None;
     let mut request_headers = Vec::with_capacity(request.headers.len());
     for (i, field) in request.headers.iter().enumerate() {
         let name = field.name.trim().to_ascii_lowercase();
-        let value = field_value(field).map_err(|m| (format!("request.headers[{i}].value"), m))?;
+        let value = field_value(field, &format!("request.headers[{i}].value"), notes);
         match name.as_str() {
             ":authority" => pseudo_authority = Some(lossy(value)),
             ":scheme" => scheme = lossy(value).to_ascii_lowercase(),
-            ":path" => path = lossy(value),
+            ":path" => pseudo_path = Some(lossy(value)),
             ":method" => method = lossy(value),
             "host" => {
                 host.get_or_insert(lossy(value));
@@ -238,8 +510,44 @@ fn entry_to_exchange(
     if let Some(value) = pseudo_authority.or(host).filter(|a| !a.is_empty()) {
         authority = value;
     }
+    if let Some(value) = pseudo_path.filter(|p| p.starts_with('/')) {
+        path = value;
+    }
+    if let Err(reason) = &url {
+        // A relative URL (or none) still names a request when the headers give the host.
+        let relative = request.url.trim();
+        if relative.starts_with('/') && !relative.contains(char::is_whitespace) {
+            path = relative.split('#').next().unwrap_or_default().to_owned();
+        }
+        if authority.is_empty() || !path.starts_with('/') {
+            let shown = if request.url.is_empty() {
+                "missing".to_owned()
+            } else {
+                format!("{:?} {reason}", request.url)
+            };
+            return fail("request.url", shown);
+        }
+        if scheme.is_empty() {
+            scheme = "http".into();
+        }
+        notes.push((
+            "request.url".into(),
+            format!(
+                "{:?} {reason}; read as {scheme}://{authority}{path} from the headers",
+                request.url
+            ),
+        ));
+    }
     if method.is_empty() {
-        return fail("request.method", "missing");
+        let posted = request
+            .post_data
+            .as_ref()
+            .is_some_and(|p| p.text.is_some() || !p.params.is_empty());
+        method = if posted { "POST" } else { "GET" }.to_owned();
+        notes.push((
+            "request.method".into(),
+            format!("missing; read as {method}"),
+        ));
     }
     if method
         .bytes()
@@ -260,16 +568,20 @@ fn entry_to_exchange(
     let status = match u32::try_from(response.status) {
         Ok(status) if status <= 999 => status,
         _ => {
-            return fail(
-                "response.status",
-                format!("{} is not an HTTP status", response.status),
-            );
+            notes.push((
+                "response.status".into(),
+                format!(
+                    "{} is not an HTTP status; read as 0 (no response)",
+                    response.status
+                ),
+            ));
+            0
         }
     };
     let mut response_headers = Vec::with_capacity(response.headers.len());
     for (i, field) in response.headers.iter().enumerate() {
         let name = field.name.trim().to_ascii_lowercase();
-        let value = field_value(field).map_err(|m| (format!("response.headers[{i}].value"), m))?;
+        let value = field_value(field, &format!("response.headers[{i}].value"), notes);
         if !name.starts_with(':') {
             response_headers.push(Header { name, value });
         }
@@ -287,8 +599,14 @@ fn entry_to_exchange(
     let (request_body, request_raw) = match &request.post_data {
         Some(post) => {
             let body = match &post.text {
-                Some(text) => decode_text(text, post.encoding.as_deref())
-                    .map_err(|m| ("request.postData.text".to_owned(), m))?,
+                Some(text) => body_text(
+                    text,
+                    post.encoding.as_deref(),
+                    &post.mime_type,
+                    request.body_size,
+                    "request.postData.text",
+                    notes,
+                ),
                 None if is_form(&post.mime_type) => form_body(&post.params).into_bytes(),
                 None => Vec::new(),
             };
@@ -298,8 +616,14 @@ fn entry_to_exchange(
     };
     let content = &response.content;
     let response_body = match &content.text {
-        Some(text) => decode_text(text, content.encoding.as_deref())
-            .map_err(|m| ("response.content.text".to_owned(), m))?,
+        Some(text) => body_text(
+            text,
+            content.encoding.as_deref(),
+            &content.mime_type,
+            content.size,
+            "response.content.text",
+            notes,
+        ),
         None => Vec::new(),
     };
     // Tapedeck exports always hold bodies as they crossed the proxy.
@@ -349,7 +673,7 @@ fn entry_to_exchange(
     };
     let id = recorded
         .and_then(|r| hex_id(&r.id))
-        .unwrap_or_else(|| ids.next_id());
+        .unwrap_or_else(|| converter.ids.next_id());
     let exchange = Exchange {
         id,
         trace_id,
@@ -365,14 +689,22 @@ fn entry_to_exchange(
             request_headers,
             request_body,
             request.body_size,
-            trailers(&request.tapedeck_trailers, "request._tapedeckTrailers")?,
+            trailers(
+                &request.tapedeck_trailers,
+                "request._tapedeckTrailers",
+                notes,
+            ),
         )),
         status,
         response: Some(message(
             response_headers,
             response_body,
             content.size,
-            trailers(&response.tapedeck_trailers, "response._tapedeckTrailers")?,
+            trailers(
+                &response.tapedeck_trailers,
+                "response._tapedeckTrailers",
+                notes,
+            ),
         )),
         ..Default::default()
     };
@@ -384,7 +716,7 @@ fn entry_to_exchange(
             namespace: options.namespace.clone().unwrap_or_default(),
             peer_address: match (options.direction, &entry.server_ip_address) {
                 (Direction::Outbound, Some(ip)) if !ip.trim().is_empty() => {
-                    peer_address(ip.trim(), url.port)
+                    peer_address(ip.trim(), port)
                 }
                 _ => String::new(),
             },
@@ -431,23 +763,88 @@ fn message(headers: Vec<Header>, body: Vec<u8>, size: i64, trailers: Vec<Header>
     }
 }
 
-fn trailers(fields: &[NameValue], path: &str) -> Result<Vec<Header>, EntryError> {
+fn trailers(fields: &[NameValue], path: &str, notes: &mut Vec<EntryError>) -> Vec<Header> {
     fields
         .iter()
         .enumerate()
-        .map(|(i, field)| {
-            let value = field_value(field).map_err(|m| (format!("{path}[{i}].value"), m))?;
-            Ok(Header {
-                name: field.name.trim().to_ascii_lowercase(),
-                value,
-            })
+        .map(|(i, field)| Header {
+            name: field.name.trim().to_ascii_lowercase(),
+            value: field_value(field, &format!("{path}[{i}].value"), notes),
         })
         .collect()
 }
 
-/// The raw bytes of a header value: base64-decoded when `_encoding` is `base64`.
-fn field_value(field: &NameValue) -> Result<Vec<u8>, String> {
-    decode_text(&field.value, field.encoding.as_deref())
+/// The raw bytes of a header value: base64-decoded when `_encoding` is `base64`; the text as
+/// written (noted) when it does not decode.
+fn field_value(field: &NameValue, path: &str, notes: &mut Vec<EntryError>) -> Vec<u8> {
+    decode_text(&field.value, field.encoding.as_deref()).unwrap_or_else(|reason| {
+        notes.push((path.to_owned(), format!("{reason}; kept as written")));
+        field.value.as_bytes().to_vec()
+    })
+}
+
+/// A body written as text: decoded per `encoding`, kept as written (noted) when it does not
+/// decode. Text without `encoding` that is base64 of exactly `size` bytes of a binary media
+/// type (writers that forget `encoding` on binary bodies) is decoded, noted.
+fn body_text(
+    text: &str,
+    encoding: Option<&str>,
+    mime_type: &str,
+    size: i64,
+    path: &str,
+    notes: &mut Vec<EntryError>,
+) -> Vec<u8> {
+    if encoding.is_none_or(|e| e.trim().is_empty())
+        && let Some(decoded) = unmarked_base64(text, mime_type, size)
+    {
+        notes.push((
+            path.to_owned(),
+            format!(
+                "base64 of {} bytes of {mime_type:?} without `encoding`; decoded",
+                decoded.len()
+            ),
+        ));
+        return decoded;
+    }
+    decode_text(text, encoding).unwrap_or_else(|reason| {
+        notes.push((path.to_owned(), format!("{reason}; kept as written")));
+        text.as_bytes().to_vec()
+    })
+}
+
+/// `text` decoded, when it is base64 that the size or the media type says it must be.
+fn unmarked_base64(text: &str, mime_type: &str, size: i64) -> Option<Vec<u8>> {
+    let len = text.len();
+    if len < 4 || !len.is_multiple_of(4) || usize::try_from(size).is_ok_and(|size| size == len) {
+        return None;
+    }
+    let decoded = STANDARD.decode(text.as_bytes()).ok()?;
+    let sized = usize::try_from(size).is_ok_and(|size| size == decoded.len());
+    let binary = is_binary(mime_type);
+    (sized && (binary || std::str::from_utf8(&decoded).is_err())).then_some(decoded)
+}
+
+/// Media types whose bodies are bytes rather than text.
+fn is_binary(mime_type: &str) -> bool {
+    let mime = mime_type.trim().to_ascii_lowercase();
+    let mime = mime.split(';').next().unwrap_or_default().trim();
+    ["image/", "audio/", "video/", "font/"]
+        .iter()
+        .any(|prefix| mime.starts_with(prefix) && !mime.starts_with("image/svg"))
+        || matches!(
+            mime,
+            "application/octet-stream"
+                | "application/pdf"
+                | "application/zip"
+                | "application/gzip"
+                | "application/wasm"
+                | "application/protobuf"
+                | "application/x-protobuf"
+                | "application/vnd.google.protobuf"
+                | "application/font-woff"
+                | "application/font-woff2"
+        )
+        || mime.starts_with("application/grpc")
 }
 
 /// The bytes of a body or value written as text with an optional `encoding`.

@@ -2,9 +2,12 @@
 //!
 //! HAR (HTTP Archive) is how browsers, proxies and API tools trade recorded HTTP traffic. This
 //! crate converts between HAR documents and [`tapedeck_proto::Exchange`]s:
-//! - [`import`]: [`parse`] reads a HAR file (errors name the JSON path, line and column), and
-//!   [`to_exchanges`] turns its entries into exchanges, skipping bad entries with a
-//!   [`Diagnostic`] each. `tapedeck import har` uses it to feed the collector.
+//! - [`import`]: [`stream`] reads a HAR file of any size entry by entry and turns each entry
+//!   into an exchange; [`parse`] and [`to_exchanges`] do the same for a document in memory.
+//!   HAR as real tools write it imports: a field that does not read as the spec says is
+//!   repaired and named in a [`Diagnostic`], an entry that cannot become an exchange is skipped
+//!   with one, and only a file that is not JSON or has no `log.entries` is refused (errors name
+//!   the JSON path, line and column). `tapedeck import har` uses it to feed the collector.
 //! - [`export`]: [`from_exchanges`] and [`to_json`] write exchanges as HAR 1.2, with the fields
 //!   HAR lacks in `_tapedeck` custom fields, so exchanges → HAR → exchanges is lossless.
 //!   `tapedeck export har` uses it.
@@ -17,10 +20,12 @@
 pub mod export;
 pub mod import;
 pub mod model;
+mod read;
 pub mod time;
 
 pub use export::{from_exchanges, to_json};
 pub use import::{
-    Diagnostic, HarError, IMPORT_FILTER_VERSION, ImportOptions, Result, parse, to_exchanges,
+    Diagnostic, Event, HarError, IMPORT_FILTER_VERSION, ImportOptions, Result, Summary, parse,
+    stream, to_exchanges,
 };
 pub use model::Har;

@@ -7,9 +7,10 @@
 //! Reading is lenient where real-world files are: unknown fields are ignored (browsers add many
 //! `_`-prefixed extras), most required fields may be missing (they take the spec's "unknown"
 //! value, `-1` for sizes and timings, empty otherwise), `null` counts as missing, and numbers
-//! may be written as strings. It is strict about JSON types that cannot be read as the spec
-//! says (an object where a string belongs, `entries` that is not an array) and about the two
-//! fields that make a file HAR at all: `log` and `log.entries`.
+//! may be written as strings. A JSON type that cannot be read as the spec says (an object where
+//! a string belongs) fails these types; the importer repairs such a field and reads again (see
+//! [`crate::import`]), so only the two fields that make a file HAR at all, `log` and
+//! `log.entries`, are required.
 //!
 //! The custom fields tapedeck writes so a round trip keeps what HAR has no field for all start
 //! with `_tapedeck`; a few browser extras worth keeping (`_resourceType`, `_error`, …) are kept
@@ -45,6 +46,9 @@ pub struct Log {
     /// A comment.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comment: Option<String>,
+    /// What [`crate::parse`] repaired or could not read (never written).
+    #[serde(skip)]
+    pub diagnostics: Vec<crate::Diagnostic>,
 }
 
 /// `creator` and `browser`: a name and a version.

@@ -2,8 +2,10 @@
 //! input, round trips (hand-picked and generated), and exports checked against a HAR 1.2 JSON
 //! Schema.
 
+mod deviations;
 mod fixture;
 mod malformed;
+mod mutation;
 mod property;
 mod round_trip;
 mod schema;

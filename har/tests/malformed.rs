@@ -1,7 +1,7 @@
 //! Bad input: documents that cannot be read fail with a path, line and column; entries that
 //! cannot be converted yield diagnostics while the others import.
 
-use tapedeck_har::{HarError, ImportOptions, parse, to_exchanges};
+use tapedeck_har::{Diagnostic, HarError, ImportOptions, parse, to_exchanges};
 
 fn json_error(text: &str) -> (String, String, usize, usize) {
     match parse(text.as_bytes()) {
@@ -47,31 +47,43 @@ fn entries_that_are_not_an_array_are_named() {
     let error = parse(text.as_bytes()).unwrap_err();
     assert_eq!(
         error.to_string(),
-        "log.entries: invalid type: map, expected a sequence (line 4, column 15)"
+        "log.entries: invalid type: map, expected a sequence (line 4, column 16)"
     );
 }
 
 #[test]
-fn a_wrongly_typed_field_is_named_with_its_line_and_column() {
+fn a_wrongly_typed_field_is_repaired_and_named() {
     let text = r#"{"log": {"entries": [
-  {"startedDateTime": "2026-11-27T12:00:00Z", "time": 1},
-  {"startedDateTime": "2026-11-27T12:00:00Z", "time": "soon"}
+  {"startedDateTime": "2026-11-27T12:00:00Z", "time": 1, "request": {"method": "GET", "url": "http://a/"}},
+  {"startedDateTime": "2026-11-27T12:00:00Z", "time": "soon", "request": {"method": "GET", "url": "http://a/",
+   "headers": [{"name": "a", "value": {"x": 1}}]}}
 ]}}"#;
-    let (path, message, line, column) = json_error(text);
-    assert_eq!(path, "log.entries[1].time");
-    assert_eq!(message, "expected a number, found \"soon\"");
-    assert_eq!((line, column), (3, 60));
+    let har = parse(text.as_bytes()).expect("one odd field never refuses the file");
+    let (exchanges, diagnostics) = to_exchanges(&har, &ImportOptions::new("a"));
+    assert_eq!(exchanges.len(), 2);
+    let shown: Vec<String> = diagnostics.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        shown,
+        [
+            r#"log.entries[1].request.headers[0].value: invalid type: map, expected a string; kept as its JSON text"#,
+            r#"log.entries[1].time: expected a number, found "soon"; ignored"#,
+        ]
+    );
+    assert!(diagnostics.iter().all(|d| d.entry == Some(1) && !d.skipped));
+    let request = exchanges[1].request.as_ref().unwrap();
+    assert_eq!(request.headers[0].value, br#"{"x":1}"#);
 
-    let text =
-        r#"{"log": {"entries": [{"request": {"headers": [{"name": "a", "value": {"x": 1}}]}}]}}"#;
-    let (path, message, ..) = json_error(text);
-    assert_eq!(path, "log.entries[0].request.headers[0].value");
-    assert_eq!(message, "invalid type: map, expected a string");
-
-    let text = r#"{"log": {"entries": [{"request": {"headers": "accept: */*"}}]}}"#;
-    let (path, message, ..) = json_error(text);
-    assert_eq!(path, "log.entries[0].request.headers");
-    assert!(message.contains("expected an array"), "{message}");
+    // Headers written as a string: the entry imports without them.
+    let text = r#"{"log": {"entries": [{"startedDateTime": "2026-11-27T12:00:00Z",
+      "request": {"method": "GET", "url": "http://a/", "headers": "accept: */*"}}]}}"#;
+    let (exchanges, diagnostics) =
+        to_exchanges(&parse(text.as_bytes()).unwrap(), &ImportOptions::new("a"));
+    assert_eq!(exchanges.len(), 1);
+    assert_eq!(diagnostics[0].path, "log.entries[0].request.headers");
+    assert!(
+        diagnostics[0].message.contains("expected an array"),
+        "{diagnostics:?}"
+    );
 }
 
 #[test]
@@ -83,16 +95,20 @@ fn a_truncated_file_is_an_error() {
 }
 
 #[test]
-fn an_unknown_major_version_is_refused() {
-    let error = parse(br#"{"log": {"version": "2.0", "entries": []}}"#).unwrap_err();
+fn an_unknown_major_version_is_named_not_refused() {
+    let har = parse(br#"{"log": {"version": "2.0", "entries": []}}"#).unwrap();
+    let (_, diagnostics) = to_exchanges(&har, &ImportOptions::new("a"));
     assert_eq!(
-        error,
-        HarError::Invalid {
+        diagnostics,
+        vec![Diagnostic {
+            entry: None,
             path: "log.version".into(),
-            message: "unsupported HAR version \"2.0\" (expected 1.x)".into(),
-        }
+            message: "unsupported HAR version \"2.0\" (expected 1.x); read as 1.2".into(),
+            skipped: false,
+        }]
     );
-    assert!(parse(br#"{"log": {"version": "1.1", "entries": []}}"#).is_ok());
+    let har = parse(br#"{"log": {"version": "1.1", "entries": []}}"#).unwrap();
+    assert_eq!(to_exchanges(&har, &ImportOptions::new("a")).1, vec![]);
 }
 
 #[test]
@@ -132,7 +148,7 @@ fn real_world_sloppiness_is_accepted() {
 }
 
 #[test]
-fn bad_entries_become_diagnostics_and_the_rest_imports() {
+fn odd_entries_import_with_diagnostics_and_only_unusable_ones_are_skipped() {
     let text = r#"{"log": {"version": "1.2", "entries": [
       {"startedDateTime": "2026-11-27T12:00:00Z", "request": {"method": "GET", "url": "http://a/ok"}},
       {"startedDateTime": "2026-11-27T12:00:00Z", "request": {"method": "GET", "url": "/relative"}},
@@ -150,6 +166,9 @@ fn bad_entries_become_diagnostics_and_the_rest_imports() {
        "response": {"status": 1000}},
       {"startedDateTime": "2026-11-27T12:00:00Z", "request": {"method": "GET", "url": ""}},
       {"startedDateTime": "2026-11-27T12:00:00Z", "request": {"method": "G ET", "url": "http://a/"}},
+      "not an entry",
+      {"startedDateTime": "2026-11-27T12:00:00Z", "request": {"method": "GET", "url": "/rel",
+       "headers": [{"name": "Host", "value": "h:81"}]}},
       {"startedDateTime": "2026-11-27T12:00:01Z", "request": {"method": "GET", "url": "http://a/also-ok"}}
     ]}}"#;
     let har = parse(text.as_bytes()).unwrap();
@@ -159,29 +178,36 @@ fn bad_entries_become_diagnostics_and_the_rest_imports() {
             .iter()
             .map(|e| e.path.as_str())
             .collect::<Vec<_>>(),
-        ["/ok", "/also-ok"]
+        [
+            "/ok", "/", "/", "/", "/", "/", "/", "/", "/", "/rel", "/also-ok"
+        ]
     );
     let shown: Vec<String> = diagnostics.iter().map(ToString::to_string).collect();
     assert_eq!(
         shown,
         [
-            r#"log.entries[1].request.url: "/relative" is not an absolute URL (expected scheme://host/path)"#,
-            r#"log.entries[2].startedDateTime: "27/11/2026 12:00" is not an RFC 3339 date-time: expected 4 digits for the year"#,
-            r#"log.entries[3].startedDateTime: "2026-11-27T12:00:00" is not an RFC 3339 date-time: no UTC offset (expected 'Z' or '+HH:MM' at the end)"#,
-            "log.entries[4].startedDateTime: missing",
-            "log.entries[5].request.method: missing",
-            "log.entries[6].response.content.text: invalid base64: Invalid symbol 37, offset 0.",
-            r#"log.entries[7].request.postData.text: unsupported encoding "uuencode" (expected base64)"#,
-            "log.entries[8].request.headers[0].value: invalid base64: Invalid symbol 64, offset 0.",
-            "log.entries[9].response.status: 1000 is not an HTTP status",
-            "log.entries[10].request.url: missing",
-            r#"log.entries[11].request.method: "G ET" is not an HTTP method"#,
+            r#"log.entries[1].request.url: "/relative" is not an absolute URL (expected scheme://host/path) (entry skipped)"#,
+            r#"log.entries[2].startedDateTime: "27/11/2026 12:00" is not an RFC 3339 date-time: expected 4 digits for the year; the previous entry's start is used"#,
+            r#"log.entries[3].startedDateTime: "2026-11-27T12:00:00" has no UTC offset; read as UTC"#,
+            "log.entries[4].startedDateTime: missing; the previous entry's start is used",
+            "log.entries[5].request.method: missing; read as GET",
+            "log.entries[6].response.content.text: invalid base64: Invalid symbol 37, offset 0.; kept as written",
+            r#"log.entries[7].request.postData.text: unsupported encoding "uuencode" (expected base64); kept as written"#,
+            "log.entries[8].request.headers[0].value: invalid base64: Invalid symbol 64, offset 0.; kept as written",
+            "log.entries[9].response.status: 1000 is not an HTTP status; read as 0 (no response)",
+            "log.entries[10].request.url: missing (entry skipped)",
+            r#"log.entries[11].request.method: "G ET" is not an HTTP method (entry skipped)"#,
+            "log.entries[12]: a string that cannot be read as an entry (entry skipped)",
+            r#"log.entries[13].request.url: "/rel" is not an absolute URL (expected scheme://host/path); read as http://h:81/rel from the headers"#,
         ]
     );
-    assert_eq!(
-        diagnostics.iter().map(|d| d.entry).collect::<Vec<_>>(),
-        (1..=11).collect::<Vec<_>>()
-    );
+    assert_eq!(crate::support::skipped(&diagnostics), 4);
+    assert_eq!(exchanges.len() + 4, har.log.entries.len());
+    // The entry without a date took its predecessor's; the one without an offset is UTC.
+    assert_eq!(exchanges[3].start_unix_nanos, exchanges[2].start_unix_nanos);
+    assert_eq!(exchanges[2].start_unix_nanos, exchanges[0].start_unix_nanos);
+    assert_eq!(exchanges[5].response.as_ref().unwrap().body, b"%%%");
+    assert_eq!(exchanges[8].status, 0);
 }
 
 #[test]
@@ -204,7 +230,8 @@ fn mutated_and_truncated_files_never_panic() {
             Ok(har) => {
                 parsed += 1;
                 let (exchanges, diagnostics) = to_exchanges(&har, &ImportOptions::new("fuzz"));
-                assert_eq!(exchanges.len() + diagnostics.len(), har.log.entries.len());
+                let skipped = crate::support::skipped(&diagnostics);
+                assert_eq!(exchanges.len() + skipped, har.log.entries.len());
             }
             Err(error) => assert!(!error.to_string().is_empty()),
         }

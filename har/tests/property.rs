@@ -71,7 +71,7 @@ fn message(g: &mut Gen) -> Message {
     }
 }
 
-fn exchange(g: &mut Gen) -> Exchange {
+pub(crate) fn exchange(g: &mut Gen) -> Exchange {
     let duration_nanos = g.below(10_000_000_000_000);
     let status = if g.chance(10) {
         0

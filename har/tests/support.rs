@@ -31,6 +31,17 @@ pub(crate) fn through_har(exchanges: &[Exchange]) -> Vec<Exchange> {
     back
 }
 
+/// How many entries the diagnostics say were skipped.
+pub(crate) fn skipped(diagnostics: &[tapedeck_har::Diagnostic]) -> usize {
+    let mut entries: Vec<_> = diagnostics
+        .iter()
+        .filter(|d| d.skipped)
+        .map(|d| d.entry)
+        .collect();
+    entries.dedup();
+    entries.len()
+}
+
 /// A small deterministic generator (splitmix64): the same seed gives the same values.
 #[derive(Debug)]
 pub(crate) struct Gen(u64);

@@ -289,21 +289,36 @@ impl EnvoyBootstrap {
 }
 
 fn wasm_filter(filter: &Filter) -> Value {
+    wasm_filter_named(
+        "envoy.filters.http.wasm",
+        PLUGIN_ROOT_ID,
+        &filter.wasm,
+        &filter.config,
+    )
+}
+
+/// The tapedeck Wasm filter as an HTTP filter named `name`, in the VM `vm_id`, with `config`.
+pub(crate) fn wasm_filter_named(
+    name: &str,
+    vm_id: &str,
+    wasm: &std::path::Path,
+    config: &Value,
+) -> Value {
     json!({
-        "name": "envoy.filters.http.wasm",
+        "name": name,
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
             "config": {
                 "name": PLUGIN_ROOT_ID,
                 "root_id": PLUGIN_ROOT_ID,
                 "vm_config": {
-                    "vm_id": PLUGIN_ROOT_ID,
+                    "vm_id": vm_id,
                     "runtime": WASM_RUNTIME,
-                    "code": {"local": {"filename": filter.wasm.display().to_string()}},
+                    "code": {"local": {"filename": wasm.display().to_string()}},
                 },
                 "configuration": {
                     "@type": "type.googleapis.com/google.protobuf.StringValue",
-                    "value": filter.config.to_string(),
+                    "value": config.to_string(),
                 },
                 // The data path never waits on, or fails because of, capture.
                 "failure_policy": "FAIL_OPEN",
@@ -333,7 +348,7 @@ fn tap_filter(tap: &Tap) -> Value {
 }
 
 /// An app or dependency cluster: speaks whatever the caller spoke (h2 stays h2, for gRPC).
-fn upstream_cluster(name: &str, address: SocketAddr) -> Value {
+pub(crate) fn upstream_cluster(name: &str, address: SocketAddr) -> Value {
     static_cluster(
         name,
         address,
@@ -342,7 +357,7 @@ fn upstream_cluster(name: &str, address: SocketAddr) -> Value {
 }
 
 /// The collector cluster: gRPC, so HTTP/2 always.
-fn collector_cluster(address: SocketAddr) -> Value {
+pub(crate) fn collector_cluster(address: SocketAddr) -> Value {
     static_cluster(
         COLLECTOR_CLUSTER,
         address,
@@ -368,11 +383,11 @@ fn static_cluster(name: &str, address: SocketAddr, mut protocol: Value) -> Value
     })
 }
 
-fn socket_address(address: &str, port: u16) -> Value {
+pub(crate) fn socket_address(address: &str, port: u16) -> Value {
     json!({"socket_address": {"address": address, "port_value": port}})
 }
 
-fn seconds(duration: Duration) -> String {
+pub(crate) fn seconds(duration: Duration) -> String {
     format!("{}s", duration.as_secs_f64())
 }
 

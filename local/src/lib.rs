@@ -5,6 +5,9 @@
 //! - [`process`]: [`Envoy`] starts Envoy on a bootstrap, finds its listeners, reads its stats and
 //!   log; [`validate`] runs `envoy --mode validate`; [`find_envoy`] and [`find_filter_wasm`]
 //!   locate the binaries.
+//! - [`proxy`]: `tapedeck proxy`: Envoy as an inbound sidecar and an outbound HTTP proxy
+//!   (dynamic forward proxy), captures relayed to a collector and counted by direction.
+//! - [`shop`]: the demo's sample system (`orders` v1/v2, `payments`, `mail`) and its users.
 //! - [`sample`]: a small HTTP/1.1 + h2c + gRPC service to capture traffic of.
 //! - [`sink`]: an in-memory `Capture` receiver that can accept, refuse or hang.
 //!
@@ -12,7 +15,9 @@
 
 pub mod envoy;
 pub mod process;
+pub mod proxy;
 pub mod sample;
+pub mod shop;
 pub mod sink;
 
 pub use envoy::{EnvoyBootstrap, OutboundRoute, Workload};

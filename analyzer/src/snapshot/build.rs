@@ -302,6 +302,25 @@ impl<R: Row + Sync> Built<R> {
     }
 }
 
+/// Rewrites `snapshot.json` of the snapshot in `dir` (after its token rules were edited, say),
+/// formatted as [`Built::write`] formats it; written to a temporary file and renamed into place,
+/// so a failed write leaves the old manifest. The id is kept: it hashes the exchanges, not the
+/// rules. Check the result with [`super::validate`].
+pub fn write_manifest(dir: &Path, manifest: &Manifest) -> Result<(), WriteError> {
+    let path = dir.join(MANIFEST_FILE);
+    let mut text = serde_json::to_string_pretty(manifest).map_err(|e| WriteError::Io {
+        path: path.clone(),
+        source: io::Error::other(e),
+    })?;
+    text.push('\n');
+    let temp = dir.join(format!(".{MANIFEST_FILE}.tmp-{}", std::process::id()));
+    fs::write(&temp, text).map_err(|source| WriteError::Io {
+        path: temp.clone(),
+        source,
+    })?;
+    fs::rename(&temp, &path).map_err(|source| WriteError::Io { path, source })
+}
+
 /// `20261127T130000Z`.
 fn compact_time(unix_nanos: u64) -> String {
     let text = tapedeck_har::time::format_exact(unix_nanos - unix_nanos % 1_000_000_000);

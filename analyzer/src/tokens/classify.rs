@@ -135,6 +135,18 @@ fn epoch(digits: &str, plausible: &RangeInclusive<i64>) -> Option<TimestampForma
     }
 }
 
+/// The Unix seconds of a value that [`classify_text`] or [`classify_number`] called a timestamp
+/// written as `format` (the verdict compares live timestamps by their skew to the replay clock).
+pub fn timestamp_seconds(text: &str, format: TimestampFormat) -> Option<i64> {
+    match format {
+        TimestampFormat::EpochSeconds => text.parse().ok(),
+        TimestampFormat::EpochMillis => text.parse::<i64>().ok().map(|ms| ms.div_euclid(1000)),
+        TimestampFormat::Rfc3339 | TimestampFormat::HttpDate => {
+            timestamp_text(text).map(|(seconds, _)| seconds)
+        }
+    }
+}
+
 fn timestamp_text(text: &str) -> Option<(i64, TimestampFormat)> {
     let bytes = text.as_bytes();
     Some(

@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
 use datafusion::catalog::{Session, TableProvider};
-use datafusion::common::{DFSchema, Result, ScalarValue};
+use datafusion::common::{DFSchema, DataFusionError, Result, ScalarValue};
 use datafusion::datasource::file_format::FileFormat;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::PartitionedFile;
@@ -35,23 +35,20 @@ use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::union::UnionExec;
-use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStore};
 use tapedeck_proto::arrow::columns::START_TIME;
 
 use crate::buffer::Buffer;
 use crate::layout::{
-    FileName, PARTITION_COLUMNS, PartitionKey, TABLE_DIR, date_hour, parse_file_path,
-    sanitize_service,
+    FileName, PARTITION_COLUMNS, PartitionKey, TABLE_DIR, date_hour, sanitize_service,
 };
+use crate::manifest::StateCache;
 
 const HOUR_NANOS: i64 = 3_600 * 1_000_000_000;
 const DAY_NANOS: i64 = 24 * HOUR_NANOS;
 /// A time window of at most this many days is enumerated rather than listed.
 const MAX_ENUMERATED_DAYS: i64 = 31;
-/// Concurrent LIST requests per scan.
-const LIST_CONCURRENCY: usize = 8;
 
 /// The partition columns as Arrow fields (`Utf8`, never null), in path order.
 fn partition_fields() -> Vec<FieldRef> {
@@ -80,6 +77,7 @@ pub(crate) struct ExchangesTable {
     store: Arc<dyn ObjectStore>,
     store_url: ObjectStoreUrl,
     buffer: Arc<Buffer>,
+    states: StateCache,
 }
 
 impl ExchangesTable {
@@ -93,6 +91,7 @@ impl ExchangesTable {
             store,
             store_url,
             buffer,
+            states: StateCache::default(),
         }
     }
 
@@ -162,23 +161,19 @@ impl ExchangesTable {
         Ok(prefixes)
     }
 
-    /// Lists the data files the scan may need.
+    /// Lists the data files the scan may need: the visible ones, by the partition manifests
+    /// (read once per version, [`StateCache`]).
     async fn list_files(&self, prune: &Prune) -> Result<Vec<(PartitionKey, FileName, ObjectMeta)>> {
         let prefixes = self.prefixes(prune).await?;
-        let listings: Vec<Vec<ObjectMeta>> = futures::stream::iter(prefixes)
-            .map(|prefix| {
-                let store = self.store.clone();
-                async move { store.list(Some(&prefix)).try_collect::<Vec<_>>().await }
-            })
-            .buffered(LIST_CONCURRENCY)
-            .try_collect()
-            .await?;
-        let mut files: Vec<_> = listings
+        let visible = crate::manifest::resolve_visible(&self.store, &self.states, &prefixes)
+            .await
+            .map_err(|error| DataFusionError::External(Box::new(error)))?;
+        let mut files: Vec<_> = visible
             .into_iter()
-            .flatten()
-            .filter_map(|meta| {
-                let (key, name) = parse_file_path(&meta.location)?;
-                Some((key, name, meta))
+            .flat_map(|(key, files)| {
+                files
+                    .into_iter()
+                    .map(move |(name, meta)| (key.clone(), name, meta))
             })
             .collect();
         // Folders are chosen by partition, but a whole-table or whole-service listing also

@@ -229,6 +229,7 @@ fn intent_names_sort_by_sequence_and_intents_round_trip() {
             "exchanges/service=a/date=2026-11-27/hour=13/00000000000000ab-00000000000000000007.parquet"
                 .into(),
         ],
+        pin: Some("_tapedeck/pins/00000000000000ab-00000000000000000003.json".into()),
     };
     write_intent(dir.path(), &intent).unwrap();
     assert_eq!(

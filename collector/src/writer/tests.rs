@@ -2,6 +2,7 @@ use tapedeck_proto::arrow::from_record_batch;
 use tapedeck_proto::{Direction, Header, Message, Protocol};
 
 use super::*;
+use crate::layout::parse_file_path;
 use crate::store::open_store;
 
 const HOUR: u64 = 3_600_000_000_000;
@@ -136,7 +137,8 @@ async fn compaction_merges_closed_hours_with_enough_files() {
         CompactionReport {
             partitions: 1,
             files: 4,
-            rows: 4
+            rows: 4,
+            ..Default::default()
         }
     );
     // Three files needed: orders/13 too.

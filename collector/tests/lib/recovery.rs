@@ -170,7 +170,8 @@ async fn a_crash_in_the_middle_of_a_flush_stores_nothing_twice() {
     let local = tapedeck_collector::store::open_store(data.path(), None).unwrap();
     let stalling = std::sync::Arc::new(StallingStore {
         inner: local.store.clone(),
-        puts: 1.into(),
+        // The flush's pin, then its first file; the second file never completes.
+        puts: 2.into(),
         stalled: false.into(),
     });
     let store = tapedeck_collector::store::StoreHandle {
@@ -252,6 +253,7 @@ async fn a_crash_after_the_files_are_put_replays_nothing() {
             segment: 1,
             segments: vec![1],
             files: paths.iter().map(ToString::to_string).collect(),
+            pin: None,
         },
     )
     .unwrap();

@@ -368,6 +368,12 @@ fn replay(
         max_connections: 256,
         ca_cert: None,
         progress: tapedeck_generator::When::Never,
+        baseline: Vec::new(),
+        calibrate: 0,
+        noise: None,
+        gate: tapedeck_generator::gate_defaults(),
+        shard: None,
+        command: None,
     };
     let runtime = if o.threads <= 1 {
         tokio::runtime::Builder::new_current_thread()

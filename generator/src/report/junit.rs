@@ -1,6 +1,9 @@
-//! JUnit XML: suite `slo` with a test case per goal (failed when the goal does not hold), and
-//! suite `endpoints` with a test case per endpoint (failed when it had errors, responses that
-//! differ from the recorded ones, or requests not sent because their source failed).
+//! JUnit XML: suite `slo` with a test case per goal (failed when the goal does not hold), suite
+//! `endpoints` with a test case per endpoint (failed when it had errors, responses that differ,
+//! or requests not sent because their source failed); with a baseline, suite `gate` with a test
+//! case per goal and row (overall, then each endpoint: failed on fail, skipped when
+//! inconclusive); with noise rules, suite `noise` with a test case per rule (its evidence, whether
+//! it applied and what it silenced, in `system-out`).
 
 use std::fmt::Write as _;
 
@@ -88,6 +91,77 @@ pub(super) fn render(report: &Report) -> String {
         );
         out.push_str("</testcase>\n");
     }
-    out.push_str("  </testsuite>\n</testsuites>\n");
+    out.push_str("  </testsuite>\n");
+    if let Some(gate) = &report.gate {
+        let rows: Vec<(&str, &crate::verdict::Row)> = gate
+            .goals
+            .iter()
+            .flat_map(|g| {
+                std::iter::once(&g.overall)
+                    .chain(&g.endpoints)
+                    .map(move |r| (g.goal.text.as_str(), r))
+            })
+            .collect();
+        let failures = rows
+            .iter()
+            .filter(|(_, r)| r.verdict == crate::verdict::Verdict::Fail)
+            .count();
+        let skipped = rows
+            .iter()
+            .filter(|(_, r)| r.verdict == crate::verdict::Verdict::Inconclusive)
+            .count();
+        let _ = writeln!(
+            out,
+            "  <testsuite name=\"gate\" tests=\"{}\" failures=\"{failures}\" skipped=\"{skipped}\">",
+            rows.len()
+        );
+        for (goal, row) in rows {
+            let _ = write!(
+                out,
+                "    <testcase classname=\"gate\" name=\"{} {}\">",
+                escape(goal),
+                escape(&row.endpoint)
+            );
+            match row.verdict {
+                crate::verdict::Verdict::Fail => {
+                    let _ = write!(out, "<failure message=\"{}\"/>", escape(&row.text));
+                }
+                crate::verdict::Verdict::Inconclusive => {
+                    let _ = write!(out, "<skipped message=\"{}\"/>", escape(&row.text));
+                }
+                crate::verdict::Verdict::Pass => {}
+            }
+            let _ = write!(out, "<system-out>{}</system-out>", escape(&row.text));
+            out.push_str("</testcase>\n");
+        }
+        out.push_str("  </testsuite>\n");
+    }
+    let rules = &report.noise.rules;
+    if !rules.is_empty() {
+        let _ = writeln!(
+            out,
+            "  <testsuite name=\"noise\" tests=\"{}\" failures=\"0\">",
+            rules.len()
+        );
+        for r in rules {
+            let _ = write!(
+                out,
+                "    <testcase classname=\"noise\" name=\"{} {}\">",
+                escape(&r.endpoint),
+                escape(&r.field)
+            );
+            let _ = write!(
+                out,
+                "<system-out>{} rule, {}; {}; silenced {} differences</system-out>",
+                escape(&r.source),
+                if r.applied { "applied" } else { "not applied" },
+                escape(&r.why),
+                r.suppressed
+            );
+            out.push_str("</testcase>\n");
+        }
+        out.push_str("  </testsuite>\n");
+    }
+    out.push_str("</testsuites>\n");
     out
 }
