@@ -34,7 +34,7 @@
 //! # What a reader sees
 //!
 //! A reader lists the partition (data files and manifest versions in one listing) and applies
-//! the newest version it listed ([`visible`]): a `.compacted.parquet` file is shown only if the
+//! the newest version it listed ([`visible_names`]): a `.compacted.parquet` file is shown only if the
 //! manifest commits it; a file the manifest says was replaced is hidden once the output that
 //! replaced it is in the same listing (or once the replaced files are being deleted); everything
 //! is hidden in a partition retention expired. Because a committed output is written before

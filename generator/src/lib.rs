@@ -562,7 +562,12 @@ pub async fn run(
     if let Some(dir) = &args.report {
         report.write(dir)?;
         noise::write(&noise_file, &dir.join(noise::NOISE_FILE))?;
-        shard::write_histograms(&engine.stats.lock().unwrap_or_else(|e| e.into_inner()), dir)?;
+        let stats = engine.stats.lock().unwrap_or_else(|e| e.into_inner());
+        shard::write_histograms(&stats, dir)?;
+        if baseline.is_some() {
+            // `replay merge` evaluates the gate once over every shard's samples.
+            shard::write_gate(&gate_config, &gate_goals, &stats.samples, dir)?;
+        }
     }
     Ok(report)
 }

@@ -633,7 +633,7 @@ impl Drop for Done {
 
 /// Whether the candidate goes first in pair `order`: the top bit of a SplitMix64 step, so the
 /// choice is balanced overall and uncorrelated with any period in what is sent.
-fn first_arm_is_candidate(order: u64) -> bool {
+pub fn first_arm_is_candidate(order: u64) -> bool {
     let mut z = order.wrapping_add(0x9e37_79b9_7f4a_7c15);
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);

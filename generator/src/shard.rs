@@ -7,6 +7,12 @@
 //! [`HISTOGRAMS_FILE`], the run's HDR latency histograms (overall and per endpoint) in
 //! hdrhistogram's V2 serialization, and the merge adds them bucket by bucket, so the merged
 //! percentiles are those of one run that had sent every shard's requests.
+//!
+//! With `--baseline`, the statistical gate is evaluated once over every shard's pairs, never as
+//! the worst of the shards' gates (each shard has fewer samples, and Holm's family is the run's):
+//! every report directory also gets [`GATE_FILE`], the gate's settings and goals and one
+//! [`verdict::Sample`] per request, and the merge orders the shards' samples by their intended
+//! send offset (so `--warmup` trims once, over the whole run) and calls [`verdict::evaluate`].
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -14,9 +20,10 @@ use std::path::{Path, PathBuf};
 
 use hdrhistogram::Histogram;
 use hdrhistogram::serialization::{Deserializer, Serializer, V2Serializer};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::stats::{self, Stats};
+use crate::verdict::{self, GateReport, Verdict};
 use crate::{Error, Result};
 
 /// The histograms file in a report directory.
@@ -25,6 +32,12 @@ pub const HISTOGRAMS_FILE: &str = "histograms.bin";
 pub const SUMMARY_FILE: &str = "summary.json";
 /// The name of the whole run's histogram in [`HISTOGRAMS_FILE`]; the others are endpoints.
 pub const OVERALL: &str = "*";
+/// The gate's samples in a report directory (with `--baseline`): JSON lines, a [`GateHeader`]
+/// then one [`verdict::Sample`] per request.
+pub const GATE_FILE: &str = "gate-samples.jsonl";
+/// The merged gate's full report `merge` writes into its `--out` directory (summary.json has its
+/// goals' overall rows).
+pub const MERGED_GATE_FILE: &str = "gate.json";
 /// Magic and version at the start of [`HISTOGRAMS_FILE`].
 const MAGIC: &[u8; 8] = b"TDHIST01";
 
@@ -143,14 +156,153 @@ pub fn read_histograms(path: &Path) -> Result<Vec<(String, Histogram<u64>)>> {
     Ok(out)
 }
 
+/// The first line of [`GATE_FILE`]: how the shard's gate was set up.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GateHeader {
+    /// Format version, 1.
+    pub version: u32,
+    /// The gate's settings (`--min-samples`, `--warmup`, `--bootstrap`, `--seed`).
+    pub config: verdict::Config,
+    /// The comparative goals (`--goal`).
+    pub goals: Vec<verdict::Goal>,
+}
+
+/// Writes the gate's settings, goals and samples into `dir` as [`GATE_FILE`].
+pub fn write_gate(
+    config: &verdict::Config,
+    goals: &[verdict::Goal],
+    samples: &[verdict::Sample],
+    dir: &Path,
+) -> Result<()> {
+    let path = dir.join(GATE_FILE);
+    let write_error = |source| Error::Write {
+        path: path.display().to_string(),
+        source,
+    };
+    let header = GateHeader {
+        version: 1,
+        config: config.clone(),
+        goals: goals.to_vec(),
+    };
+    let mut out = Vec::with_capacity(128 * (samples.len() + 1));
+    let json_error = |e: serde_json::Error| write_error(std::io::Error::other(e));
+    serde_json::to_writer(&mut out, &header).map_err(json_error)?;
+    out.push(b'\n');
+    for sample in samples {
+        serde_json::to_writer(&mut out, sample).map_err(json_error)?;
+        out.push(b'\n');
+    }
+    std::fs::create_dir_all(dir).map_err(write_error)?;
+    std::fs::write(&path, out).map_err(write_error)
+}
+
+/// Reads a [`GATE_FILE`]: its header and samples in file order.
+pub fn read_gate(path: &Path) -> Result<(GateHeader, Vec<verdict::Sample>)> {
+    let bad = |line: usize, why: String| Error::Read {
+        path: format!("{}:{line}", path.display()),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, why),
+    };
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let mut lines = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty());
+    let (_, first) = lines
+        .next()
+        .ok_or_else(|| bad(1, "empty: expected a header line".to_owned()))?;
+    let header: GateHeader =
+        serde_json::from_str(first).map_err(|e| bad(1, format!("header: {e}")))?;
+    if header.version != 1 {
+        return Err(bad(1, format!("version {}: expected 1", header.version)));
+    }
+    let samples = lines
+        .map(|(i, l)| serde_json::from_str(l).map_err(|e| bad(i + 1, format!("sample: {e}"))))
+        .collect::<Result<Vec<verdict::Sample>>>()?;
+    Ok((header, samples))
+}
+
+/// The shards' samples as one run's: ordered by intended send offset (then shard, then the
+/// shard's own order), indices renumbered 0, 1, … in that order, so `--warmup N` trims the
+/// run's first N requests once, not N per shard. (The shards start side by side, each offset
+/// counted from its own start.)
+pub fn merge_samples(shards: Vec<Vec<verdict::Sample>>) -> Vec<verdict::Sample> {
+    let mut all: Vec<(usize, verdict::Sample)> = shards
+        .into_iter()
+        .enumerate()
+        .flat_map(|(k, samples)| samples.into_iter().map(move |s| (k, s)))
+        .collect();
+    all.sort_by_key(|(k, s)| (s.offset_ns, *k, s.index));
+    all.into_iter()
+        .enumerate()
+        .map(|(i, (_, mut s))| {
+            s.index = i as u64;
+            s
+        })
+        .collect()
+}
+
+/// A goal's verdict over every endpoint, in summary.json.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
+pub struct MergedGoal {
+    /// The goal, normalised (`p99 +10% @ 95%`).
+    pub goal: String,
+    /// Its worst verdict over the overall and endpoint rows.
+    pub verdict: Verdict,
+    /// Samples of its overall row.
+    pub n: u64,
+    /// The overall row's line (estimate, interval, p-value or why inconclusive).
+    pub text: String,
+}
+
+/// The gate over every shard's samples, in summary.json (the full report: [`MERGED_GATE_FILE`]).
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
+pub struct MergedGate {
+    /// The worst goal verdict.
+    pub verdict: Verdict,
+    /// Samples evaluated (after warm-up), over every shard.
+    pub samples: u64,
+    /// Samples left out as warm-up.
+    pub trimmed: u64,
+    /// Tests in Holm's family.
+    pub tests: u64,
+    /// Per goal.
+    pub goals: Vec<MergedGoal>,
+}
+
+impl MergedGate {
+    fn of(report: &GateReport) -> Self {
+        MergedGate {
+            verdict: report.verdict,
+            samples: report.samples,
+            trimmed: report.trimmed,
+            tests: report.tests,
+            goals: report
+                .goals
+                .iter()
+                .map(|g| MergedGoal {
+                    goal: g.goal.text.clone(),
+                    verdict: g.verdict,
+                    n: g.overall.n,
+                    text: g.overall.text.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
 /// `tapedeck replay merge` flags.
 #[derive(Debug, Clone, clap::Args)]
 pub struct MergeArgs {
-    /// The shards' report directories (each with report.json and histograms.bin).
+    /// The shards' report directories (each with report.json and histograms.bin; with
+    /// --baseline, gate-samples.jsonl).
     #[arg(required = true, env = "TAPEDECK_MERGE_DIRS", value_delimiter = ' ')]
     pub dirs: Vec<PathBuf>,
 
-    /// Where to write the merged histograms.bin and summary.json.
+    /// Where to write the merged histograms.bin and summary.json (and, when the shards ran with
+    /// --baseline, gate.json: the gate over every shard's pairs).
     #[arg(long, env = "TAPEDECK_MERGE_OUT")]
     pub out: PathBuf,
 
@@ -207,8 +359,10 @@ pub struct Summary {
     pub version: u32,
     /// The shards merged.
     pub shards: u32,
-    /// `pass`, `fail`, `inconclusive` or `error` (a shard could not run): the worst of the
-    /// shards' verdicts (error, then fail, then inconclusive, then pass).
+    /// `pass`, `fail`, `inconclusive` or `error` (a shard could not run). Without a baseline,
+    /// the worst of the shards' verdicts (error, then fail, then inconclusive, then pass); with
+    /// one, the worst of the shards' `--slo` verdicts and of the gate evaluated once over every
+    /// shard's samples ([`Summary::gate`]).
     pub verdict: String,
     /// Requests sent, over every shard.
     pub requests: u64,
@@ -226,6 +380,9 @@ pub struct Summary {
     pub endpoints: BTreeMap<String, Percentiles>,
     /// The most frequent differences, most first (at most 5).
     pub top_diffs: Vec<MergedDiff>,
+    /// With `--baseline`: the statistical gate over every shard's samples.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate: Option<MergedGate>,
 }
 
 impl Summary {
@@ -254,6 +411,9 @@ pub fn merge(args: &MergeArgs) -> Result<Summary> {
     let mut histograms: BTreeMap<String, Histogram<u64>> = BTreeMap::new();
     let (mut requests, mut errors, mut duration_s) = (0u64, 0u64, 0f64);
     let mut verdict = "pass".to_owned();
+    // The shards' `--slo` verdicts alone, for the gate's merge.
+    let mut slo_verdict = "pass".to_owned();
+    let mut gates: Vec<Option<(GateHeader, Vec<verdict::Sample>)>> = Vec::new();
     let mut diffs: BTreeMap<(String, String), u64> = BTreeMap::new();
     for dir in &args.dirs {
         for (name, histogram) in read_histograms(&dir.join(HISTOGRAMS_FILE))? {
@@ -284,12 +444,32 @@ pub fn merge(args: &MergeArgs) -> Result<Summary> {
         if rank(&shard_verdict) > rank(&verdict) {
             verdict = shard_verdict;
         }
+        let shard_slo = report["slo"]["verdict"]
+            .as_str()
+            .unwrap_or("error")
+            .to_ascii_lowercase();
+        if rank(&shard_slo) > rank(&slo_verdict) {
+            slo_verdict = shard_slo;
+        }
+        let gate_path = dir.join(GATE_FILE);
+        gates.push(if gate_path.exists() {
+            Some(read_gate(&gate_path)?)
+        } else {
+            None
+        });
         for group in report["diffs"].as_array().into_iter().flatten() {
             let key = (
                 group["endpoint"].as_str().unwrap_or_default().to_owned(),
                 group["field"].as_str().unwrap_or_default().to_owned(),
             );
             *diffs.entry(key).or_insert(0) += number(&group["count"]);
+        }
+    }
+    let gate = merge_gates(&args.dirs, gates)?;
+    if let Some(gate) = &gate {
+        verdict = slo_verdict;
+        if rank(gate.verdict.as_str()) > rank(&verdict) {
+            verdict = gate.verdict.as_str().to_owned();
         }
     }
     let overall = histograms
@@ -330,6 +510,7 @@ pub fn merge(args: &MergeArgs) -> Result<Summary> {
             .map(|(name, h)| (name.clone(), Percentiles::of(h)))
             .collect(),
         top_diffs,
+        gate: gate.as_ref().map(MergedGate::of),
     };
     let mut merged = Stats::default();
     for (name, histogram) in histograms {
@@ -338,6 +519,15 @@ pub fn merge(args: &MergeArgs) -> Result<Summary> {
         }
     }
     write_histograms(&merged, &args.out)?;
+    if let Some(gate) = &gate {
+        let path = args.out.join(MERGED_GATE_FILE);
+        let json =
+            serde_json::to_vec_pretty(gate).map_err(|e| Error::Args(format!("gate: {e}")))?;
+        std::fs::write(&path, json).map_err(|source| Error::Write {
+            path: path.display().to_string(),
+            source,
+        })?;
+    }
     let json =
         serde_json::to_vec_pretty(&summary).map_err(|e| Error::Args(format!("summary: {e}")))?;
     let mut targets = vec![args.out.join(SUMMARY_FILE)];
@@ -351,11 +541,53 @@ pub fn merge(args: &MergeArgs) -> Result<Summary> {
     Ok(summary)
 }
 
+/// The gate over every shard's samples: `None` when no shard had a baseline; an error when only
+/// some did, or when their goals or settings differ (one run has one gate).
+fn merge_gates(
+    dirs: &[PathBuf],
+    gates: Vec<Option<(GateHeader, Vec<verdict::Sample>)>>,
+) -> Result<Option<GateReport>> {
+    if gates.iter().all(Option::is_none) {
+        return Ok(None);
+    }
+    let mut header: Option<GateHeader> = None;
+    let mut shards = Vec::new();
+    for (dir, gate) in dirs.iter().zip(gates) {
+        let Some((h, samples)) = gate else {
+            return Err(Error::Args(format!(
+                "{}: no {GATE_FILE}, while other shards ran with --baseline",
+                dir.display()
+            )));
+        };
+        match &header {
+            Some(first) if *first != h => {
+                return Err(Error::Args(format!(
+                    "{}: its --goal or gate settings differ from {}'s",
+                    dir.display(),
+                    dirs[0].display()
+                )));
+            }
+            Some(_) => {}
+            None => header = Some(h),
+        }
+        shards.push(samples);
+    }
+    let Some(header) = header else {
+        return Ok(None);
+    };
+    let samples = merge_samples(shards);
+    Ok(Some(verdict::evaluate(
+        &header.config,
+        &header.goals,
+        &samples,
+    )))
+}
+
 /// The subcommands of `tapedeck replay`.
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum ReplayCommand {
     /// Merge the reports of shards (`--shard K/N` runs) into one: histograms merged, not
-    /// averaged; exits with the merged verdict (0 pass, 1 fail, 2 a shard could not run,
-    /// 3 inconclusive).
+    /// averaged; with --baseline, the gate evaluated once over every shard's pairs; exits with
+    /// the merged verdict (0 pass, 1 fail, 2 a shard could not run, 3 inconclusive).
     Merge(MergeArgs),
 }

@@ -250,7 +250,8 @@ async fn baseline_pairing_sends_each_request_to_both_arms() {
     let (b, c) = (baseline.drain(), target.drain());
     assert_eq!(b.len() as u64, 2 * ITEMS);
     assert_eq!(c.len() as u64, 2 * ITEMS);
-    // The same requests (line, copy, iteration) on both arms, the first arm alternating.
+    // The same requests (line, copy, iteration) on both arms, the first arm drawn per request
+    // from the send order (`load::first_arm_is_candidate`).
     let key = |r: &Received| {
         let t = r.trace();
         (t.line, t.copy, t.iteration, r.path.clone())
@@ -265,9 +266,16 @@ async fn baseline_pairing_sends_each_request_to_both_arms() {
             first_candidate += 1;
         }
     }
+    let drawn = (0..2 * ITEMS)
+        .filter(|&order| tapedeck_generator::load::first_arm_is_candidate(order))
+        .count();
     assert_eq!(
-        first_candidate, ITEMS as usize,
-        "half the pairs start with the candidate"
+        first_candidate, drawn,
+        "the pairs that start with the candidate are the ones the draw chose"
+    );
+    assert!(
+        first_candidate > 0 && first_candidate < 2 * ITEMS as usize,
+        "both arms go first sometimes"
     );
     // Each arm measured; the gate ran on the pairs; the pair counts once in the load model.
     let baseline_figures = report.baseline.as_ref().expect("the baseline arm");

@@ -6,8 +6,9 @@ use std::collections::BTreeSet;
 
 use tapedeck_generator::shard::{self, MergeArgs, Percentiles, Shard, parse_shard};
 use tapedeck_generator::stats::{self, Stats};
+use tapedeck_generator::verdict::{self, Arm, Config, GateReport, Sample, Verdict, Warmup};
 
-use crate::support::{Received, Server, args, item_server, item_snapshot, replay};
+use crate::support::{Behaviour, Received, Server, args, item_server, item_snapshot, replay};
 
 #[test]
 fn shard_specs_parse_and_split_copies() {
@@ -161,4 +162,180 @@ fn merged_percentiles_are_one_runs_not_an_average() {
         shard::read_histograms(&dir.path().join("merged").join(shard::HISTOGRAMS_FILE)).unwrap();
     assert_eq!(merged[0].1.len(), 1001);
     assert_eq!(Percentiles::of(&merged[0].1), summary.latency);
+}
+
+/// The gate settings of the baseline tests: errors within 15pp, decided from 40 pairs.
+fn with_gate(a: &mut tapedeck_generator::ReplayArgs) {
+    a.gate.goal = vec!["errors +15pp @ 95%".to_owned()];
+    a.gate.min_samples = 40;
+}
+
+#[tokio::test]
+async fn shards_with_a_baseline_merge_into_one_gate_over_every_pair() {
+    // 5 items × 10 copies = 50 pairs: 25 per shard, too few alone for --min-samples 40.
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let snapshot = item_snapshot(dir.path(), 5);
+    let baseline = Server::start(item_server(1, Behaviour::Noisy)).await;
+    let target = Server::start(item_server(2, Behaviour::Noisy)).await;
+    let mut dirs = Vec::new();
+    for k in 0..2 {
+        let mut a = args(&snapshot, &target.url);
+        a.baseline = vec![baseline.url.clone()];
+        a.copies = 10;
+        a.speed = 10.0;
+        with_gate(&mut a);
+        a.shard = Some(Shard { index: k, count: 2 });
+        let out = dir.path().join(format!("shard-{k}"));
+        a.report = Some(out.clone());
+        let report = replay(a).await.expect("the shard runs");
+        let gate = report.gate.as_ref().expect("the shard's gate");
+        assert_eq!(gate.samples, 25);
+        let row = &gate.goals[0].overall;
+        assert_eq!(row.verdict, Verdict::Inconclusive, "{row:#?}");
+        assert!(
+            row.reason
+                .as_deref()
+                .unwrap_or_default()
+                .contains("min-samples"),
+            "{row:#?}"
+        );
+        assert_eq!(report.verdict(), Verdict::Inconclusive);
+        // The shard's samples file: its header and every pair.
+        let (header, samples) = shard::read_gate(&out.join(shard::GATE_FILE)).unwrap();
+        assert_eq!(header.goals[0].text, "errors +15pp @ 95%");
+        assert_eq!(header.config.min_samples, 40);
+        assert_eq!(samples.len(), 25);
+        assert!(
+            samples
+                .iter()
+                .all(|s| s.baseline.is_some() && s.candidate.is_some())
+        );
+        dirs.push(out);
+    }
+
+    let out = dir.path().join("merged");
+    let summary = shard::merge(&MergeArgs {
+        dirs: dirs.clone(),
+        out: out.clone(),
+        summary: None,
+    })
+    .expect("the merge runs");
+    // One gate over the 50 pairs decides, where the worst shard verdict was inconclusive.
+    let gate = summary.gate.as_ref().expect("the merged gate");
+    assert_eq!(gate.samples, 50);
+    assert_eq!(gate.goals[0].n, 50);
+    assert_eq!(gate.verdict, Verdict::Pass, "{gate:#?}");
+    assert_eq!(summary.verdict, "pass");
+    assert_eq!(summary.exit_code(), 0);
+    let full: GateReport =
+        serde_json::from_str(&std::fs::read_to_string(out.join(shard::MERGED_GATE_FILE)).unwrap())
+            .unwrap();
+    assert_eq!(full.samples, 50);
+    assert_eq!(full.verdict, gate.verdict);
+    let written: shard::Summary =
+        serde_json::from_str(&std::fs::read_to_string(out.join(shard::SUMMARY_FILE)).unwrap())
+            .unwrap();
+    assert_eq!(written, summary);
+
+    // One unsharded run over the same pairs decides the same.
+    let mut a = args(&snapshot, &target.url);
+    a.baseline = vec![baseline.url.clone()];
+    a.copies = 10;
+    a.speed = 10.0;
+    with_gate(&mut a);
+    let one = replay(a).await.expect("the run");
+    let one = one.gate.as_ref().expect("the run's gate");
+    assert_eq!(one.samples, gate.samples);
+    assert_eq!(one.goals[0].overall.n, gate.goals[0].n);
+    assert_eq!(one.verdict, gate.verdict);
+}
+
+fn samples(offsets: impl Iterator<Item = u64>, endpoint: &str) -> Vec<Sample> {
+    offsets
+        .enumerate()
+        .map(|(i, offset_ns)| {
+            let arm = |latency_ns| {
+                Some(Arm {
+                    latency_ns,
+                    error: false,
+                })
+            };
+            Sample {
+                endpoint: endpoint.to_owned(),
+                index: i as u64,
+                offset_ns,
+                baseline: arm(1_000_000 + offset_ns % 7),
+                candidate: arm(1_000_000 + offset_ns % 5),
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn merged_gate_orders_pairs_by_send_time_and_trims_warmup_once() {
+    let endpoint = "GET /items/{id}";
+    let a = samples((0..30).map(|i| 2 * i), endpoint);
+    let b = samples((0..30).map(|i| 2 * i + 1), endpoint);
+    let merged = shard::merge_samples(vec![a.clone(), b.clone()]);
+    assert_eq!(merged.len(), 60);
+    for (i, s) in merged.iter().enumerate() {
+        assert_eq!((s.index, s.offset_ns), (i as u64, i as u64));
+    }
+
+    let config = Config {
+        min_samples: 10,
+        warmup: Warmup::Requests(10),
+        ..Config::default()
+    };
+    let goals = vec![verdict::goal::parse("errors +20pp @ 95%").unwrap()];
+    let dir = tempfile::tempdir().unwrap();
+    let (da, db) = (dir.path().join("a"), dir.path().join("b"));
+    let latencies: Vec<(&str, u64)> = (0..30).map(|_| (endpoint, 1_000)).collect();
+    write_shard(&da, &stats_of(&latencies), 30, "pass");
+    write_shard(&db, &stats_of(&latencies), 30, "pass");
+    shard::write_gate(&config, &goals, &a, &da).unwrap();
+    shard::write_gate(&config, &goals, &b, &db).unwrap();
+    let summary = shard::merge(&MergeArgs {
+        dirs: vec![da.clone(), db.clone()],
+        out: dir.path().join("merged"),
+        summary: None,
+    })
+    .unwrap();
+    let gate = summary.gate.expect("the merged gate");
+    // --warmup 10 trims the run's first 10 requests, not 10 per shard.
+    assert_eq!((gate.trimmed, gate.samples), (10, 50));
+    assert_eq!(
+        gate.verdict,
+        verdict::evaluate(&config, &goals, &merged).verdict
+    );
+    assert_eq!(summary.verdict, gate.verdict.as_str());
+    // A shard's --slo failure fails the run whatever the gate says.
+    write_shard(&da, &stats_of(&latencies), 30, "fail");
+    let failed = shard::merge(&MergeArgs {
+        dirs: vec![da.clone(), db.clone()],
+        out: dir.path().join("merged"),
+        summary: None,
+    })
+    .unwrap();
+    assert_eq!(failed.gate.as_ref().map(|g| g.verdict), Some(gate.verdict));
+    assert_eq!((failed.verdict.as_str(), failed.exit_code()), ("fail", 1));
+
+    // One run has one gate: other goals on a shard, or a shard without a baseline, refuse.
+    let other = vec![verdict::goal::parse("errors +1pp @ 95%").unwrap()];
+    shard::write_gate(&config, &other, &b, &db).unwrap();
+    let merge = |dirs: Vec<std::path::PathBuf>| {
+        shard::merge(&MergeArgs {
+            dirs,
+            out: dir.path().join("merged"),
+            summary: None,
+        })
+    };
+    let error = merge(vec![da.clone(), db.clone()]).unwrap_err().to_string();
+    assert!(error.contains("differ"), "{error}");
+    std::fs::remove_file(db.join(shard::GATE_FILE)).unwrap();
+    let error = merge(vec![da.clone(), db.clone()]).unwrap_err().to_string();
+    assert!(error.contains("--baseline"), "{error}");
+    // Without any baseline: no gate, the worst shard verdict as before.
+    std::fs::remove_file(da.join(shard::GATE_FILE)).unwrap();
+    assert_eq!(merge(vec![da, db]).unwrap().gate, None);
 }

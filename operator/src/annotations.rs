@@ -119,7 +119,7 @@ fn build(
             ..Default::default()
         },
         goals: list("goals", ';'),
-        noise: Vec::new(),
+        noise: Default::default(),
         report: None,
         timeout: text("timeout"),
         image: None,

@@ -313,7 +313,7 @@ fn image<'a>(replay: &'a Replay, ctx: &'a Context) -> &'a str {
     replay.spec.image.as_deref().unwrap_or(&ctx.image)
 }
 
-/// The mocked hosts of the spec, validated.
+/// The mocked hosts of the spec, validated (`spec.mock.hosts` must not be empty here).
 pub fn hosts(replay: &Replay, namespace: &str) -> Result<Vec<Host>, Error> {
     if replay.spec.mock.hosts.is_empty() {
         return Err(Error::Invalid(
@@ -327,6 +327,106 @@ pub fn hosts(replay: &Replay, namespace: &str) -> Result<Vec<Host>, Error> {
         .iter()
         .map(|h| objects::parse_host(h, namespace))
         .collect()
+}
+
+/// The outbound hosts (`authority`, in `outbound.jsonl` order, each once) of a snapshot held in
+/// a ConfigMap's `data` (`snapshot.json`, `inbound.jsonl`, `outbound.jsonl`). The files are
+/// written to a temporary directory and read with `tapedeck_analyzer::snapshot::read`, so the
+/// snapshot is validated as the responder validates it.
+pub fn snapshot_hosts(data: &BTreeMap<String, String>) -> Result<Vec<String>, String> {
+    use tapedeck_analyzer::snapshot;
+    for key in [
+        snapshot::MANIFEST_FILE,
+        snapshot::INBOUND_FILE,
+        snapshot::OUTBOUND_FILE,
+    ] {
+        if !data.contains_key(key) {
+            return Err(format!(
+                "it has no key {key} (a snapshot ConfigMap holds snapshot.json, inbound.jsonl and outbound.jsonl)"
+            ));
+        }
+    }
+    let dir = tempfile::tempdir().map_err(|e| format!("making a temporary directory: {e}"))?;
+    for (key, text) in data {
+        // ConfigMap keys are file names ([-._a-zA-Z0-9]+); anything else is not a snapshot file.
+        if key.contains(['/', '\\']) || key == "." || key == ".." {
+            continue;
+        }
+        std::fs::write(dir.path().join(key), text)
+            .map_err(|e| format!("writing {key} to {}: {e}", dir.path().display()))?;
+    }
+    let read = snapshot::read(dir.path()).map_err(|e| e.to_string())?;
+    let mut hosts: Vec<String> = Vec::new();
+    for entry in &read.outbound {
+        if !entry.authority.is_empty() && !hosts.contains(&entry.authority) {
+            hosts.push(entry.authority.clone());
+        }
+    }
+    if hosts.is_empty() && !read.outbound.is_empty() {
+        return Err(
+            "its outbound exchanges carry no authority: list spec.mock.hosts (HOST[:PORT])"
+                .to_owned(),
+        );
+    }
+    Ok(hosts)
+}
+
+/// The hosts to mock: `spec.mock.hosts`, or, when it is empty, every outbound host of the
+/// snapshot, which the operator can read for a ConfigMap snapshot only. `Ok(Err((reason,
+/// message)))` is a replay that cannot run.
+async fn mocked_hosts(
+    replay: &Replay,
+    names: &Names,
+    ctx: &Context,
+) -> Result<Result<Vec<Host>, (&'static str, String)>, Error> {
+    let invalid = |e: Error| ("InvalidSpec", e.to_string());
+    if !replay.spec.mock.hosts.is_empty() {
+        return Ok(hosts(replay, &names.namespace).map_err(invalid));
+    }
+    let Some(config_map) = &replay.spec.snapshot.config_map else {
+        let source = if replay.spec.snapshot.volume.is_some() {
+            "a volume snapshot (the operator does not mount it)"
+        } else {
+            "a query snapshot (cut only when the replay's pods start)"
+        };
+        return Ok(Err((
+            "InvalidSpec",
+            format!(
+                "spec.mock.hosts is empty and the operator cannot read the outbound hosts of {source}: \
+                 list the hosts to mock in spec.mock.hosts (HOST[:PORT]), e.g. from \
+                 `tapedeck snapshot inspect`"
+            ),
+        )));
+    };
+    let Some(found) = get(ctx, &names.namespace, objects::CONFIG_MAP, config_map).await? else {
+        return Ok(Err((
+            "SnapshotNotFound",
+            format!(
+                "spec.mock.hosts is empty and the snapshot ConfigMap {}/{config_map} is not found",
+                names.namespace
+            ),
+        )));
+    };
+    let data: BTreeMap<String, String> =
+        serde_json::from_value(found.data["data"].clone()).unwrap_or_default();
+    let listed = match snapshot_hosts(&data) {
+        Ok(listed) => listed,
+        Err(why) => {
+            return Ok(Err((
+                "SnapshotUnreadable",
+                format!(
+                    "spec.mock.hosts is empty and the outbound hosts of snapshot ConfigMap {}/{config_map} could not be read: {why}",
+                    names.namespace
+                ),
+            )));
+        }
+    };
+    tracing::info!(replay = %names.replay, hosts = ?listed, "mocking every outbound host of the snapshot");
+    Ok(listed
+        .iter()
+        .map(|h| objects::parse_host(h, &names.namespace))
+        .collect::<Result<Vec<Host>, Error>>()
+        .map_err(invalid))
 }
 
 fn validate(replay: &Replay) -> Result<(), Error> {
@@ -378,10 +478,13 @@ async fn prepare(
     _timeout: Duration,
 ) -> Result<Action, Error> {
     let now = (ctx.now)();
-    let checked = validate(replay).and_then(|()| hosts(replay, &names.namespace));
+    let checked = match validate(replay) {
+        Ok(()) => mocked_hosts(replay, names, ctx).await?,
+        Err(error) => Err(("InvalidSpec", error.to_string())),
+    };
     let hosts = match checked {
         Ok(hosts) => hosts,
-        Err(error) => {
+        Err((reason, message)) => {
             return finish(
                 replay,
                 names,
@@ -389,8 +492,8 @@ async fn prepare(
                 status,
                 Phase::Error,
                 None,
-                "InvalidSpec",
-                &error.to_string(),
+                reason,
+                &message,
             )
             .await;
         }

@@ -62,10 +62,11 @@ pub struct ReplaySpec {
     /// absolute ones in `--slo` syntax (`p99<250ms`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub goals: Vec<String>,
-    /// Noise rules (fields whose differences are expected), one per entry, written to the file
-    /// `tapedeck replay --noise` reads.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub noise: Vec<String>,
+    /// Noise rules and comparators: the noise file (format version 1, `docs/verdict.md`) that
+    /// `tapedeck replay --noise` reads, in the resource's spelling (camelCase). The operator
+    /// renders it into the ConfigMap `<replay>-config` as `noise.json`.
+    #[serde(default, skip_serializing_if = "Noise::is_empty")]
+    pub noise: Noise,
     /// Where reports go. Default: a PersistentVolumeClaim `<replay>-report` the operator creates
     /// (kept until the Replay is deleted).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -146,6 +147,138 @@ pub struct Mock {
     /// required for the other sources.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hosts: Vec<String>,
+}
+
+/// The noise file of a replay (format version 1; the file's `version` is added when rendered).
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Noise {
+    /// The thresholds of the noise test (defaults: relative 0.2, absolute 0.0003, maxShare 0.5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thresholds: Option<NoiseThresholds>,
+    /// How values of a field compare.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub comparators: Vec<NoiseComparator>,
+    /// Fields whose differences are noise, each anchored to one endpoint and one exact field.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<NoiseRule>,
+}
+
+impl Noise {
+    /// Whether there is nothing to write (no `--noise` then).
+    pub fn is_empty(&self) -> bool {
+        self.thresholds.is_none() && self.comparators.is_empty() && self.rules.is_empty()
+    }
+}
+
+/// The thresholds of the noise test and of over-broad rules, fractions between 0 and 1.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NoiseThresholds {
+    /// A rule's evidence rate `a` explains a run's rate `c` when `c − a ≤ relative × c`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub relative: Option<f64>,
+    /// ... or when `c − a ≤ absolute`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub absolute: Option<f64>,
+    /// The largest share of an endpoint's fields its noise rules may silence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub max_share: Option<f64>,
+}
+
+/// How values of a field compare.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum CompareKind {
+    /// Equal values only.
+    Exact,
+    /// Within `absolute` and/or `relative`.
+    Number,
+    /// Within `skewS` of the side's clock.
+    Timestamp,
+    /// Both UUIDs.
+    Uuid,
+    /// Ids of the same shape.
+    Id,
+    /// JWT claims but the time claims.
+    Jwt,
+    /// Arrays by `key` (or an inferred one), else order-insensitive.
+    Array,
+}
+
+/// A comparator for a field.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NoiseComparator {
+    /// Only this endpoint (`METHOD /template`); absent: every endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[A-Z]+ /"))]
+    pub endpoint: Option<String>,
+    /// The field: a JSON path (`$.items[*].price`), or `header NAME` for timestamp, uuid, id
+    /// and jwt.
+    #[schemars(regex(pattern = r"^(status|body|\$.*|(header|trailer) [^ ]+)$"))]
+    pub field: String,
+    /// How values compare.
+    pub compare: CompareKind,
+    /// `number`: absolute tolerance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0))]
+    pub absolute: Option<f64>,
+    /// `number`: relative tolerance (a fraction).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0))]
+    pub relative: Option<f64>,
+    /// `timestamp`: the largest skew from the side's clock, seconds (default 300).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0))]
+    pub skew_s: Option<f64>,
+    /// `array`: the key field of the elements.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// A learned comparator: what made it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<NoiseEvidence>,
+}
+
+/// A noise rule.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NoiseRule {
+    /// The endpoint, `METHOD /template` (`GET /orders/{id}`).
+    #[schemars(regex(pattern = r"^[A-Z]+ /"))]
+    pub endpoint: String,
+    /// The exact field: `status`, `header NAME`, `trailer NAME`, or a JSON path
+    /// (`$.updated_at`, `$.items[*].eta`).
+    #[schemars(regex(pattern = r"^(status|body|\$.*|(header|trailer) [^ ]+)$"))]
+    pub field: String,
+    /// A learned rule: what made it (absent: written by hand, always applies).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<NoiseEvidence>,
+}
+
+/// Where a learned rule comes from.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum EvidenceSource {
+    /// Recorded responses to identical requests.
+    Recording,
+    /// The baseline against itself (`--calibrate N`).
+    Calibration,
+}
+
+/// What a learned rule or comparator was made from (copied from a report's `noise.json`).
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NoiseEvidence {
+    /// Recording or calibration.
+    pub source: EvidenceSource,
+    /// Response pairs of the endpoint compared.
+    pub compared: u64,
+    /// Of them, pairs that differed at the field.
+    pub differed: u64,
 }
 
 /// The load model, as `tapedeck replay` has it.

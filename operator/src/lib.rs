@@ -8,7 +8,7 @@
 //! - [`annotations`]: a Deployment annotated `replay.tapedeck.dev/snapshot` gets a Replay;
 //! - [`metrics`]: `/metrics`, `/healthz`, `/readyz`.
 //!
-//! Users read `docs/mesh.md` (the replay walkthrough).
+//! Users read `docs/mesh-replay.md` (the replay walkthrough).
 #![warn(missing_docs)]
 // `kube::Error` is large, and every API call returns it: boxing it in each error would only move
 // the allocation to every failed call.

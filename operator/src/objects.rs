@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
-use crate::crd::{Replay, Workload};
+use crate::crd::{Noise, NoiseEvidence, Replay, Workload};
 use crate::{Error, names};
 
 /// The port the responder serves the mocked hosts on.
@@ -20,8 +20,10 @@ pub const RESPONDER_ADMIN_PORT: u16 = 9090;
 pub const SNAPSHOT_DIR: &str = "/snapshot";
 /// Where the report volume is mounted.
 pub const REPORTS_DIR: &str = "/reports";
-/// The key of the noise rules in the config ConfigMap (and the file name under `/config`).
-pub const NOISE_KEY: &str = "noise";
+/// The noise file format version `spec.noise` is rendered in (`docs/noise-v1.schema.json`).
+pub const NOISE_VERSION: u32 = 1;
+/// The key of the noise file in the config ConfigMap (and the file name under `/config`).
+pub const NOISE_KEY: &str = "noise.json";
 
 /// One kind of object the operator manages: (apiVersion, kind, plural).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -321,14 +323,82 @@ pub fn secrets(replay: &Replay, names: &Names, data: &BTreeMap<String, String>) 
     )
 }
 
-/// The ConfigMap with the noise rules (one per line).
+fn evidence(evidence: &NoiseEvidence) -> Value {
+    json!({
+        "source": evidence.source,
+        "compared": evidence.compared,
+        "differed": evidence.differed,
+    })
+}
+
+/// The noise file (format version 1, what `tapedeck replay --noise` reads) of `spec.noise`:
+/// the resource's camelCase fields in the file's spelling, absent fields left to the file's
+/// defaults.
+pub fn noise_file(noise: &Noise) -> Value {
+    let mut file = json!({"version": NOISE_VERSION});
+    if let Some(t) = &noise.thresholds {
+        let mut thresholds = serde_json::Map::new();
+        for (key, value) in [
+            ("relative", t.relative),
+            ("absolute", t.absolute),
+            ("max_share", t.max_share),
+        ] {
+            if let Some(value) = value {
+                thresholds.insert(key.to_owned(), json!(value));
+            }
+        }
+        file["thresholds"] = Value::Object(thresholds);
+    }
+    if !noise.comparators.is_empty() {
+        let comparators: Vec<Value> = noise
+            .comparators
+            .iter()
+            .map(|c| {
+                let mut out = json!({"field": c.field, "compare": c.compare});
+                let optional = [
+                    ("endpoint", c.endpoint.as_ref().map(|e| json!(e))),
+                    ("absolute", c.absolute.map(|v| json!(v))),
+                    ("relative", c.relative.map(|v| json!(v))),
+                    ("skew_s", c.skew_s.map(|v| json!(v))),
+                    ("key", c.key.as_ref().map(|k| json!(k))),
+                    ("evidence", c.evidence.as_ref().map(evidence)),
+                ];
+                for (key, value) in optional {
+                    if let Some(value) = value {
+                        out[key] = value;
+                    }
+                }
+                out
+            })
+            .collect();
+        file["comparators"] = json!(comparators);
+    }
+    if !noise.rules.is_empty() {
+        let rules: Vec<Value> = noise
+            .rules
+            .iter()
+            .map(|r| {
+                let mut out = json!({"endpoint": r.endpoint, "field": r.field});
+                if let Some(e) = &r.evidence {
+                    out["evidence"] = evidence(e);
+                }
+                out
+            })
+            .collect();
+        file["rules"] = json!(rules);
+    }
+    file
+}
+
+/// The ConfigMap with the noise file (`noise.json`).
 pub fn config(replay: &Replay, names: &Names) -> Value {
-    let mut noise = replay.spec.noise.join("\n");
-    noise.push('\n');
+    let mut text = serde_json::to_string_pretty(&noise_file(&replay.spec.noise))
+        .unwrap_or_else(|e| unreachable!("a JSON value always serializes: {e}"));
+    text.push('\n');
     object(
         CONFIG_MAP,
         metadata(replay, names, &names.config(), "config"),
-        json!({"data": {NOISE_KEY: noise}}),
+        json!({"data": {NOISE_KEY: text}}),
     )
 }
 

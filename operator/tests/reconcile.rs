@@ -22,7 +22,15 @@ fn replay_spec() -> Value {
         "chaos": ["latency=200ms@0.05"],
         "load": {"copies": 200, "speed": 2},
         "goals": ["p99 +10% @ 95%"],
-        "noise": ["$.updated_at"],
+        "noise": {
+            "thresholds": {"maxShare": 0.4},
+            "comparators": [{"field": "$.eta", "compare": "timestamp", "skewS": 60.0}],
+            "rules": [
+                {"endpoint": "GET /orders/{id}", "field": "$.updated_at"},
+                {"endpoint": "GET /orders/{id}", "field": "header date",
+                 "evidence": {"source": "recording", "compared": 40, "differed": 38}},
+            ],
+        },
         "timeout": "30m",
     })
 }
@@ -354,7 +362,7 @@ async fn a_replay_runs_from_pending_to_passed_and_cleans_up() {
             "--goal",
             "p99 +10% @ 95%",
             "--noise",
-            "/config/noise",
+            "/config/noise.json",
         ]
     );
     assert_eq!(
@@ -717,9 +725,20 @@ async fn small_loads_run_one_pod_and_rates_split_across_pods() {
 async fn invalid_replays_end_in_error_without_creating_anything() {
     for (spec_change, reason, needle) in [
         (
-            json!({"mock": {"hosts": []}}),
+            json!({"mock": {"hosts": []}, "snapshot": {"volume": {"claimName": "snaps"}}}),
             "InvalidSpec",
-            "spec.mock.hosts",
+            "list the hosts to mock in spec.mock.hosts",
+        ),
+        (
+            json!({"mock": {}, "snapshot": {"query": {"service": "orders",
+                "from": "2026-11-27T13:00:00Z", "to": "2026-11-27T14:00:00Z"}}}),
+            "InvalidSpec",
+            "cannot read the outbound hosts of a query snapshot",
+        ),
+        (
+            json!({"mock": {}}),
+            "SnapshotNotFound",
+            "shop/orders-snapshot is not found",
         ),
         (json!({"snapshot": {}}), "InvalidSpec", "exactly one of"),
         (
@@ -750,4 +769,170 @@ async fn invalid_replays_end_in_error_without_creating_anything() {
         );
         assert_eq!(cluster.events.len(), 1);
     }
+}
+
+/// The golden shop snapshot's files, as a snapshot ConfigMap holds them.
+fn snapshot_config_map(name: &str, edit: impl Fn(&mut Value)) -> Value {
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../analyzer/tests/golden/shop");
+    let mut data = serde_json::Map::new();
+    for file in ["snapshot.json", "inbound.jsonl", "outbound.jsonl"] {
+        let text = std::fs::read_to_string(dir.join(file)).expect("the golden snapshot");
+        data.insert(file.to_owned(), json!(text));
+    }
+    let mut map = json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": name, "namespace": NS},
+        "data": data,
+    });
+    edit(&mut map);
+    map
+}
+
+#[tokio::test]
+async fn without_mock_hosts_a_config_map_snapshot_mocks_all_its_outbound_hosts() {
+    let mut spec = replay_spec();
+    spec["mock"] = json!({});
+    let mut cluster = cluster(spec);
+    cluster.put(
+        "configmaps",
+        NS,
+        "orders-snapshot",
+        snapshot_config_map("orders-snapshot", |_| {}),
+    );
+    reconcile(&mut cluster, NS, NAME, clock(0)).await.0.unwrap();
+    let (result, calls) = reconcile(&mut cluster, NS, NAME, clock(1)).await;
+    assert_eq!(
+        result.unwrap(),
+        Action::requeue(std::time::Duration::from_secs(5))
+    );
+    assert_eq!(
+        calls[0].line(),
+        "GET /api/v1/namespaces/shop/configmaps/orders-snapshot",
+        "the snapshot is read before anything else"
+    );
+    let s = status(&cluster);
+    assert_eq!(s["phase"], "Preparing", "{s}");
+    // The golden snapshot calls one host, `payments.shop.svc:8080`, 8 times.
+    assert_eq!(
+        s["mockedHosts"],
+        json!(["payments.shop.svc.cluster.local:8080"])
+    );
+    let vs = cluster
+        .get("virtualservices", NS, "orders-v2-mock-0")
+        .unwrap();
+    assert_eq!(
+        vs["spec"]["hosts"],
+        json!(["payments.shop.svc.cluster.local"])
+    );
+    assert!(
+        cluster
+            .get("virtualservices", NS, "orders-v2-mock-1")
+            .is_none()
+    );
+    assert!(
+        cluster
+            .get("serviceentries", NS, "orders-v2-egress")
+            .is_none(),
+        "an in-mesh host needs no ServiceEntry"
+    );
+
+    // A ConfigMap that is not a valid snapshot: Error, nothing created, the analyzer's reason.
+    let mut spec = replay_spec();
+    spec["mock"] = json!({});
+    let mut cluster = self::cluster(spec);
+    cluster.put(
+        "configmaps",
+        NS,
+        "orders-snapshot",
+        snapshot_config_map("orders-snapshot", |map| {
+            map["data"]["outbound.jsonl"] = json!("{\"id\": 1}\n");
+        }),
+    );
+    reconcile(&mut cluster, NS, NAME, clock(0)).await.0.unwrap();
+    reconcile(&mut cluster, NS, NAME, clock(1)).await.0.unwrap();
+    let s = status(&cluster);
+    assert_eq!(s["phase"], "Error");
+    assert_eq!(condition(&s, "Finished")["reason"], "SnapshotUnreadable");
+    let message = s["message"].as_str().unwrap();
+    assert!(message.contains("outbound.jsonl:1"), "{message}");
+    assert!(children(&cluster).is_empty());
+
+    // A ConfigMap without the snapshot's files.
+    let mut spec = replay_spec();
+    spec["mock"] = json!({});
+    let mut cluster = self::cluster(spec);
+    cluster.put(
+        "configmaps",
+        NS,
+        "orders-snapshot",
+        snapshot_config_map("orders-snapshot", |map| {
+            map["data"]
+                .as_object_mut()
+                .unwrap()
+                .remove("outbound.jsonl");
+        }),
+    );
+    reconcile(&mut cluster, NS, NAME, clock(0)).await.0.unwrap();
+    reconcile(&mut cluster, NS, NAME, clock(1)).await.0.unwrap();
+    let s = status(&cluster);
+    assert_eq!(condition(&s, "Finished")["reason"], "SnapshotUnreadable");
+    assert!(
+        s["message"]
+            .as_str()
+            .unwrap()
+            .contains("no key outbound.jsonl"),
+        "{s}"
+    );
+}
+
+#[tokio::test]
+async fn the_noise_config_map_is_a_noise_file_the_generator_reads() {
+    use std::collections::BTreeMap;
+    use tapedeck_generator::noise::{self, CompareKind, Source};
+
+    let mut cluster = cluster(replay_spec());
+    prepared(&mut cluster).await;
+    let map = cluster.get("configmaps", NS, "orders-v2-config").unwrap();
+    let text = map["data"]["noise.json"].as_str().expect("noise.json");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("noise.json");
+    std::fs::write(&path, text).unwrap();
+    // The endpoint the rules are anchored to, with 10 fields (0.4 of them may be silenced).
+    let fields = BTreeMap::from([("GET /orders/{id}".to_owned(), 10)]);
+    let file = noise::read(&path, &fields).expect("the generator reads the rendered file");
+    assert_eq!(file.version, noise::NOISE_VERSION);
+    assert_eq!(file.thresholds.max_share, 0.4);
+    assert_eq!(
+        file.thresholds.relative, 0.2,
+        "absent thresholds keep the defaults"
+    );
+    assert_eq!(file.comparators.len(), 1);
+    assert_eq!(file.comparators[0].field, "$.eta");
+    assert_eq!(file.comparators[0].compare, CompareKind::Timestamp);
+    assert_eq!(file.comparators[0].skew_s, Some(60.0));
+    assert_eq!(file.comparators[0].endpoint, None);
+    let rules: Vec<(&str, &str)> = file
+        .rules
+        .iter()
+        .map(|r| (r.endpoint.as_str(), r.field.as_str()))
+        .collect();
+    assert_eq!(
+        rules,
+        [
+            ("GET /orders/{id}", "$.updated_at"),
+            ("GET /orders/{id}", "header date")
+        ]
+    );
+    assert_eq!(file.rules[0].evidence, None);
+    let evidence = file.rules[1].evidence.as_ref().unwrap();
+    assert_eq!(
+        (evidence.source, evidence.compared, evidence.differed),
+        (Source::Recording, 40, 38)
+    );
+
+    // The reader is not lenient: a rule of an endpoint the snapshot lacks is refused, so the
+    // check above would catch a rendering that anchored rules wrongly.
+    let other = BTreeMap::from([("GET /users/{id}".to_owned(), 10)]);
+    assert!(noise::read(&path, &other).is_err());
 }

@@ -177,6 +177,30 @@ fn sample_replays_validate_against_the_crd_and_wrong_ones_do_not() {
     let mut wrong = sample.clone();
     wrong["spec"].as_object_mut().unwrap().remove("target");
     assert!(!errors(&schema, &wrong).is_empty());
+    // Noise as the old one-rule-a-line list, a rule without its endpoint, a field the noise
+    // file does not spell, an unknown comparator, a threshold that is not a fraction.
+    for (path, value) in [
+        ("", json!(["$.updated_at"])),
+        ("rules", json!([{"field": "$.updated_at"}])),
+        (
+            "rules",
+            json!([{"endpoint": "GET /orders/{id}", "field": "updated_at"}]),
+        ),
+        ("rules", json!([{"endpoint": "/orders", "field": "$.a"}])),
+        (
+            "comparators",
+            json!([{"field": "$.eta", "compare": "fuzzy"}]),
+        ),
+        ("thresholds", json!({"maxShare": 1.5})),
+    ] {
+        let mut wrong = sample.clone();
+        if path.is_empty() {
+            wrong["spec"]["noise"] = value.clone();
+        } else {
+            wrong["spec"]["noise"][path] = value.clone();
+        }
+        assert!(!errors(&schema, &wrong).is_empty(), "{path}: {value}");
+    }
     // A bad annotation is an error, not a Replay.
     let mut bad = deployment.clone();
     bad.metadata

@@ -115,6 +115,11 @@ pub struct Row {
     pub test: String,
     /// Bootstrap resamples, for bootstrap tests.
     pub resamples: Option<u32>,
+    /// Block length of the latency bootstrap: consecutive samples (in send order) resampled
+    /// together, from the autocorrelation of the baseline's log latencies
+    /// (`stats::block_choice`); 1 is the ordinary bootstrap. Absent for other tests.
+    #[serde(default)]
+    pub block: Option<u64>,
     /// The rank test beside a latency goal.
     pub rank: Option<RankTest>,
     /// When inconclusive: the smallest change (same unit as `estimate`) this run would have
@@ -184,6 +189,8 @@ struct RowData<'a> {
     /// Latencies (ms) of successful responses: pairs when paired (same length).
     lat_b: Vec<f64>,
     lat_c: Vec<f64>,
+    /// Block length of the latency bootstrap (1: independent resampling) and its SE factor.
+    block: stats::Block,
     /// Bootstrap SE of the log ratio per statistic.
     se: Vec<(Statistic, f64)>,
 }
@@ -201,10 +208,12 @@ fn ms(ns: u64) -> f64 {
 impl<'a> RowData<'a> {
     fn new(
         endpoint: &str,
-        samples: Vec<&'a Sample>,
+        mut samples: Vec<&'a Sample>,
         statistics: &[Statistic],
         config: &Config,
     ) -> RowData<'a> {
+        // Send order: the block bootstrap resamples runs of consecutive requests.
+        samples.sort_by_key(|s| (s.offset_ns, s.index));
         let n_baseline = samples.iter().filter(|s| s.baseline.is_some()).count() as u64;
         let n_candidate = samples.iter().filter(|s| s.candidate.is_some()).count() as u64;
         let errors = |arm: fn(&Sample) -> Option<super::Arm>| {
@@ -240,17 +249,30 @@ impl<'a> RowData<'a> {
                 }
             }
         }
+        let block = if statistics.is_empty() {
+            stats::Block {
+                length: 1,
+                se_factor: 1.0,
+            }
+        } else {
+            latency_block(&lat_b)
+        };
         let se = if !statistics.is_empty() && lat_b.len() >= 2 && lat_c.len() >= 2 {
             let mut rng = Rng::new(config.seed ^ fnv1a(endpoint));
             let se = stats::bootstrap_log_ratio_se(
                 &lat_b,
                 &lat_c,
                 paired,
+                block.length,
                 statistics,
                 config.resamples,
                 &mut rng,
             );
-            statistics.iter().copied().zip(se).collect()
+            statistics
+                .iter()
+                .copied()
+                .zip(se.into_iter().map(|se| se * block.se_factor))
+                .collect()
         } else {
             Vec::new()
         };
@@ -264,6 +286,7 @@ impl<'a> RowData<'a> {
             paired,
             lat_b,
             lat_c,
+            block,
             se,
         }
     }
@@ -295,6 +318,16 @@ impl<'a> RowData<'a> {
             "mann-whitney-u"
         }
     }
+}
+
+/// The latency bootstrap's block length: [`stats::block_length`] of the baseline's log
+/// latencies in send order. The baseline is the reference: how its latencies hang together over
+/// time (queues that build and drain under the replayed load) says how much a run of
+/// consecutive requests tells. The candidate's own drifts and steps (a cold start, a leak) are
+/// not taken for noise: they are what the gate judges (`--warmup` leaves a cold start out).
+fn latency_block(lat_b: &[f64]) -> stats::Block {
+    let log: Vec<f64> = lat_b.iter().map(|x| x.ln()).collect();
+    stats::block_choice(&log)
 }
 
 /// A row before Holm's correction and the decision.
@@ -340,6 +373,7 @@ fn empty_row(endpoint: &str, data: &RowData<'_>, test: &str) -> Row {
         effect_size: None,
         test: test.to_owned(),
         resamples: None,
+        block: None,
         rank: None,
         min_detectable: None,
         reason: None,
@@ -424,6 +458,7 @@ fn latency_bootstrap(goal: &Goal, data: &RowData<'_>, config: &Config, z: f64) -
     row.p_value = Some(p);
     row.p_within = Some(p_within);
     row.resamples = Some(config.resamples);
+    row.block = Some(data.block.length as u64);
     row.rank = rank_field(data, goal.confidence);
     row.effect_size = row.rank.as_ref().map(|r| EffectSize {
         measure: "rank-biserial".to_owned(),
@@ -587,6 +622,7 @@ fn throughput(goal: &Goal, data: &RowData<'_>, config: &Config, z: f64) -> Pendi
         &cb,
         &cc,
         true,
+        1,
         &[Statistic::Mean],
         config.resamples,
         &mut rng,
@@ -678,9 +714,15 @@ fn describe(goal: &Goal, row: &Row) -> String {
         }
         _ => text += &format!(" (no estimate) {sign} {tolerance}"),
     }
+    let block = match row.block {
+        Some(b) if b > 1 => format!(", block {b}"),
+        _ => String::new(),
+    };
     let test = match row.test.as_str() {
-        "bootstrap-paired" => format!("bootstrap {}", row.resamples.unwrap_or(0)),
-        "bootstrap-unpaired" => format!("unpaired bootstrap {}", row.resamples.unwrap_or(0)),
+        "bootstrap-paired" => format!("bootstrap {}{block}", row.resamples.unwrap_or(0)),
+        "bootstrap-unpaired" => {
+            format!("unpaired bootstrap {}{block}", row.resamples.unwrap_or(0))
+        }
         "bootstrap-windows" => format!("window bootstrap {}", row.resamples.unwrap_or(0)),
         "wilcoxon-signed-rank" => "wilcoxon".to_owned(),
         "mann-whitney-u" => "mann-whitney".to_owned(),

@@ -16,10 +16,15 @@
 //! α (an intersection-union test needs no correction); otherwise, or with fewer than
 //! `--min-samples` samples, it is inconclusive.
 //!
-//! The parts: [`goal`] (the grammar), [`stats`] (quantiles, normal distribution, Wilcoxon,
-//! Mann-Whitney, Hodges-Lehmann, Wilson/Newcombe, Holm), [`rng`] (the seeded generator of the
-//! bootstrap), [`sim`] (synthetic replays for the tests and the power bench), and the gate
-//! itself (`gate.rs`).
+//! Latency quantiles and means are compared by a circular-block bootstrap over the pairs in send
+//! order ([`stats::block_choice`]: the block length from the baseline's autocorrelation, 1 for
+//! independent requests), so that a saturated service's latencies, correlated in time, do not
+//! give intervals too narrow.
+//!
+//! The parts: [`goal`] (the grammar), [`stats`] (quantiles, normal distribution, block
+//! bootstrap, Wilcoxon, Mann-Whitney, Hodges-Lehmann, Wilson/Newcombe, Holm), [`rng`] (the
+//! seeded generator of the bootstrap), [`sim`] (synthetic replays for the tests and the power
+//! bench), and the gate itself (`gate.rs`).
 
 mod gate;
 pub mod goal;
@@ -82,7 +87,8 @@ pub struct GateArgs {
     #[arg(long, env = "TAPEDECK_WARMUP", default_value = "0", value_parser = Warmup::parse)]
     pub warmup: Warmup,
 
-    /// Bootstrap resamples per endpoint (the intervals of quantile, mean and throughput goals).
+    /// Bootstrap resamples per endpoint (the intervals of quantile, mean and throughput goals;
+    /// latencies are resampled in blocks of consecutive requests when they are autocorrelated).
     #[arg(long, env = "TAPEDECK_BOOTSTRAP", default_value_t = DEFAULT_RESAMPLES)]
     pub bootstrap: u32,
 

@@ -7,6 +7,12 @@
 //! are. A planted tail regression r multiplies the candidate's latencies above the population's
 //! p90 by 1 + r: a monotone map, so the candidate's p95 and p99 are exactly (1 + r) times the
 //! baseline's and its p50 is unchanged. Errors are independent per arm with the given rates.
+//!
+//! A saturated service ([`Scenario::autocorrelation`] φ > 0) adds to each arm's log latency its
+//! own queue, an AR(1) process in send order, `q_i = φ·q_{i−1} + √(1 − φ²)·0.5·Z`
+//! (stationary σ = [`QUEUE_SIGMA`]): queues build and drain, so consecutive latencies of an
+//! arm are correlated, independently in the two arms (two instances, two queues), and both
+//! arms still have the same distribution.
 
 use super::rng::Rng;
 use super::{Arm, Sample};
@@ -17,6 +23,8 @@ pub const MEDIAN_MS: f64 = 20.0;
 pub const REQUEST_SIGMA: f64 = 0.5;
 /// σ of an arm's own noise (log scale).
 pub const ARM_SIGMA: f64 = 0.15;
+/// σ of an arm's queue (log scale) when [`Scenario::autocorrelation`] is set.
+pub const QUEUE_SIGMA: f64 = 0.5;
 /// Where a planted tail regression starts: the population's p90 (z = 1.2816).
 pub const TAIL_FROM_Z: f64 = 1.281_551_565_545;
 
@@ -37,6 +45,8 @@ pub struct Scenario {
     pub rate: f64,
     /// The candidate is the baseline itself: the very same latencies and errors.
     pub identical: bool,
+    /// φ of each arm's AR(1) queue in send order (0: no queue, independent requests).
+    pub autocorrelation: f64,
 }
 
 impl Default for Scenario {
@@ -49,6 +59,7 @@ impl Default for Scenario {
             candidate_errors: 0.0,
             rate: 200.0,
             identical: false,
+            autocorrelation: 0.0,
         }
     }
 }
@@ -66,15 +77,28 @@ pub fn samples(scenario: &Scenario, seed: u64) -> Vec<Sample> {
     let endpoints: Vec<String> = (0..scenario.endpoints.max(1))
         .map(|e| format!("GET /e{e}"))
         .collect();
+    let phi = scenario.autocorrelation;
+    let queued = phi != 0.0;
+    let innovation = QUEUE_SIGMA * (1.0 - phi * phi).max(0.0).sqrt();
+    // Stationary from the first request.
+    let (mut queue_b, mut queue_c) = if queued {
+        (QUEUE_SIGMA * rng.normal(), QUEUE_SIGMA * rng.normal())
+    } else {
+        (0.0, 0.0)
+    };
     (0..scenario.n)
         .map(|i| {
+            if queued && i > 0 {
+                queue_b = phi * queue_b + innovation * rng.normal();
+                queue_c = phi * queue_c + innovation * rng.normal();
+            }
             let cost = MEDIAN_MS.ln() + REQUEST_SIGMA * rng.normal();
-            let base_ms = (cost + ARM_SIGMA * rng.normal()).exp();
+            let base_ms = (cost + queue_b + ARM_SIGMA * rng.normal()).exp();
             let base_error = rng.unit() < scenario.baseline_errors;
             let (cand_ms, cand_error) = if scenario.identical {
                 (base_ms, base_error)
             } else {
-                let mut ms = (cost + ARM_SIGMA * rng.normal()).exp();
+                let mut ms = (cost + queue_c + ARM_SIGMA * rng.normal()).exp();
                 if ms > threshold {
                     ms *= 1.0 + scenario.tail_regression;
                 }

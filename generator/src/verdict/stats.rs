@@ -1,6 +1,6 @@
 //! The numerical parts of the gate, each a plain function over slices: the normal
-//! distribution, sample quantiles, the bootstrap standard error of paired or unpaired log
-//! ratios, the Wilcoxon signed-rank and Mann-Whitney U tests with the Hodges-Lehmann estimate
+//! distribution, sample quantiles, the circular-block bootstrap standard error of paired or
+//! unpaired log ratios with its automatic block length, the Wilcoxon signed-rank and Mann-Whitney U tests with the Hodges-Lehmann estimate
 //! and its interval, Wilson and Newcombe intervals for proportions, and Holm's correction.
 
 use super::rng::Rng;
@@ -163,16 +163,147 @@ pub fn statistic(values: &[f64], stat: Statistic) -> f64 {
     }
 }
 
+/// Sample autocorrelations ρ̂(1) … ρ̂(max_lag) of a series (biased estimator: lag sums over n),
+/// ρ̂(k) at index k − 1. All zero when the series is constant.
+pub fn autocorrelations(series: &[f64], max_lag: usize) -> Vec<f64> {
+    let n = series.len();
+    let m = mean(series);
+    let c0: f64 = series.iter().map(|v| (v - m) * (v - m)).sum();
+    (1..=max_lag.min(n.saturating_sub(1)))
+        .map(|k| {
+            if c0 <= 0.0 || !c0.is_finite() {
+                return 0.0;
+            }
+            let ck: f64 = series[k..]
+                .iter()
+                .zip(series)
+                .map(|(a, b)| (a - m) * (b - m))
+                .sum();
+            ck / c0
+        })
+        .collect()
+}
+
+/// The circular-block bootstrap's block length for a time-ordered series: Politis and White's
+/// (2004) automatic choice with Patton, Politis and White's (2009) correction, as R's
+/// `np::b.star` computes it. The correlogram is cut at 2·m̂, where m̂ is the smallest lag after
+/// which K = max(5, ⌈√log₁₀ n⌉) consecutive autocorrelations are all within
+/// 2·√(log₁₀ n / n) of zero; with the flat-top kernel λ up to that lag,
+/// G = Σ λ(k/M)·|k|·γ̂(k), g = Σ λ(k/M)·γ̂(k), D = 4/3·g², and
+/// b = (2G² / D)^(1/3) · n^(1/3), rounded up, between 1 and min(3√n, n/3).
+/// A series with no significant autocorrelation gets 1: the ordinary (iid) bootstrap.
+pub fn block_length(series: &[f64]) -> usize {
+    block_choice(series).length
+}
+
+/// A block length and the correction of the block bootstrap's variance that goes with it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Block {
+    /// Consecutive values resampled together ([`block_length`]).
+    pub length: usize,
+    /// Factor (≥ 1) on the bootstrap's standard error: blocks of b values see the
+    /// autocovariances only through the weights 1 − |k|/b, so the bootstrap variance falls
+    /// short of the long-run variance g by about G/b (G and g the flat-top estimates of
+    /// [`block_length`]); the factor is √(g / (g − G/b)), at most 2. 1 with no
+    /// autocorrelation.
+    pub se_factor: f64,
+}
+
+/// [`block_length`] with the standard-error correction of its bias ([`Block`]).
+pub fn block_choice(series: &[f64]) -> Block {
+    let iid = Block {
+        length: 1,
+        se_factor: 1.0,
+    };
+    let n = series.len();
+    if n < 8 {
+        return iid;
+    }
+    let nf = n as f64;
+    let b_max = (3.0 * nf.sqrt()).min(nf / 3.0).ceil().max(1.0) as usize;
+    let k_n = (nf.log10().sqrt().ceil() as usize).max(5);
+    let threshold = 2.0 * (nf.log10() / nf).sqrt();
+    let max_lag = (2 * b_max + k_n).min(n - 1);
+    let rho = autocorrelations(series, max_lag);
+    // m̂: the first lag m with |ρ̂(m+1)| … |ρ̂(m+K)| all below the threshold.
+    let mut m_hat = None;
+    for m in 0..rho.len() {
+        if m + k_n > rho.len() {
+            break;
+        }
+        if rho[m..m + k_n].iter().all(|r| r.abs() < threshold) {
+            m_hat = Some(m);
+            break;
+        }
+    }
+    let m_hat = m_hat.unwrap_or(rho.len().saturating_sub(k_n));
+    let big_m = (2 * m_hat).min(max_lag);
+    if big_m == 0 {
+        return iid;
+    }
+    let flat_top = |t: f64| {
+        let t = t.abs();
+        if t <= 0.5 {
+            1.0
+        } else if t <= 1.0 {
+            2.0 * (1.0 - t)
+        } else {
+            0.0
+        }
+    };
+    // On the autocorrelation scale (γ̂(k)/γ̂(0)): the ratio G²/D does not depend on γ̂(0).
+    let (mut g_big, mut g_small) = (0.0, 1.0);
+    for k in 1..=big_m {
+        let w = flat_top(k as f64 / big_m as f64) * rho[k - 1];
+        g_big += 2.0 * k as f64 * w;
+        g_small += 2.0 * w;
+    }
+    if g_small <= 0.0 || !g_big.is_finite() {
+        return iid;
+    }
+    let d = 4.0 / 3.0 * g_small * g_small;
+    let b = (2.0 * g_big * g_big / d).cbrt() * nf.cbrt();
+    let length = (b.ceil().max(1.0) as usize).min(b_max);
+    let short = (g_big / length as f64).max(0.0);
+    let se_factor = (g_small / (g_small - short).max(g_small / 4.0))
+        .sqrt()
+        .clamp(1.0, 2.0);
+    Block { length, se_factor }
+}
+
+/// Adds one circular-block resample of `0..n` to `counts` (zeroed first): blocks of `block`
+/// consecutive indices (wrapping around at n) from uniform starts, until n are drawn (the last
+/// block cut short). With `block` 1 it is the ordinary bootstrap, draw for draw.
+fn block_resample(counts: &mut [u32], block: usize, rng: &mut Rng) {
+    let n = counts.len();
+    counts.iter_mut().for_each(|c| *c = 0);
+    let block = block.clamp(1, n.max(1));
+    let mut drawn = 0;
+    while drawn < n {
+        let start = rng.below(n);
+        let len = block.min(n - drawn);
+        for j in 0..len {
+            let i = start + j;
+            counts[if i >= n { i - n } else { i }] += 1;
+        }
+        drawn += len;
+    }
+}
+
 /// Bootstrap standard errors of `ln(stat(candidate) / stat(baseline))` for each statistic.
 ///
-/// Paired (`candidate.len() == baseline.len()` and `paired`): each resample draws pair indices
-/// with replacement, so both arms of a pair move together (the variance of a paired ratio is
-/// what the pairing removes). Unpaired: each arm is resampled on its own. Values must be
-/// positive. `resamples` ≥ 2.
+/// The values are in time order (intended send order) and resampled in circular blocks of
+/// `block` consecutive samples ([`block_length`]; 1 is the ordinary bootstrap), so that latencies
+/// correlated in time (queues that build and drain) are not treated as independent, which would
+/// make the interval far too narrow. Paired (`candidate.len() == baseline.len()` and `paired`):
+/// each resample draws blocks of pair indices, so both arms of a pair move together (the
+/// variance of a paired ratio is what the pairing removes). Unpaired: each arm is resampled on
+/// its own, in blocks of its own series. Values must be positive. `resamples` ≥ 2.
 pub fn bootstrap_log_ratio_se(
     baseline: &[f64],
     candidate: &[f64],
     paired: bool,
+    block: usize,
     stats: &[Statistic],
     resamples: u32,
     rng: &mut Rng,
@@ -186,17 +317,11 @@ pub fn bootstrap_log_ratio_se(
     let mut out_c = vec![0.0; stats.len()];
     let mut replicates: Vec<Vec<f64>> = vec![Vec::with_capacity(resamples as usize); stats.len()];
     for _ in 0..resamples {
-        counts_b.iter_mut().for_each(|c| *c = 0);
-        for _ in 0..baseline.len() {
-            counts_b[rng.below(baseline.len())] += 1;
-        }
+        block_resample(&mut counts_b, block, rng);
         let counts_c: &[u32] = if paired {
             &counts_b
         } else {
-            counts_c.iter_mut().for_each(|c| *c = 0);
-            for _ in 0..candidate.len() {
-                counts_c[rng.below(candidate.len())] += 1;
-            }
+            block_resample(&mut counts_c, block, rng);
             &counts_c
         };
         b.statistics(&counts_b, baseline.len() as u64, stats, &mut out_b);
