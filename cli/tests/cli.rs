@@ -854,7 +854,7 @@ async fn replay_exit_codes_say_pass_fail_and_could_not_run() -> Result<()> {
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.path().join("pass/report.json"))?)?;
     ensure!(
-        report["version"] == 1,
+        report["version"] == 2,
         "the JSON report is versioned: {report}"
     );
 
