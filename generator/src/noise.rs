@@ -130,6 +130,33 @@ pub enum CompareKind {
     Array,
 }
 
+impl CompareKind {
+    /// Every kind, in the order of the file format's documentation (the operator's `Replay`
+    /// schema lists them from here).
+    pub const ALL: [CompareKind; 7] = [
+        CompareKind::Exact,
+        CompareKind::Number,
+        CompareKind::Timestamp,
+        CompareKind::Uuid,
+        CompareKind::Id,
+        CompareKind::Jwt,
+        CompareKind::Array,
+    ];
+
+    /// The kind's name in the file (`exact`, `number`, …).
+    pub fn name(self) -> &'static str {
+        match self {
+            CompareKind::Exact => "exact",
+            CompareKind::Number => "number",
+            CompareKind::Timestamp => "timestamp",
+            CompareKind::Uuid => "uuid",
+            CompareKind::Id => "id",
+            CompareKind::Jwt => "jwt",
+            CompareKind::Array => "array",
+        }
+    }
+}
+
 /// A comparator for a field.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -189,24 +189,17 @@ pub struct NoiseThresholds {
     pub max_share: Option<f64>,
 }
 
-/// How values of a field compare.
-#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum CompareKind {
-    /// Equal values only.
-    Exact,
-    /// Within `absolute` and/or `relative`.
-    Number,
-    /// Within `skewS` of the side's clock.
-    Timestamp,
-    /// Both UUIDs.
-    Uuid,
-    /// Ids of the same shape.
-    Id,
-    /// JWT claims but the time claims.
-    Jwt,
-    /// Arrays by `key` (or an inferred one), else order-insensitive.
-    Array,
+/// How values of a field compare: the generator's own kinds (one definition), listed in the
+/// schema from [`CompareKind::ALL`].
+pub use tapedeck_generator::noise::CompareKind;
+
+fn compare_kind_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let names: Vec<&str> = CompareKind::ALL.iter().map(|k| k.name()).collect();
+    schemars::json_schema!({
+        "description": "How values of the field compare.",
+        "type": "string",
+        "enum": names,
+    })
 }
 
 /// A comparator for a field.
@@ -222,6 +215,7 @@ pub struct NoiseComparator {
     #[schemars(regex(pattern = r"^(status|body|\$.*|(header|trailer) [^ ]+)$"))]
     pub field: String,
     /// How values compare.
+    #[schemars(schema_with = "compare_kind_schema")]
     pub compare: CompareKind,
     /// `number`: absolute tolerance.
     #[serde(default, skip_serializing_if = "Option::is_none")]
