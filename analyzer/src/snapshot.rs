@@ -17,7 +17,7 @@ mod build;
 pub mod model;
 mod read;
 
-pub use build::{Built, Spec, WriteError, build, write_manifest};
+pub use build::{Built, Spec, WriteError, build, id_problem, write_manifest};
 pub use model::{
     Body, Capture, Counts, Entry, FORMAT_VERSION, HeaderEntry, HeaderValue, HostCount, Instant,
     Manifest, MessageEntry, Source, Window,

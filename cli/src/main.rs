@@ -11,6 +11,7 @@ mod proxy;
 mod replay;
 mod respond;
 mod snapshot;
+mod snapshot_remote;
 mod source;
 mod ui;
 
@@ -55,7 +56,7 @@ enum Command {
     Filter(filter::FilterCommand),
     /// Run the collector: receive pushes from the filters (gRPC), make them durable (write-ahead
     /// log), store them as Parquet (local disk or S3) and answer SQL (Arrow Flight SQL).
-    Collector(tapedeck_collector::CollectorArgs),
+    Collector(ui::CollectorCommand),
     /// Run a read-only SQL query over the `exchanges` table, against a running collector
     /// (--collector) or a data directory (--data).
     Sql(tapedeck_collector::query::SqlArgs),
@@ -104,7 +105,7 @@ fn block_on(
 }
 
 /// Runs the collector until SIGINT or SIGTERM, then flushes and exits.
-async fn collector(args: tapedeck_collector::CollectorArgs) -> anyhow::Result<ExitCode> {
+async fn collector(args: ui::CollectorCommand) -> anyhow::Result<ExitCode> {
     let shutdown = async {
         let mut terminate = match tokio::signal::unix::signal(
             tokio::signal::unix::SignalKind::terminate(),
@@ -122,7 +123,7 @@ async fn collector(args: tapedeck_collector::CollectorArgs) -> anyhow::Result<Ex
         }
         tracing::info!("Shutting down: flushing what is buffered.");
     };
-    tapedeck_collector::run(args, shutdown).await?;
+    ui::run_collector(args, shutdown).await?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -21,6 +21,14 @@ pub(crate) enum SnapshotCommand {
     /// Check a snapshot directory (after editing it by hand, say): every problem is printed with
     /// its file and line; exits 1 when there is one.
     Validate(ValidateArgs),
+    /// Send a snapshot directory to the collector, which keeps it under its id (printed) for
+    /// `pull` and for Replays with `spec.snapshot.id`.
+    Push(crate::snapshot_remote::PushArgs),
+    /// Fetch a snapshot by id from the collector into a directory (checked before it is
+    /// renamed into place).
+    Pull(crate::snapshot_remote::PullArgs),
+    /// List the snapshots the collector keeps: id, service, window, counts, outbound hosts.
+    List(crate::snapshot_remote::ListArgs),
 }
 
 #[derive(Debug, Args)]
@@ -47,6 +55,9 @@ pub(crate) async fn run(command: SnapshotCommand) -> Result<ExitCode> {
     match command {
         SnapshotCommand::Create(args) => create(*args).await,
         SnapshotCommand::Validate(args) => Ok(validate(&args)),
+        SnapshotCommand::Push(args) => crate::snapshot_remote::push(args).await,
+        SnapshotCommand::Pull(args) => crate::snapshot_remote::pull(args).await,
+        SnapshotCommand::List(args) => crate::snapshot_remote::list(args).await,
     }
 }
 

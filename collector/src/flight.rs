@@ -232,7 +232,7 @@ impl Interceptor for Auth {
 
 /// Whether an `authorization` header carries the token (as a bearer token, or as the password
 /// of basic authentication).
-fn credentials_match(header: &str, token: &str) -> bool {
+pub fn credentials_match(header: &str, token: &str) -> bool {
     let Some((scheme, value)) = header.trim().split_once(' ') else {
         return false;
     };

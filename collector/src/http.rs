@@ -29,15 +29,24 @@ pub struct HttpState {
     pub buffer: Arc<Buffer>,
     /// True once recovery is done.
     pub ready: Arc<AtomicBool>,
+    /// Snapshots by id (`/v1/snapshots`, [`crate::snapshots`]).
+    pub snapshots: crate::snapshots::Snapshots,
 }
 
-/// The routes.
+/// Routes the caller adds to this port, set before the collector starts (once per process):
+/// `tapedeck collector --ui` mounts the traffic viewer here, composed in the `tapedeck` binary
+/// because the viewer's crate depends on this one. They bring their own authentication.
+pub static EXTRA_ROUTES: std::sync::OnceLock<Router> = std::sync::OnceLock::new();
+
+/// The routes (and [`EXTRA_ROUTES`]).
 pub fn app(state: HttpState) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .merge(crate::snapshots::routes(state.snapshots.clone()))
         .with_state(state)
+        .merge(EXTRA_ROUTES.get().cloned().unwrap_or_default())
 }
 
 async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {

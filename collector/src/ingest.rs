@@ -14,6 +14,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+use bytes::Bytes;
 use tapedeck_proto::capture::v1::capture_server::{Capture, CaptureServer};
 use tapedeck_proto::prost::Message as _;
 use tapedeck_proto::{Direction, Exchange, ExchangeBatch, Message, Protocol, PushAck};
@@ -99,15 +100,40 @@ impl CaptureService {
         }
     }
 
-    /// The tonic server for this service, refusing messages over `max_push_bytes`.
+    /// The tonic server for this service, refusing messages over `max_push_bytes`: the
+    /// generated one, which decodes every batch and so must encode it again for the log.
     pub fn into_server(self) -> CaptureServer<Self> {
         let limit = usize::try_from(self.config.max_push_bytes).unwrap_or(usize::MAX);
         CaptureServer::new(self).max_decoding_message_size(limit)
     }
 
+    /// The server the collector runs: the same `Capture/Push` method, but it keeps the bytes
+    /// each batch arrived as and logs those ([`PushServer`]), refusing messages over
+    /// `max_push_bytes`.
+    pub fn into_push_server(self) -> PushServer {
+        let limit = usize::try_from(self.config.max_push_bytes).unwrap_or(usize::MAX);
+        PushServer {
+            service: Arc::new(self),
+            max_decoding_message_size: limit,
+        }
+    }
+
     /// Checks and stores one batch; returns the number of exchanges stored.
     pub async fn store(&self, batch: ExchangeBatch) -> Result<usize> {
-        let bytes = batch.encoded_len() as u64;
+        self.store_received(batch, None).await
+    }
+
+    /// [`CaptureService::store`] of a batch received as `received` (its encoding, logged as
+    /// it is), or encoded here when `None`.
+    pub async fn store_received(
+        &self,
+        batch: ExchangeBatch,
+        received: Option<Bytes>,
+    ) -> Result<usize> {
+        let bytes = match &received {
+            Some(received) => received.len() as u64,
+            None => batch.encoded_len() as u64,
+        };
         if bytes > self.config.max_push_bytes {
             return Err(Error::BatchTooLarge {
                 sequence: batch.sequence,
@@ -131,7 +157,7 @@ impl CaptureService {
                 min: self.config.min_free_disk,
             });
         }
-        let payload = batch.encode_to_vec();
+        let payload = received.unwrap_or_else(|| Bytes::from(batch.encode_to_vec()));
         {
             let _shared = self.gate.read().await;
             self.wal.append(payload).await?;
@@ -183,15 +209,27 @@ impl CaptureService {
 #[tonic::async_trait]
 impl Capture for CaptureService {
     async fn push(&self, request: Request<ExchangeBatch>) -> Result<Response<PushAck>, Status> {
+        let (metadata, extensions, batch) = request.into_parts();
+        self.push_received(Request::from_parts(
+            metadata,
+            extensions,
+            Received { batch, bytes: None },
+        ))
+        .await
+    }
+}
+
+impl CaptureService {
+    async fn push_received(&self, request: Request<Received>) -> Result<Response<PushAck>, Status> {
         if let Err(error) = self.authorize(&request) {
             self.metrics.batch_rejected(error.reason());
             return Err(error.into());
         }
         let peer = request.remote_addr();
-        let batch = request.into_inner();
+        let Received { batch, bytes } = request.into_inner();
         self.account(peer, &batch);
         let sequence = batch.sequence;
-        match self.store(batch).await {
+        match self.store_received(batch, bytes).await {
             Ok(accepted) => Ok(Response::new(PushAck {
                 accepted: accepted as u64,
             })),
@@ -231,12 +269,141 @@ pub fn count_refusals(
     }
 }
 
+/// A pushed batch, with the bytes it arrived as when the server kept them.
+#[derive(Debug)]
+pub struct Received {
+    /// The decoded batch.
+    pub batch: ExchangeBatch,
+    /// Its encoding as received (a view of the request's buffer, not a copy).
+    pub bytes: Option<Bytes>,
+}
+
+/// The gRPC path of `Capture/Push`.
+const PUSH_PATH: &str = "/tapedeck.capture.v1.Capture/Push";
+
+/// The `tapedeck.capture.v1.Capture` service as the collector serves it: like the generated
+/// server, but each batch keeps the bytes it arrived as, and those are what the write-ahead log
+/// stores, so nothing is encoded again.
+#[derive(Debug, Clone)]
+pub struct PushServer {
+    service: Arc<CaptureService>,
+    max_decoding_message_size: usize,
+}
+
+impl tonic::server::NamedService for PushServer {
+    const NAME: &'static str = "tapedeck.capture.v1.Capture";
+}
+
+impl<B> tower::Service<http::Request<B>> for PushServer
+where
+    B: tonic::codegen::Body + Send + 'static,
+    B::Error: Into<tonic::codegen::StdError> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = tonic::codegen::BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        if request.uri().path() != PUSH_PATH {
+            return Box::pin(async {
+                Ok(Status::unimplemented("tapedeck.capture.v1.Capture has only Push").into_http())
+            });
+        }
+        let method = PushMethod(self.service.clone());
+        let limit = self.max_decoding_message_size;
+        Box::pin(async move {
+            let mut grpc = tonic::server::Grpc::new(PushCodec)
+                .apply_max_message_size_config(Some(limit), None);
+            Ok(grpc.unary(method, request).await)
+        })
+    }
+}
+
+struct PushMethod(Arc<CaptureService>);
+
+impl tonic::server::UnaryService<Received> for PushMethod {
+    type Response = PushAck;
+    type Future = tonic::codegen::BoxFuture<Response<PushAck>, Status>;
+
+    fn call(&mut self, request: Request<Received>) -> Self::Future {
+        let service = self.0.clone();
+        Box::pin(async move { service.push_received(request).await })
+    }
+}
+
+/// Decodes a batch from the request's bytes and keeps them; encodes the acknowledgement.
+#[derive(Debug, Clone, Copy, Default)]
+struct PushCodec;
+
+#[derive(Debug)]
+struct ReceivedDecoder;
+
+#[derive(Debug)]
+struct AckEncoder;
+
+impl tonic::codec::Codec for PushCodec {
+    type Encode = PushAck;
+    type Decode = Received;
+    type Encoder = AckEncoder;
+    type Decoder = ReceivedDecoder;
+
+    fn encoder(&mut self) -> AckEncoder {
+        AckEncoder
+    }
+
+    fn decoder(&mut self) -> ReceivedDecoder {
+        ReceivedDecoder
+    }
+}
+
+impl tonic::codec::Decoder for ReceivedDecoder {
+    type Item = Received;
+    type Error = Status;
+
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<Received>, Status> {
+        use bytes::Buf as _;
+        // The buffer is tonic's: this splits it off without copying.
+        let bytes = src.copy_to_bytes(src.remaining());
+        // The same message tonic's prost codec gives, which `count_refusals` recognises.
+        let batch = ExchangeBatch::decode(bytes.clone())
+            .map_err(|error| Status::internal(error.to_string()))?;
+        Ok(Some(Received {
+            batch,
+            bytes: Some(bytes),
+        }))
+    }
+}
+
+impl tonic::codec::Encoder for AckEncoder {
+    type Item = PushAck;
+    type Error = Status;
+
+    fn encode(
+        &mut self,
+        item: PushAck,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), Status> {
+        item.encode(dst)
+            .map_err(|error| Status::internal(error.to_string()))
+    }
+}
+
 /// How prost decode errors start, as tonic reports them.
 const DECODE_FAILURE: &str = "failed to decode Protobuf message";
 
 /// Whether an `authorization` value is `Bearer <token>` (scheme in any case), comparing the
 /// token in constant time.
-fn bearer_matches(value: &[u8], token: &[u8]) -> bool {
+pub(crate) fn bearer_matches(value: &[u8], token: &[u8]) -> bool {
     const SCHEME: &[u8] = b"bearer ";
     if value.len() < SCHEME.len() || !value[..SCHEME.len()].eq_ignore_ascii_case(SCHEME) {
         return false;

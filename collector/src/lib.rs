@@ -13,6 +13,7 @@
 //! end-to-end tests.
 
 pub mod buffer;
+pub mod cache;
 pub mod config;
 pub mod error;
 pub mod flight;
@@ -22,6 +23,7 @@ pub mod layout;
 pub mod manifest;
 pub mod metrics;
 pub mod query;
+pub mod snapshots;
 pub mod store;
 pub mod wal;
 pub mod writer;
@@ -122,6 +124,11 @@ pub async fn run_with(
         metrics: metrics.clone(),
         buffer: buffer.clone(),
         ready: ready.clone(),
+        snapshots: snapshots::Snapshots::new(
+            store.store.clone(),
+            args.token.clone(),
+            args.data.join(snapshots::SCRATCH_DIR),
+        ),
     };
     tasks.spawn(http::serve(
         listeners.http,
@@ -172,6 +179,10 @@ pub async fn run_with(
 
     let gate = Arc::new(RwLock::new(()));
     let names = Arc::new(FileNamer::new(writer::random_writer_id(), 1));
+    if intents.files_removed > 0 {
+        // Readers that cached a listing with those files list again.
+        store.changes.publish(&store.store, names.writer()).await?;
+    }
     let flusher = Arc::new(Flusher::new(
         store.clone(),
         buffer.clone(),
@@ -229,7 +240,7 @@ pub async fn run_with(
             .layer(tower::util::MapResponseLayer::new(ingest::count_refusals(
                 metrics.clone(),
             )))
-            .add_service(capture.into_server())
+            .add_service(capture.into_push_server())
             .serve_with_incoming_shutdown(
                 TcpListenerStream::new(listeners.grpc),
                 stopped(stop.clone()),
@@ -240,8 +251,13 @@ pub async fn run_with(
         Some(listener) => {
             let addr = listener.local_addr().ok();
             let engine = Arc::new(
-                query::QueryEngine::new(store.store.clone(), buffer.clone(), &args.query)?
-                    .with_metrics(metrics.clone()),
+                query::QueryEngine::with_listing_cache(
+                    store.store.clone(),
+                    buffer.clone(),
+                    &args.query,
+                    store.changes.clone(),
+                )?
+                .with_metrics(metrics.clone()),
             );
             let serve = flight::serve(listener, engine, args.token.clone(), stopped(stop.clone()));
             tasks.spawn(async move {

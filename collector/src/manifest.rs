@@ -64,7 +64,7 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures::{StreamExt, TryStreamExt};
+use futures::TryStreamExt;
 use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use serde::{Deserialize, Serialize};
@@ -76,8 +76,6 @@ use crate::layout::{FileName, PartitionKey, TABLE_DIR, parse_partition_entry};
 pub const STATE_PREFIX: &str = "_state-";
 /// The name suffix of manifest versions.
 pub const STATE_SUFFIX: &str = ".json";
-/// Concurrent LIST requests of one [`resolve_visible`].
-const LIST_CONCURRENCY: usize = 8;
 /// The store folder of flush pins.
 pub const PINS_DIR: &str = "_tapedeck/pins";
 
@@ -343,25 +341,21 @@ pub enum Stale {
     Failed(Error),
 }
 
-/// The visible data files of every partition in `listings`, oldest first. Lists again (up to
-/// three times) when a manifest version was cleaned up between the listing and its read.
+/// The visible data files of every partition under `prefixes`, oldest first, listed through
+/// `listings` ([`crate::cache`]). Lists again (up to three times, bypassing the cache) when a
+/// manifest version was cleaned up between the listing and its read.
 pub async fn resolve_visible(
     store: &Arc<dyn ObjectStore>,
     cache: &StateCache,
+    listings: &crate::cache::ListingCache,
     prefixes: &[Path],
 ) -> Result<BTreeMap<PartitionKey, Vec<(FileName, ObjectMeta)>>> {
     let mut attempt = 0;
     'again: loop {
         attempt += 1;
-        let metas: Vec<Vec<ObjectMeta>> = futures::stream::iter(prefixes.to_vec())
-            .map(|prefix| {
-                let store = store.clone();
-                async move { store.list(Some(&prefix)).try_collect::<Vec<_>>().await }
-            })
-            .buffered(LIST_CONCURRENCY)
-            .try_collect()
-            .await?;
-        let listings = group(metas.into_iter().flatten());
+        // A retry lists the store itself: the cached listing named a version since deleted.
+        let metas = listings.list(store, prefixes, attempt > 1).await?;
+        let listings = group(metas);
         let mut visible = BTreeMap::new();
         for (key, listing) in listings {
             let state = match cache.latest(store, &key, &listing).await {

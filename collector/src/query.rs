@@ -255,11 +255,22 @@ impl fmt::Debug for QueryEngine {
 
 impl QueryEngine {
     /// An engine over the Parquet files in `store` (see [`crate::layout`]) and the exchanges in
-    /// `buffer`.
+    /// `buffer`, with a listing cache of its own.
     pub fn new(
         store: Arc<dyn ObjectStore>,
         buffer: Arc<Buffer>,
         args: &QueryArgs,
+    ) -> crate::Result<Self> {
+        Self::with_listing_cache(store, buffer, args, Arc::default())
+    }
+
+    /// [`QueryEngine::new`] listing through `listings`: the cache a collector's own flushes
+    /// and maintenance tell of their changes ([`crate::store::StoreHandle::changes`]).
+    pub fn with_listing_cache(
+        store: Arc<dyn ObjectStore>,
+        buffer: Arc<Buffer>,
+        args: &QueryArgs,
+        listings: Arc<crate::cache::ListingCache>,
     ) -> crate::Result<Self> {
         let store_url = ObjectStoreUrl::parse(STORE_URL)?;
         // The default registry also serves `file://`; take it out so that no query can name a
@@ -291,7 +302,9 @@ impl QueryEngine {
         let context = SessionContext::new_with_state(state);
         context.register_table(
             TABLE_NAME,
-            Arc::new(table::ExchangesTable::new(store, store_url, buffer)),
+            Arc::new(table::ExchangesTable::new(
+                store, store_url, buffer, listings,
+            )),
         )?;
         let turns = Arc::new(Semaphore::new(
             usize::try_from(args.concurrency.max(1)).unwrap_or(usize::MAX),
@@ -412,9 +425,22 @@ impl QueryEngine {
             let state = self.session()?;
             let mut plan = self.plan(&state, query).await?;
             if !params.is_empty() {
-                plan = plan
-                    .with_param_values(params.to_vec())
-                    .map_err(|e| self.error(e))?;
+                // Clients bind what their language has (Python's ints are Int64): cast each
+                // value to the type the statement infers for its placeholder.
+                let types = plan.get_parameter_types().map_err(|e| self.error(e))?;
+                let values = params
+                    .iter()
+                    .enumerate()
+                    .map(
+                        |(i, value)| match types.get(&format!("${}", i + 1)).cloned().flatten() {
+                            Some(wanted) if wanted != value.data_type() => {
+                                value.cast_to(&wanted).map_err(|e| self.error(e))
+                            }
+                            _ => Ok(value.clone()),
+                        },
+                    )
+                    .collect::<Result<Vec<_>, QueryError>>()?;
+                plan = plan.with_param_values(values).map_err(|e| self.error(e))?;
             }
             let physical = state
                 .create_physical_plan(&plan)
@@ -734,12 +760,14 @@ pub async fn open_offline(
     store_url: Option<&str>,
     args: &QueryArgs,
 ) -> crate::Result<QueryEngine> {
-    let store = crate::store::open_store(data, store_url)?.store;
+    let handle = crate::store::open_store(data, store_url)?;
     let buffer = Arc::new(Buffer::new());
-    for batch in crate::wal::read_dir_with_store(&crate::config::wal_dir(data), &store).await? {
+    for batch in
+        crate::wal::read_dir_with_store(&crate::config::wal_dir(data), &handle.store).await?
+    {
         buffer.insert(&batch.exchanges)?;
     }
-    QueryEngine::new(store, buffer, args)
+    QueryEngine::with_listing_cache(handle.store, buffer, args, handle.changes)
 }
 
 /// `tapedeck sql`: one read-only statement, on a running collector (`--collector`, Flight SQL)

@@ -19,6 +19,7 @@ use object_store::local::LocalFileSystem;
 use object_store::prefix::PrefixStore;
 use url::Url;
 
+use crate::cache::ListingCache;
 use crate::config::STORE_DIR;
 use crate::error::{Error, Result};
 
@@ -29,6 +30,9 @@ pub struct StoreHandle {
     pub store: Arc<dyn ObjectStore>,
     /// Where the root of `store` is: `file:///abs/dir/` or `s3://bucket/prefix/`.
     pub url: Url,
+    /// The listing cache of this process's queries of `store`, told of this process's changes
+    /// ([`crate::cache`]).
+    pub changes: Arc<ListingCache>,
 }
 
 impl StoreHandle {
@@ -96,7 +100,11 @@ pub fn open_store_with<K: AsRef<str>, V: Into<String>>(
                 )
             };
             let url = Url::parse(&root).map_err(|error| bad(error.to_string()))?;
-            Ok(StoreHandle { store, url })
+            Ok(StoreHandle {
+                store,
+                url,
+                changes: Arc::default(),
+            })
         }
         other => Err(bad(format!(
             "unsupported scheme {other:?}; use file:///absolute/path or s3://bucket/prefix"
@@ -161,6 +169,7 @@ fn open_local(dir: &Path) -> Result<StoreHandle> {
     Ok(StoreHandle {
         store: Arc::new(store),
         url,
+        changes: Arc::default(),
     })
 }
 

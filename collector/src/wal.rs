@@ -61,6 +61,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use bytes::Bytes;
 use object_store::{ObjectStore, ObjectStoreExt};
 use serde::{Deserialize, Serialize};
 use tapedeck_proto::ExchangeBatch;
@@ -252,7 +253,7 @@ pub struct IntentRecovery {
 
 enum Command {
     Append {
-        payload: Vec<u8>,
+        payload: Bytes,
         ack: oneshot::Sender<Result<()>>,
     },
     Rotate {
@@ -392,7 +393,8 @@ impl Wal {
 
     /// Appends one record and returns once it is durable (written and fsynced, possibly in one
     /// group with concurrent appends). On error nothing of the record may be assumed durable.
-    pub async fn append(&self, payload: Vec<u8>) -> Result<()> {
+    pub async fn append(&self, payload: impl Into<Bytes>) -> Result<()> {
+        let payload: Bytes = payload.into();
         if u32::try_from(payload.len()).is_err() {
             return Err(Error::BatchTooLarge {
                 sequence: 0,
@@ -930,7 +932,7 @@ struct Writer {
 
 impl Writer {
     fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
-        let mut group: Vec<(Vec<u8>, oneshot::Sender<Result<()>>)> = Vec::new();
+        let mut group: Vec<(Bytes, oneshot::Sender<Result<()>>)> = Vec::new();
         while let Some(first) = commands.blocking_recv() {
             let mut next = Some(first);
             let mut group_bytes = 0;
@@ -954,7 +956,7 @@ impl Writer {
     }
 
     /// Writes and fsyncs a group of appends, then answers them.
-    fn commit(&mut self, group: &mut Vec<(Vec<u8>, oneshot::Sender<Result<()>>)>) {
+    fn commit(&mut self, group: &mut Vec<(Bytes, oneshot::Sender<Result<()>>)>) {
         if group.is_empty() {
             return;
         }

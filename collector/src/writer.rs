@@ -314,6 +314,8 @@ struct FlushState {
     pending: Vec<PendingFlush>,
     /// The segment the last seal closed (0: none yet in this process).
     sealed_through: u64,
+    /// Files were written whose change marker is not published yet.
+    unpublished: bool,
 }
 
 /// The points of a flush where tests simulate a crash.
@@ -444,6 +446,21 @@ impl Flusher {
             return Ok(report);
         }
         let mut result = self.write_pending(&mut state.pending, &mut report).await;
+        if report.files > 0 || state.unpublished {
+            // Other processes' cached listings: see `crate::cache`.
+            state.unpublished = true;
+            match self
+                .store
+                .changes
+                .publish(&self.store.store, self.names.writer())
+                .await
+            {
+                Ok(()) => state.unpublished = false,
+                Err(error) => {
+                    tracing::warn!(%error, "Could not publish the flush's change marker; retried with the next flush.");
+                }
+            }
+        }
         if let Err(error) = self.finish_written(&mut state.pending, &mut report).await
             && result.is_ok()
         {
@@ -496,6 +513,8 @@ impl Flusher {
                 self.store
                     .sync(&sealed.partition.file(&sealed.file))
                     .await?;
+                // This process's queries list again before the rows leave the buffer.
+                self.store.changes.changed();
                 self.buffer.remove_sealed(&sealed.file);
                 report.files += 1;
                 report.rows += sealed.rows;
@@ -632,7 +651,13 @@ pub fn observe_buffer(metrics: &Metrics, buffer: &Buffer) {
 pub async fn list_partitions(
     store: &Arc<dyn ObjectStore>,
 ) -> Result<BTreeMap<PartitionKey, Vec<(FileName, ObjectMeta)>>> {
-    manifest::resolve_visible(store, &StateCache::default(), &[Path::from(TABLE_DIR)]).await
+    manifest::resolve_visible(
+        store,
+        &StateCache::default(),
+        &crate::cache::ListingCache::default(),
+        &[Path::from(TABLE_DIR)],
+    )
+    .await
 }
 
 /// Reads one Parquet file of the table back into record batches.
@@ -750,6 +775,13 @@ pub struct CompactionReport {
     pub expired: usize,
     /// Partitions left alone because another writer holds them.
     pub busy: usize,
+}
+
+impl CompactionReport {
+    /// The counts of what changed what readers see.
+    fn changes(&self) -> [usize; 4] {
+        [self.partitions, self.deleted, self.expired, self.files]
+    }
 }
 
 /// How maintenance runs (see [`crate::manifest`]).
@@ -882,9 +914,21 @@ pub async fn maintain(
             pinned,
             partition: &partition,
         };
+        let before = report.changes();
         if let Err(error) = pass.run(listing, &mut report).await {
             tracing::warn!(%error, %partition, "Maintenance of a partition failed; it is retried.");
         }
+        // A commit, an expiry or a delete: readers' cached listings go (see `crate::cache`).
+        if report.changes() != before
+            && let Some(handle) = durable
+        {
+            handle.changes.publish(store, names.writer()).await?;
+        }
+    }
+    if durable.is_some()
+        && let Err(error) = crate::cache::remove_stale_markers(store, now).await
+    {
+        tracing::warn!(%error, "Could not remove stale change markers.");
     }
     Ok(report)
 }

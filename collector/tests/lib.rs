@@ -5,8 +5,12 @@
 //! (`$TAPEDECK_MOTO_SERVER`, else `.venv/bin/moto_server` of the workspace); without it that
 //! test fails and says what is missing.
 
+#[path = "lib/clients.rs"]
+mod clients;
 #[path = "lib/flush.rs"]
 mod flush;
+#[path = "lib/fuzz_smoke.rs"]
+mod fuzz_smoke;
 #[path = "lib/ingest.rs"]
 mod ingest;
 #[path = "lib/multiwriter.rs"]
@@ -17,5 +21,7 @@ mod recovery;
 mod s3;
 #[path = "lib/serve.rs"]
 mod serve;
+#[path = "lib/snapshots.rs"]
+mod snapshots;
 #[path = "lib/support.rs"]
 mod support;

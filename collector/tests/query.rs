@@ -27,6 +27,7 @@ use object_store::{
 };
 use parquet::arrow::ArrowWriter;
 use tapedeck_collector::buffer::Buffer;
+use tapedeck_collector::cache::{CHANGES_DIR, ListingCache};
 use tapedeck_collector::flight::{self, query_remote};
 use tapedeck_collector::layout::{FileName, PartitionKey, days_from_civil};
 use tapedeck_collector::query::{
@@ -125,12 +126,17 @@ fn exchanges(service: &str, hour: u64, ids: Range<u32>) -> Vec<Exchange> {
     ids.map(|i| exchange(service, hour, i)).collect()
 }
 
-/// An in-memory store that records which files were read and which prefixes were listed.
+/// An in-memory store that records which files were read and which prefixes were listed (the
+/// change markers' folder apart), and counts every GET.
 #[derive(Debug, Default)]
 struct CountingStore {
     inner: InMemory,
     reads: Mutex<BTreeSet<String>>,
     lists: Mutex<Vec<String>>,
+    /// Every GET, by path, in order.
+    gets: Mutex<Vec<String>>,
+    /// LISTs of the change markers' folder.
+    marker_lists: Mutex<usize>,
 }
 
 impl CountingStore {
@@ -138,6 +144,17 @@ impl CountingStore {
         (
             std::mem::take(&mut self.reads.lock().unwrap()),
             std::mem::take(&mut self.lists.lock().unwrap()),
+        )
+    }
+
+    /// The GETs (by path) and the LISTs (partition listings, then marker listings) since the
+    /// last call.
+    fn take_requests(&self) -> (Vec<String>, Vec<String>, usize) {
+        let (_, lists) = self.take();
+        (
+            std::mem::take(&mut self.gets.lock().unwrap()),
+            lists,
+            std::mem::take(&mut self.marker_lists.lock().unwrap()),
         )
     }
 }
@@ -173,6 +190,7 @@ impl ObjectStore for CountingStore {
         options: GetOptions,
     ) -> object_store::Result<GetResult> {
         self.reads.lock().unwrap().insert(location.to_string());
+        self.gets.lock().unwrap().push(location.to_string());
         self.inner.get_opts(location, options).await
     }
 
@@ -184,11 +202,14 @@ impl ObjectStore for CountingStore {
     }
 
     fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        self.lists
-            .lock()
-            .unwrap()
-            .push(prefix.map(ToString::to_string).unwrap_or_default());
-        self.inner.list(prefix)
+        let prefix = prefix.map(ToString::to_string).unwrap_or_default();
+        if prefix == CHANGES_DIR {
+            *self.marker_lists.lock().unwrap() += 1;
+        } else {
+            self.lists.lock().unwrap().push(prefix.clone());
+        }
+        let path = (!prefix.is_empty()).then(|| Path::from(prefix.as_str()));
+        self.inner.list(path.as_ref())
     }
 
     async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
@@ -453,6 +474,117 @@ async fn filters_on_service_and_time_open_only_the_files_they_need() {
         WHERE date_trunc('hour', start_time) = TIMESTAMP '2026-11-27T12:00:00Z'")
     .await;
     assert_eq!((n, reads.len()), (10 + 2, 5));
+}
+
+/// A query repeated with nothing changed lists only the change markers and reads no Parquet
+/// footer again; row-group statistics (from the cached footers) keep it away from a file of the
+/// right hour whose rows are all too early; a writer's change is seen at its marker; answers
+/// are the same before and after a compaction, and the same as an engine without a cache.
+#[tokio::test]
+async fn a_repeated_query_rereads_no_footer_and_commits_invalidate_the_listing() {
+    let store = Arc::new(CountingStore::default());
+    let shared: Arc<dyn ObjectStore> = store.clone();
+    let a = put_file(store.as_ref(), &exchanges("orders", 1, 0..50), 1).await;
+    let b = put_file(store.as_ref(), &exchanges("orders", 1, 50..100), 2).await;
+    // What the writer of those files does after its flush.
+    let writer = ListingCache::default();
+    writer.publish(&shared, 0xabc).await.unwrap();
+    let cache = Arc::new(ListingCache::default());
+    let cached = QueryEngine::with_listing_cache(
+        shared.clone(),
+        Arc::new(Buffer::new()),
+        &args(),
+        cache.clone(),
+    )
+    .unwrap();
+    // A new engine: nothing cached yet.
+    let uncached = async |sql: &str| {
+        let fresh = engine(store.clone(), Arc::new(Buffer::new()), &args());
+        table(&fresh, sql).await
+    };
+    let by_status = "SELECT status, count(*) AS n FROM exchanges GROUP BY status ORDER BY status";
+    let counted = "SELECT count(*) FROM exchanges";
+
+    // Cold: one listing, both footers read.
+    store.take_requests();
+    assert_eq!(count(&cached, counted).await, 100);
+    let (gets, lists, markers) = store.take_requests();
+    assert_eq!(lists, ["exchanges"]);
+    assert_eq!(markers, 1);
+    let files: BTreeSet<String> = gets.iter().cloned().collect();
+    assert_eq!(files, BTreeSet::from([a.to_string(), b.to_string()]));
+
+    // Warm: no partition listing, and no GET at all for a count (footers are cached; a count
+    // reads no column).
+    assert_eq!(count(&cached, counted).await, 100);
+    let (gets, lists, markers) = store.take_requests();
+    assert_eq!(
+        (gets.len(), lists.len(), markers),
+        (0, 0, 1),
+        "{gets:?} {lists:?}"
+    );
+
+    // A column: only its pages are read, no footer; the same number of GETs every time.
+    let before = table(&cached, by_status).await;
+    let (first, _, _) = store.take_requests();
+    assert_eq!(table(&cached, by_status).await, before);
+    let (second, lists, _) = store.take_requests();
+    assert_eq!((first.len(), lists.len()), (second.len(), 0));
+    assert_eq!(before, uncached(by_status).await);
+
+    // Statistics: rows from 01:00:50 on are all in `b`; `a` (01:00:00 to 01:00:49, same
+    // partition) is pruned by its cached footer's row-group statistics: not one GET.
+    let late =
+        "SELECT count(*) FROM exchanges WHERE start_time >= TIMESTAMP '2026-11-27T01:00:50Z'";
+    store.take_requests();
+    assert_eq!(count(&cached, late).await, 50);
+    let (gets, _, _) = store.take_requests();
+    assert!(!gets.contains(&a.to_string()), "{gets:?}");
+    assert!(gets.contains(&b.to_string()), "{gets:?}");
+
+    // Another writer flushes a file: seen once its marker changes, with only its footer read.
+    let c = put_file(store.as_ref(), &exchanges("orders", 1, 100..120), 3).await;
+    assert_eq!(count(&cached, counted).await, 100, "before the marker");
+    ListingCache::default()
+        .publish(&shared, 0xdef)
+        .await
+        .unwrap();
+    store.take_requests();
+    assert_eq!(count(&cached, counted).await, 120);
+    let (gets, lists, _) = store.take_requests();
+    assert_eq!(gets, [c.to_string()]);
+    assert_eq!(lists, ["exchanges"]);
+    let before = table(&cached, by_status).await;
+    assert_eq!(before, uncached(by_status).await);
+
+    // A compaction commits, and its writer publishes: same answers, from the merged file.
+    let names = tapedeck_collector::writer::FileNamer::new(0x123, 1);
+    let metrics = tapedeck_collector::metrics::Metrics::new();
+    let report = tapedeck_collector::writer::compact(
+        &shared,
+        &names,
+        2,
+        std::time::SystemTime::now(),
+        &metrics,
+    )
+    .await
+    .unwrap();
+    assert_eq!((report.partitions, report.files), (1, 3));
+    ListingCache::default()
+        .publish(&shared, 0x123)
+        .await
+        .unwrap();
+    store.take_requests();
+    assert_eq!(table(&cached, by_status).await, before);
+    let (gets, lists, _) = store.take_requests();
+    assert_eq!(lists, ["exchanges"]);
+    assert!(
+        gets.iter()
+            .all(|path| path.ends_with(".compacted.parquet") || path.contains("_state-")),
+        "{gets:?}"
+    );
+    assert_eq!(before, uncached(by_status).await);
+    assert_eq!(count(&cached, counted).await, 120);
 }
 
 #[tokio::test]

@@ -93,7 +93,9 @@ impl Side {
 pub struct StreamCapture {
     max_body: usize,
     start_unix_nanos: u64,
-    response_headers_nanos: u64,
+    /// When the response headers arrived, ns since the epoch (0: not seen); made relative to
+    /// the start when sealed, so the start may be learnt last.
+    response_headers_unix_nanos: u64,
     method: String,
     scheme: String,
     authority: String,
@@ -118,7 +120,7 @@ impl StreamCapture {
         let mut capture = StreamCapture {
             max_body,
             start_unix_nanos,
-            response_headers_nanos: 0,
+            response_headers_unix_nanos: 0,
             method: String::new(),
             scheme: String::new(),
             authority: String::new(),
@@ -156,7 +158,8 @@ impl StreamCapture {
         capture
     }
 
-    /// Sets when the stream started, ns since the epoch (read once the stream is kept).
+    /// Sets when the stream started, ns since the epoch (learnt once the stream is kept, or at
+    /// its end).
     pub fn started_at(&mut self, start_unix_nanos: u64) {
         self.start_unix_nanos = start_unix_nanos;
     }
@@ -230,7 +233,7 @@ impl StreamCapture {
 
     /// The response headers arrived, as the proxy serialized them.
     pub fn response_headers_map(&mut self, at_unix_nanos: u64, mut headers: HeaderMap) {
-        self.response_headers_nanos = at_unix_nanos.saturating_sub(self.start_unix_nanos).max(1);
+        self.response_headers_unix_nanos = at_unix_nanos.max(1);
         if let Some(status) = headers.get(":status") {
             self.status = std::str::from_utf8(status)
                 .ok()
@@ -313,7 +316,13 @@ impl StreamCapture {
                 .end_unix_nanos
                 .saturating_sub(self.start_unix_nanos)
                 .max(1),
-            response_headers_nanos: self.response_headers_nanos,
+            response_headers_nanos: if self.response_headers_unix_nanos == 0 {
+                0
+            } else {
+                self.response_headers_unix_nanos
+                    .saturating_sub(self.start_unix_nanos)
+                    .max(1)
+            },
             direction: end.direction as i32,
             identity,
             peer_address: end.peer_address,

@@ -35,6 +35,7 @@ pub(crate) fn start() {
 }
 
 fn now_nanos() -> u64 {
+    calls::count(calls::Call::Clock);
     hostcalls::get_current_time()
         .ok()
         .and_then(|time| time.duration_since(UNIX_EPOCH).ok())
@@ -53,6 +54,8 @@ fn log(level: LogLevel, message: &str) {
 /// and a status the SDK does not expect is an error here instead of a panic.
 mod raw {
     use std::ptr::null_mut;
+
+    use super::calls::{Call, count};
 
     #[link(wasm_import_module = "env")]
     unsafe extern "C" {
@@ -94,6 +97,7 @@ mod raw {
         if data.is_null() {
             return None;
         }
+        count(Call::Allocation);
         // SAFETY: see above; the host wrote `size` bytes into a `size`-byte allocation.
         Some(unsafe { Vec::from_raw_parts(data, size, size) })
     }
@@ -102,6 +106,7 @@ mod raw {
     pub(super) fn property(path: &[u8]) -> Result<Option<Vec<u8>>, u32> {
         let mut data = null_mut();
         let mut size = 0;
+        count(Call::Property);
         // SAFETY: the pointers are valid for the call; the host writes the two out values.
         let status = unsafe { proxy_get_property(path.as_ptr(), path.len(), &mut data, &mut size) };
         match status {
@@ -119,6 +124,7 @@ mod raw {
     ) -> Result<Option<Vec<u8>>, u32> {
         let mut data = null_mut();
         let mut size = 0;
+        count(Call::Buffer);
         // SAFETY: as above.
         let status =
             unsafe { proxy_get_buffer_bytes(buffer as u32, start, max, &mut data, &mut size) };
@@ -133,6 +139,7 @@ mod raw {
     pub(super) fn foreign(name: &str, arguments: &[u8]) -> Result<Option<Vec<u8>>, u32> {
         let mut data = null_mut();
         let mut size = 0;
+        count(Call::Foreign);
         // SAFETY: as above.
         let status = unsafe {
             proxy_call_foreign_function(
@@ -154,6 +161,7 @@ mod raw {
     pub(super) fn map(map: proxy_wasm::types::MapType) -> Result<Vec<u8>, u32> {
         let mut data = null_mut();
         let mut size = 0;
+        count(Call::HeaderMap);
         // SAFETY: as above.
         let status = unsafe { proxy_get_header_map_pairs(map as u32, &mut data, &mut size) };
         match status {
@@ -163,13 +171,85 @@ mod raw {
     }
 }
 
+/// Host calls by kind, counted only in builds with the `host-call-counts` feature (never the
+/// shipped `filter.wasm`): the profile in BENCHMARKS.md reads them from Envoy's stats. Without
+/// the feature, [`calls::count`] is empty and compiles away.
+mod calls {
+    /// What crossed from the VM into the proxy (or, for `Allocation`, back).
+    #[derive(Debug, Clone, Copy)]
+    pub(super) enum Call {
+        HeaderMap,
+        Buffer,
+        Property,
+        Foreign,
+        Clock,
+        Grpc,
+        /// The proxy called the module's `proxy_on_memory_allocate` to hand back data.
+        Allocation,
+    }
+
+    #[cfg(feature = "host-call-counts")]
+    static COUNTS: [std::sync::atomic::AtomicU64; 7] =
+        [const { std::sync::atomic::AtomicU64::new(0) }; 7];
+
+    #[cfg(feature = "host-call-counts")]
+    pub(super) fn count(call: Call) {
+        if let Some(counter) = COUNTS.get(call as usize) {
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    #[cfg(not(feature = "host-call-counts"))]
+    #[inline(always)]
+    pub(super) fn count(_call: Call) {}
+
+    /// Defines the counters (once per VM) and hands the calls counted since the last tick to
+    /// the proxy.
+    #[cfg(feature = "host-call-counts")]
+    pub(super) fn publish(ids: &mut Option<Vec<Option<u32>>>) {
+        use proxy_wasm::hostcalls;
+        use proxy_wasm::types::MetricType;
+        let ids = ids.get_or_insert_with(|| {
+            crate::metrics::HOST_CALLS
+                .iter()
+                .map(|name| hostcalls::define_metric(MetricType::Counter, name).ok())
+                .collect()
+        });
+        for (id, counter) in ids.iter().zip(&COUNTS) {
+            let by = counter.swap(0, std::sync::atomic::Ordering::Relaxed);
+            if let Some(id) = id
+                && by > 0
+            {
+                let _ = hostcalls::increment_metric(*id, i64::try_from(by).unwrap_or(i64::MAX));
+            }
+        }
+    }
+}
+
 /// The stream's properties that every captured exchange needs, as one CEL expression that Envoy
 /// evaluates in one host call (its `expr_evaluate` foreign function) instead of five property
 /// reads, each of which costs a host call and a call back into the VM to allocate the result.
-/// Lines: listener direction, peer address (the upstream's for outbound), upstream cluster,
-/// route name, protocol. When a value is missing (a local reply has no upstream, a request no
-/// route) the expression fails and the properties are read one by one, as without it.
-const STREAM_END_EXPRESSION: &str = r#"string(xds.listener_direction) + "\n" + (xds.listener_direction == 2 ? upstream.address : source.address) + "\n" + xds.cluster_name + "\n" + xds.route_name + "\n" + request.protocol"#;
+/// A list, in order: listener direction, peer address (the upstream's for outbound), upstream
+/// cluster, route name, protocol, the stream's start and its duration. The last two spare the
+/// two clock reads a kept stream would otherwise make (at its start and at its end). A list
+/// rather than one joined string: Envoy serializes each element as it serializes a property,
+/// so no CEL string is built (the joined string with the two times cost Envoy 21 000 more
+/// instructions per exchange than this list; BENCHMARKS.md). When a value is missing (a local
+/// reply has no upstream, a request no route) the expression fails and the properties are read
+/// one by one, as without it.
+const STREAM_END_EXPRESSION: &str = "[xds.listener_direction, xds.listener_direction == 2 ? upstream.address : source.address, xds.cluster_name, xds.route_name, request.protocol, request.time, request.duration]";
+
+/// What [`STREAM_END_EXPRESSION`] gives.
+#[derive(Debug)]
+struct Evaluated {
+    direction: i64,
+    peer: String,
+    cluster: String,
+    route: String,
+    protocol: String,
+    start_unix_nanos: u64,
+    duration_nanos: u64,
+}
 
 /// Compiles a CEL expression in the proxy (per root context); `None` where the proxy has no
 /// expression support.
@@ -179,17 +259,30 @@ fn create_expression(expression: &str) -> Option<u32> {
     Some(u32::from_le_bytes(token))
 }
 
-/// The stream-end properties from [`STREAM_END_EXPRESSION`]: direction, peer, cluster, route,
-/// protocol.
-fn evaluate_stream_end(token: u32) -> Option<(i64, String, String, String, String)> {
+/// The stream-end properties from [`STREAM_END_EXPRESSION`]. Envoy hands a list back in the
+/// header-map form, each element as a name with an empty value, and each element serialized as
+/// a property is: strings as they are, integers, timestamps and durations as 8 little-endian
+/// bytes (timestamps in nanoseconds since the epoch).
+fn evaluate_stream_end(token: u32) -> Option<Evaluated> {
     let bytes = raw::foreign("expr_evaluate", &token.to_le_bytes()).ok()??;
-    let text = String::from_utf8(bytes).ok()?;
-    let mut lines = text.split('\n');
-    let direction = lines.next()?.parse().ok()?;
-    let mut next = || lines.next().map(str::to_string);
-    let found = (direction, next()?, next()?, next()?, next()?);
-    // A name with a line break in it would shift the lines: read one by one instead.
-    lines.next().is_none().then_some(found)
+    let list = HeaderMap::parse(bytes)?;
+    if list.len() != 7 {
+        return None;
+    }
+    let int = |i: usize| -> Option<i64> {
+        let array: [u8; 8] = list.name(i).try_into().ok()?;
+        Some(i64::from_le_bytes(array))
+    };
+    let text = |i: usize| list.name_str(i).into_owned();
+    Some(Evaluated {
+        direction: int(0)?,
+        peer: text(1),
+        cluster: text(2),
+        route: text(3),
+        protocol: text(4),
+        start_unix_nanos: u64::try_from(int(5)?).ok().filter(|start| *start > 0)?,
+        duration_nanos: u64::try_from(int(6)?).ok()?,
+    })
 }
 
 /// Property paths, serialized as the ABI wants them (segments joined by NUL).
@@ -201,6 +294,7 @@ mod path {
     pub(super) const CLUSTER_NAME: &[u8] = b"xds\0cluster_name";
     pub(super) const ROUTE_NAME: &[u8] = b"xds\0route_name";
     pub(super) const REQUEST_PROTOCOL: &[u8] = b"request\0protocol";
+    pub(super) const REQUEST_TIME: &[u8] = b"request\0time";
     pub(super) const RESPONSE_CODE: &[u8] = b"response\0code";
     pub(super) const RESPONSE_FLAGS: &[u8] = b"response\0flags";
     pub(super) const RESPONSE_CODE_DETAILS: &[u8] = b"response\0code_details";
@@ -223,6 +317,19 @@ fn int_property(path: &[u8]) -> Option<i64> {
     let bytes = property(path)?;
     let array: [u8; 8] = bytes.get(..8)?.try_into().ok()?;
     Some(i64::from_le_bytes(array))
+}
+
+/// Test builds only (feature `panic-on-demand`, never shipped): panics when the request carries
+/// `x-tapedeck-test-panic`, as the proxy-wasm SDK does on a host status it does not expect, so
+/// that tests can measure what the proxy's failure policy does to a dead VM.
+#[cfg(feature = "panic-on-demand")]
+#[allow(clippy::panic, reason = "this test-only feature exists to panic")]
+fn panic_on_demand() {
+    if let Ok(Some(_)) =
+        hostcalls::get_map_value(MapType::HttpRequestHeaders, "x-tapedeck-test-panic")
+    {
+        panic!("tapedeck: x-tapedeck-test-panic asked this test build to panic");
+    }
 }
 
 /// Envoy's response flags, in the bit order of its `ResponseFlag` enum.
@@ -380,9 +487,13 @@ impl Shared {
 struct Root {
     shared: Option<Rc<Shared>>,
     /// Pushes under way: call token → exchanges in the batch.
-    in_flight: HashMap<u32, u64>,
+    /// Pushes awaiting their answer: the batch's exchanges and the earlier drops it reports.
+    in_flight: HashMap<u32, (u64, u64)>,
     authorization: Option<Vec<u8>>,
     last_warning: u64,
+    /// The host-call counters' metric ids (feature `host-call-counts`).
+    #[cfg(feature = "host-call-counts")]
+    call_ids: Option<Vec<Option<u32>>>,
 }
 
 impl Root {
@@ -444,6 +555,7 @@ impl Root {
                 Some(value) => vec![("authorization", value.as_slice())],
                 None => Vec::new(),
             };
+            calls::count(calls::Call::Grpc);
             match hostcalls::dispatch_grpc_call(
                 &shared.config.collector.cluster,
                 CAPTURE_SERVICE,
@@ -453,10 +565,11 @@ impl Root {
                 timeout,
             ) {
                 Ok(token) => {
-                    self.in_flight.insert(token, batch.exchanges);
+                    self.in_flight
+                        .insert(token, (batch.exchanges, batch.carried_drops));
                 }
                 Err(status) => {
-                    self.failed(&shared, batch.exchanges);
+                    self.failed(&shared, batch.exchanges, batch.carried_drops);
                     self.warn(&format!(
                         "tapedeck: cannot push to collector cluster {:?} ({status:?}); {} exchanges dropped",
                         shared.config.collector.cluster, batch.exchanges
@@ -472,11 +585,14 @@ impl Root {
         );
     }
 
-    fn failed(&self, shared: &Shared, exchanges: u64) {
+    /// A push that failed: its exchanges are dropped (`send_failed`), and they and the earlier
+    /// drops the batch reported go back to the outbox, so the next batch that reaches the
+    /// collector reports them all (the collector's drop count stays exact).
+    fn failed(&self, shared: &Shared, exchanges: u64, carried_drops: u64) {
         shared.metrics.batch_failures.add(1);
         shared.metrics.dropped_send_failed.add(exchanges);
         if let Ok(mut outbox) = shared.outbox.try_borrow_mut() {
-            outbox.dropped(exchanges);
+            outbox.dropped(exchanges.saturating_add(carried_drops));
         }
     }
 }
@@ -522,7 +638,7 @@ fn resolve_identity(config: &Config) -> Identity {
 
 impl Context for Root {
     fn on_grpc_call_response(&mut self, token_id: u32, status_code: u32, _response_size: usize) {
-        let exchanges = self.in_flight.remove(&token_id).unwrap_or(0);
+        let (exchanges, carried_drops) = self.in_flight.remove(&token_id).unwrap_or((0, 0));
         let Some(shared) = self.shared.clone() else {
             return;
         };
@@ -530,7 +646,7 @@ impl Context for Root {
             shared.metrics.batches_sent.add(1);
             shared.metrics.sent.add(exchanges);
         } else {
-            self.failed(&shared, exchanges);
+            self.failed(&shared, exchanges, carried_drops);
             let detail = hostcalls::get_grpc_status()
                 .ok()
                 .and_then(|(_, message)| message)
@@ -579,6 +695,8 @@ impl RootContext for Root {
 
     fn on_tick(&mut self) {
         self.flush();
+        #[cfg(feature = "host-call-counts")]
+        calls::publish(&mut self.call_ids);
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
@@ -652,6 +770,8 @@ impl Context for Stream {}
 
 impl HttpContext for Stream {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        #[cfg(feature = "panic-on-demand")]
+        panic_on_demand();
         let Some(shared) = self.shared.clone() else {
             return Action::Continue;
         };
@@ -661,8 +781,9 @@ impl HttpContext for Stream {
         let Some(headers) = self.map(MapType::HttpRequestHeaders) else {
             return Action::Continue;
         };
-        // The clock is read only for streams that are kept: a stream that the match rules or
-        // sampling leave out costs the request headers and nothing more.
+        // The clock is read only for streams that are kept, and not at all where the stream-end
+        // expression gives the start: a stream that the match rules or sampling leave out
+        // costs the request headers and nothing more.
         let mut capture =
             StreamCapture::start_map(0, shared.config.capture.max_body_bytes, headers);
         if !shared.matcher.matches(capture.path(), capture.authority()) {
@@ -670,7 +791,9 @@ impl HttpContext for Stream {
         } else if !shared.sampler.keep(capture.trace_id(), shared.random()) {
             shared.metrics.sampled_out.add(1);
         } else {
-            capture.started_at(now_nanos());
+            if shared.stream_end_expression.is_none() {
+                capture.started_at(now_nanos());
+            }
             self.capture = Some(capture);
         }
         Action::Continue
@@ -717,40 +840,56 @@ impl HttpContext for Stream {
     }
 
     fn on_log(&mut self) {
-        let Some(capture) = self.capture.take() else {
+        let Some(mut capture) = self.capture.take() else {
             return;
         };
         let Some(shared) = self.shared.clone() else {
             return;
         };
         let evaluated = shared.stream_end_expression.and_then(evaluate_stream_end);
-        let (direction, peer_address, upstream_cluster, route_name, protocol) = match evaluated {
-            Some((direction, peer, cluster, route, protocol)) => (
-                direction_of(Some(direction)),
-                peer,
-                cluster,
-                route,
-                protocol,
-            ),
-            None => {
-                let direction = direction_of(shared.direction());
-                let peer_path = if direction == Direction::Outbound {
-                    path::UPSTREAM_ADDRESS
-                } else {
-                    path::SOURCE_ADDRESS
-                };
-                (
-                    direction,
-                    string_property(peer_path),
-                    string_property(path::CLUSTER_NAME),
-                    string_property(path::ROUTE_NAME),
-                    string_property(path::REQUEST_PROTOCOL),
-                )
-            }
-        };
+        let (direction, peer_address, upstream_cluster, route_name, protocol, end_unix_nanos) =
+            match evaluated {
+                Some(found) => {
+                    capture.started_at(found.start_unix_nanos);
+                    (
+                        direction_of(Some(found.direction)),
+                        found.peer,
+                        found.cluster,
+                        found.route,
+                        found.protocol,
+                        found.start_unix_nanos.saturating_add(found.duration_nanos),
+                    )
+                }
+                None => {
+                    let end = now_nanos();
+                    if shared.stream_end_expression.is_some() {
+                        // The start was left to the expression: take the proxy's record of it
+                        // (nanoseconds since the epoch), else the end.
+                        let start = int_property(path::REQUEST_TIME)
+                            .and_then(|start| u64::try_from(start).ok())
+                            .filter(|start| *start > 0 && *start <= end)
+                            .unwrap_or(end);
+                        capture.started_at(start);
+                    }
+                    let direction = direction_of(shared.direction());
+                    let peer_path = if direction == Direction::Outbound {
+                        path::UPSTREAM_ADDRESS
+                    } else {
+                        path::SOURCE_ADDRESS
+                    };
+                    (
+                        direction,
+                        string_property(peer_path),
+                        string_property(path::CLUSTER_NAME),
+                        string_property(path::ROUTE_NAME),
+                        string_property(path::REQUEST_PROTOCOL),
+                        end,
+                    )
+                }
+            };
         let failed = !matches!(capture.status(), 100..=399);
         let end = StreamEnd {
-            end_unix_nanos: now_nanos(),
+            end_unix_nanos,
             direction,
             peer_address,
             upstream_cluster,

@@ -23,3 +23,17 @@ pub const BATCH_SEND_FAILURES: &str = "tapedeck.batch_send_failures";
 pub const CAPTURE_ERRORS: &str = "tapedeck.capture_errors";
 /// Gauge: encoded bytes waiting in this VM's outbox.
 pub const QUEUE_BYTES: &str = "tapedeck.queue_bytes";
+
+/// Host calls by kind (`header_map`, `buffer`, `property`, `foreign`, `clock`,
+/// `grpc_call`, and `allocation` for the proxy's calls back into the VM to hand data over):
+/// counted only in builds with the `host-call-counts` feature, for the profile in
+/// BENCHMARKS.md.
+pub const HOST_CALLS: [&str; 7] = [
+    "tapedeck.host_calls.header_map",
+    "tapedeck.host_calls.buffer",
+    "tapedeck.host_calls.property",
+    "tapedeck.host_calls.foreign",
+    "tapedeck.host_calls.clock",
+    "tapedeck.host_calls.grpc_call",
+    "tapedeck.host_calls.allocation",
+];

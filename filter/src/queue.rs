@@ -30,7 +30,13 @@ pub struct Outbox {
     batch_max_bytes: usize,
     sequence: u64,
     dropped_since_last: u64,
+    /// Bytes reserved for a new batch: the size of the last one taken, so that a batch under
+    /// load is written into one allocation instead of growing (and being copied) by doubling.
+    reserve: usize,
 }
+
+/// Room for the batch's own fields, appended by [`Outbox::next_batch`].
+const BATCH_TRAILER_BYTES: usize = 48;
 
 /// A batch under construction: the encoded `exchanges` records.
 #[derive(Debug, Default)]
@@ -48,6 +54,9 @@ pub struct Batch {
     pub bytes: Vec<u8>,
     /// Exchanges in it.
     pub exchanges: u64,
+    /// The earlier drops it reports (`dropped_since_last`): if the push fails, they go back to
+    /// the outbox with the batch's own exchanges, so the next batch still reports them.
+    pub carried_drops: u64,
 }
 
 impl Outbox {
@@ -63,6 +72,7 @@ impl Outbox {
             batch_max_bytes,
             sequence: 0,
             dropped_since_last: 0,
+            reserve: 0,
         }
     }
 
@@ -89,6 +99,9 @@ impl Outbox {
             self.sealed.push_back(full);
         }
         let out = &mut self.current.bytes;
+        if self.current.exchanges == 0 {
+            out.reserve(self.reserve.max(len + 10 + BATCH_TRAILER_BYTES));
+        }
         encode_key(1, WireType::LengthDelimited, out);
         encode_varint(len as u64, out);
         write(out);
@@ -131,22 +144,24 @@ impl Outbox {
         self.items -= pending.exchanges as usize;
         self.bytes -= pending.exchange_bytes;
         let mut bytes = pending.bytes;
+        self.reserve = (bytes.len() + BATCH_TRAILER_BYTES).min(self.batch_max_bytes + 64);
         self.sequence += 1;
         encode_key(2, WireType::LengthDelimited, &mut bytes);
         encode_varint(filter_version.len() as u64, &mut bytes);
         bytes.extend_from_slice(filter_version.as_bytes());
         encode_key(3, WireType::Varint, &mut bytes);
         encode_varint(self.sequence, &mut bytes);
-        if self.dropped_since_last > 0 {
+        let carried_drops = std::mem::take(&mut self.dropped_since_last);
+        if carried_drops > 0 {
             encode_key(4, WireType::Varint, &mut bytes);
-            encode_varint(self.dropped_since_last, &mut bytes);
-            self.dropped_since_last = 0;
+            encode_varint(carried_drops, &mut bytes);
         }
         encode_key(5, WireType::SixtyFourBit, &mut bytes);
         bytes.extend_from_slice(&sent_unix_nanos.to_le_bytes());
         Some(Batch {
             bytes,
             exchanges: pending.exchanges,
+            carried_drops,
         })
     }
 }
@@ -196,6 +211,22 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_batch_gives_back_the_drops_it_reported() {
+        let mut outbox = Outbox::new(1, 1 << 20, 1 << 20);
+        outbox.push(exchange("/a")).unwrap();
+        assert_eq!(outbox.push(exchange("/b")), Err(Dropped::QueueFull));
+        let batch = outbox.next_batch(1, "v").unwrap();
+        assert_eq!((batch.exchanges, batch.carried_drops), (1, 1));
+        // The push failed: what the host does is give back its exchanges and carried drops.
+        outbox.dropped(batch.exchanges + batch.carried_drops);
+        outbox.push(exchange("/c")).unwrap();
+        let next = outbox.next_batch(2, "v").unwrap();
+        assert_eq!(next.carried_drops, 2);
+        let decoded = ExchangeBatch::decode(next.bytes.as_slice()).unwrap();
+        assert_eq!(decoded.dropped_since_last, 2);
+    }
+
+    #[test]
     fn bounds_drop_new_exchanges() {
         let one = exchange("/x").len();
         let mut outbox = Outbox::new(2, 1 << 20, 1 << 20);
@@ -237,5 +268,27 @@ mod tests {
         let mut outbox = Outbox::new(100, 1 << 20, 4);
         outbox.push(exchange(&"/long".repeat(10))).unwrap();
         assert_eq!(outbox.next_batch(0, "v").unwrap().exchanges, 1);
+    }
+
+    #[test]
+    fn a_new_batch_reserves_the_size_of_the_last_one() {
+        let mut outbox = Outbox::new(1000, 1 << 20, 1 << 20);
+        for _ in 0..100 {
+            outbox.push(exchange("/some/path")).unwrap();
+        }
+        let first = outbox.next_batch(0, "v").unwrap().bytes;
+        for _ in 0..100 {
+            outbox.push(exchange("/some/path")).unwrap();
+        }
+        let second = outbox.next_batch(0, "v").unwrap().bytes;
+        // Written into the room reserved up front: no growth on the way.
+        assert!(second.capacity() <= first.len() + BATCH_TRAILER_BYTES);
+        assert_eq!(
+            ExchangeBatch::decode(second.as_slice())
+                .unwrap()
+                .exchanges
+                .len(),
+            100
+        );
     }
 }

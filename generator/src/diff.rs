@@ -16,13 +16,13 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tapedeck_analyzer::replay::edit::LiveMessage;
 
 use crate::compare::{Comparer, Outcome};
 
 /// A field of a response.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(tag = "in", rename_all = "lowercase")]
 pub enum Field {
     /// The status code.
@@ -167,7 +167,7 @@ pub struct Compared<'a> {
 }
 
 /// One example of a difference.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Example {
     /// The 1-based line of `inbound.jsonl`.
     pub line: u32,
@@ -178,7 +178,11 @@ pub struct Example {
     /// The recorded value.
     pub recorded: Option<String>,
     /// The baseline's value (with `--baseline` only; `null`: the baseline lacks the field).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
     pub baseline: Option<Option<String>>,
     /// The live (candidate) value.
     pub live: Option<String>,
@@ -245,7 +249,14 @@ pub struct ThreeWay {
     pub fields: Vec<ThreeField>,
 }
 
-#[derive(Debug, Clone)]
+/// A field present in JSON (`null` included) is `Some`; absent, `None` (with `default`).
+fn present<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> std::result::Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(deserializer).map(Some)
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Group {
     endpoint: String,
     field: Field,
@@ -261,10 +272,15 @@ struct Group {
 }
 
 /// Raw per-field detail of a stored three-way view.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct RawField {
     field: Field,
     recorded: Option<String>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
     baseline: Option<Option<String>>,
     candidate: Option<String>,
     /// In the primary comparison: None (arms agree), Some(false) differs, Some(true) accepted.
@@ -273,7 +289,7 @@ struct RawField {
     deterministic: bool,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct RawThreeWay {
     endpoint: String,
     line: u32,
@@ -296,10 +312,14 @@ pub struct FieldRate {
     pub compared: u64,
 }
 
-/// Differences grouped by endpoint and field, before the noise rules.
-#[derive(Debug, Clone, Default)]
+/// Differences grouped by endpoint and field, before the noise rules. It serializes (the report
+/// directory's `diffs.json`, [`crate::report::Rediff`]) so that a finished run's differences
+/// can be decided again under other noise rules; a deserialized summary is for
+/// [`DiffSummary::finish_with`] (its index of groups for [`DiffSummary::add`] is not kept).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct DiffSummary {
     paired: bool,
+    #[serde(skip)]
     keys: HashMap<(String, Field), u32>,
     groups: Vec<Group>,
     /// Responses compared, per endpoint.
@@ -493,6 +513,22 @@ impl DiffSummary {
         comparer: &Comparer,
         describe_set: &dyn Fn(usize) -> String,
     ) -> Finished {
+        self.finish_with(
+            active,
+            &|by| comparer.sets[by].comparator.describe(),
+            describe_set,
+        )
+    }
+
+    /// [`DiffSummary::finish`] with the comparator sets described by `describe_comparator`
+    /// (what `Comparator::describe` gave for set `i`) instead of the run's [`Comparer`]: for a
+    /// summary read back from a report directory.
+    pub fn finish_with(
+        &self,
+        active: &Active<'_>,
+        describe_comparator: &dyn Fn(usize) -> String,
+        describe_set: &dyn Fn(usize) -> String,
+    ) -> Finished {
         let rule_of: Vec<Option<(usize, String)>> = self
             .groups
             .iter()
@@ -537,7 +573,7 @@ impl DiffSummary {
                 count: left[i],
                 deterministic: g.deterministic,
                 comparator: match g.by {
-                    Some(by) => comparer.sets[by].comparator.describe(),
+                    Some(by) => describe_comparator(by),
                     None => "exact".to_owned(),
                 },
                 examples: g.examples.clone(),

@@ -563,6 +563,8 @@ pub async fn run(
         report.write(dir)?;
         noise::write(&noise_file, &dir.join(noise::NOISE_FILE))?;
         let stats = engine.stats.lock().unwrap_or_else(|e| e.into_inner());
+        // What `tapedeck ui` needs to decide the differences again under other noise rules.
+        report::Rediff::of(&report, &stats.diffs, &noise_setup, &goals, &fields).write(dir)?;
         shard::write_histograms(&stats, dir)?;
         if baseline.is_some() {
             // `replay merge` evaluates the gate once over every shard's samples.

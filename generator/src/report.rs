@@ -6,15 +6,16 @@
 mod html;
 mod junit;
 
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::client::Targets;
 use crate::compare::Origin;
-use crate::diff::{DiffGroup, ThreeWay};
+use crate::diff::{DiffGroup, DiffSummary, Finished, ThreeWay};
 use crate::load::{Engine, Model};
 use crate::noise::{NoiseFile, NoiseRule, Refused, RuleReport, Thresholds};
 use crate::plan::Plan;
@@ -209,7 +210,7 @@ pub struct Figures {
 }
 
 impl Figures {
-    fn of(endpoint: &str, m: &Measured, seconds: f64, diffs: u64) -> Figures {
+    pub(crate) fn of(endpoint: &str, m: &Measured, seconds: f64, diffs: u64) -> Figures {
         let latency = Latency::of(&m.latency);
         let recorded_latency = Latency::of(&m.recorded);
         let counted = |map: &std::collections::BTreeMap<String, u64>| {
@@ -433,29 +434,6 @@ impl Report {
 
         // Noise rules: which apply, given this run's rates; then what is left.
         let thresholds = noise.file.thresholds;
-        let (mut rule_reports, active) = crate::noise::decide(
-            &noise.rules,
-            &stats.diffs.rates(),
-            stats.diffs.compared(),
-            &thresholds,
-        );
-        let mut by_endpoint: std::collections::HashMap<
-            &str,
-            std::collections::HashMap<&str, usize>,
-        > = std::collections::HashMap::new();
-        for ((endpoint, field), i) in &active {
-            by_endpoint
-                .entry(endpoint.as_str())
-                .or_default()
-                .insert(field.as_str(), *i);
-        }
-        let describe_rule = |i: usize| format!("noise rule {i} ({})", noise.rules[i].1);
-        let active_of = |endpoint: &str, field: &str| {
-            by_endpoint
-                .get(endpoint)
-                .and_then(|m| m.get(field))
-                .map(|&i| (i, describe_rule(i)))
-        };
         let origin = |o: &Origin| match o {
             Origin::File(_) => "file".to_owned(),
             Origin::Learned(i) => noise
@@ -470,10 +448,13 @@ impl Report {
             let set = &comparer.sets[i];
             format!("{} ({})", set.comparator.describe(), origin(&set.origin))
         };
-        let finished = stats.diffs.finish(&active_of, comparer, &describe_set);
-        for (i, r) in rule_reports.iter_mut().enumerate() {
-            r.suppressed = finished.suppressed.get(&i).copied().unwrap_or(0);
-        }
+        let (rule_reports, finished) = apply_noise(
+            &stats.diffs,
+            &noise.rules,
+            &thresholds,
+            &|by| comparer.sets[by].comparator.describe(),
+            &describe_set,
+        );
         let comparators: Vec<ComparatorReport> = comparer
             .sets
             .iter()
@@ -534,33 +515,7 @@ impl Report {
                 p99: Latency::of(&b.latency).p99,
             })
             .collect();
-        let value = |metric: &str| -> f64 {
-            let l = &overall.latency;
-            match metric {
-                "p50" => l.p50,
-                "p90" => l.p90,
-                "p95" => l.p95,
-                "p99" => l.p99,
-                "max" => l.max,
-                "mean" => l.mean,
-                "errors" => overall.error_rate,
-                "diffs" => {
-                    if overall.requests == 0 {
-                        0.0
-                    } else {
-                        overall.diffs as f64 / overall.requests as f64
-                    }
-                }
-                "failed-sources" => overall.failed_sources as f64,
-                "unresolved" => overall
-                    .unresolved_redacted
-                    .iter()
-                    .map(|c| c.count)
-                    .sum::<u64>() as f64,
-                "rps" => overall.rps,
-                _ => f64::NAN,
-            }
-        };
+        let value = |metric: &str| metric_value(&overall, metric);
         let checked = slo::check(goals, &value);
         let slo_verdict = slo::verdict(&checked);
         let paired = engine.baseline.is_some();
@@ -754,6 +709,253 @@ impl Report {
             Verdict::Inconclusive => "verdict: INCONCLUSIVE\n",
         });
         out
+    }
+}
+
+/// The value of an `--slo` metric over the whole run (also of a merged run: `replay merge`).
+pub(crate) fn metric_value(overall: &Figures, metric: &str) -> f64 {
+    let l = &overall.latency;
+    match metric {
+        "p50" => l.p50,
+        "p90" => l.p90,
+        "p95" => l.p95,
+        "p99" => l.p99,
+        "max" => l.max,
+        "mean" => l.mean,
+        "errors" => overall.error_rate,
+        "diffs" => diff_share(overall.diffs, overall.requests),
+        "failed-sources" => overall.failed_sources as f64,
+        "unresolved" => overall
+            .unresolved_redacted
+            .iter()
+            .map(|c| c.count)
+            .sum::<u64>() as f64,
+        "rps" => overall.rps,
+        _ => f64::NAN,
+    }
+}
+
+/// The `diffs` metric: responses with a difference ÷ requests.
+fn diff_share(diffs: u64, requests: u64) -> f64 {
+    if requests == 0 {
+        0.0
+    } else {
+        diffs as f64 / requests as f64
+    }
+}
+
+/// Decides which noise rules apply given the run's rates ([`crate::noise::decide`]) and what
+/// they leave of the differences ([`DiffSummary::finish_with`]), with each rule's suppressed
+/// count. The one definition, for a run ([`Report::build`]) and for its differences read back
+/// from the report directory ([`Rediff::recompute`]).
+pub fn apply_noise(
+    diffs: &DiffSummary,
+    rules: &[(NoiseRule, String)],
+    thresholds: &Thresholds,
+    describe_comparator: &dyn Fn(usize) -> String,
+    describe_set: &dyn Fn(usize) -> String,
+) -> (Vec<RuleReport>, Finished) {
+    let (mut rule_reports, active) =
+        crate::noise::decide(rules, &diffs.rates(), diffs.compared(), thresholds);
+    let mut by_endpoint: HashMap<&str, HashMap<&str, usize>> = HashMap::new();
+    for ((endpoint, field), i) in &active {
+        by_endpoint
+            .entry(endpoint.as_str())
+            .or_default()
+            .insert(field.as_str(), *i);
+    }
+    let describe_rule = |i: usize| format!("noise rule {i} ({})", rules[i].1);
+    let active_of = |endpoint: &str, field: &str| {
+        by_endpoint
+            .get(endpoint)
+            .and_then(|m| m.get(field))
+            .map(|&i| (i, describe_rule(i)))
+    };
+    let finished = diffs.finish_with(&active_of, describe_comparator, describe_set);
+    for (i, r) in rule_reports.iter_mut().enumerate() {
+        r.suppressed = finished.suppressed.get(&i).copied().unwrap_or(0);
+    }
+    (rule_reports, finished)
+}
+
+/// The file of a report directory that keeps the run's differences before the noise rules
+/// ([`Rediff`]), so that its verdict can be decided again under other rules (`tapedeck ui`).
+pub const DIFFS_FILE: &str = "diffs.json";
+
+/// The format version of [`DIFFS_FILE`].
+pub const DIFFS_VERSION: u32 = 1;
+
+/// What deciding a finished run's differences again needs: the differences before the noise
+/// rules, the run's rules, how its comparators were described, and what its verdict was made
+/// of besides the differences (the `--slo` goals and the other metrics' values, the gate's
+/// verdict, which noise does not change). Written into the report directory as [`DIFFS_FILE`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rediff {
+    /// [`DIFFS_VERSION`].
+    pub version: u32,
+    /// The run's noise rules (the `--noise` file's, then the learned ones) and their sources
+    /// (`file`, `recording`, `calibration`).
+    pub rules: Vec<(NoiseRule, String)>,
+    /// The run's thresholds.
+    pub thresholds: Thresholds,
+    /// The fields of each endpoint ([`crate::noise::endpoint_fields`]): what `--noise` files
+    /// are checked against ([`crate::noise::read`]).
+    pub fields: BTreeMap<String, usize>,
+    /// Per comparator set, the comparator as `Comparator::describe` wrote it.
+    pub comparators: Vec<String>,
+    /// Per comparator set, the comparator and its origin, as the three-way view names it.
+    pub sets: Vec<String>,
+    /// The `--slo` goals.
+    pub goals: Vec<Goal>,
+    /// The value of each goal's metric in the run (`diffs` is recomputed).
+    pub values: BTreeMap<String, f64>,
+    /// Requests sent (the denominator of `diffs`).
+    pub requests: u64,
+    /// The gate's verdict (with `--baseline`).
+    pub gate: Option<Verdict>,
+    /// The differences, before the noise rules.
+    pub summary: DiffSummary,
+}
+
+/// A run's differences decided again ([`Rediff::recompute`]): the parts of [`Report`] that the
+/// noise rules change.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Recomputed {
+    /// Every rule, whether it applied and what it silenced (`noise.rules`).
+    pub rules: Vec<RuleReport>,
+    /// The groups of differences left (`diffs`).
+    pub diffs: Vec<DiffGroup>,
+    /// The three-way view of the example requests (`three_way`).
+    pub three_way: Vec<ThreeWay>,
+    /// Responses with a difference left, per endpoint (`endpoints[].diffs`).
+    pub responses: BTreeMap<String, u64>,
+    /// Responses with a difference left (`overall.diffs`).
+    pub overall_diffs: u64,
+    /// The goals (`slo`).
+    pub slo: SloResult,
+    /// The run's verdict: the worst of the goals' and the gate's (`verdict`).
+    pub verdict: Verdict,
+}
+
+impl Rediff {
+    /// What `report`'s run needs kept: `diffs` before the noise rules, the run's `noise`,
+    /// `goals` and the endpoints' `fields`.
+    pub fn of(
+        report: &Report,
+        diffs: &DiffSummary,
+        noise: &NoiseSetup,
+        goals: &[Goal],
+        fields: &BTreeMap<String, usize>,
+    ) -> Rediff {
+        Rediff {
+            version: DIFFS_VERSION,
+            rules: noise.rules.clone(),
+            thresholds: noise.file.thresholds,
+            fields: fields.clone(),
+            comparators: report
+                .noise
+                .comparators
+                .iter()
+                .map(|c| c.comparator.clone())
+                .collect(),
+            sets: report
+                .noise
+                .comparators
+                .iter()
+                .map(|c| format!("{} ({})", c.comparator, c.origin))
+                .collect(),
+            goals: goals.to_vec(),
+            values: goals
+                .iter()
+                .map(|g| (g.metric.clone(), metric_value(&report.overall, &g.metric)))
+                .collect(),
+            requests: report.overall.requests,
+            gate: report.gate.as_ref().map(|g| g.verdict),
+            summary: diffs.clone(),
+        }
+    }
+
+    /// Writes [`DIFFS_FILE`] into `dir`.
+    pub fn write(&self, dir: &Path) -> Result<()> {
+        let path = dir.join(DIFFS_FILE);
+        let text = serde_json::to_string(self).unwrap_or_else(|_| "{}".to_owned());
+        std::fs::write(&path, text).map_err(|source| Error::Write {
+            path: path.display().to_string(),
+            source,
+        })
+    }
+
+    /// Reads [`DIFFS_FILE`] from `dir`.
+    pub fn read(dir: &Path) -> Result<Rediff> {
+        let path = dir.join(DIFFS_FILE);
+        let text = std::fs::read_to_string(&path).map_err(|source| Error::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let bad = |why: String| Error::Read {
+            path: path.display().to_string(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidData, why),
+        };
+        let rediff: Rediff = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+        if rediff.version != DIFFS_VERSION {
+            return Err(bad(format!(
+                "version {} (this tapedeck reads version {DIFFS_VERSION})",
+                rediff.version
+            )));
+        }
+        Ok(rediff)
+    }
+
+    /// The rules the run learned (from the recording or calibration).
+    pub fn learned(&self) -> impl Iterator<Item = &(NoiseRule, String)> {
+        self.rules.iter().filter(|(_, source)| source != "file")
+    }
+
+    /// Decides the differences again as a replay with `--noise FILE` would on the same
+    /// responses: `file`'s rules and thresholds, then the rules the run learned (the comparators
+    /// stay the run's: a comparator needs the values themselves).
+    pub fn recompute(&self, file: &NoiseFile) -> Recomputed {
+        let mut rules: Vec<(NoiseRule, String)> = file
+            .rules
+            .iter()
+            .map(|r| (r.clone(), "file".to_owned()))
+            .collect();
+        rules.extend(self.learned().cloned());
+        let (rule_reports, finished) = apply_noise(
+            &self.summary,
+            &rules,
+            &file.thresholds,
+            &|i| self.comparators.get(i).cloned().unwrap_or_default(),
+            &|i| self.sets.get(i).cloned().unwrap_or_default(),
+        );
+        let overall_diffs: u64 = finished.responses.values().sum();
+        let share = diff_share(overall_diffs, self.requests);
+        let value = |metric: &str| {
+            if metric == "diffs" {
+                share
+            } else {
+                self.values.get(metric).copied().unwrap_or(f64::NAN)
+            }
+        };
+        let checked = slo::check(&self.goals, &value);
+        let slo_verdict = slo::verdict(&checked);
+        let verdict = match self.gate {
+            Some(gate) => slo_verdict.worst(gate),
+            None => slo_verdict,
+        };
+        Recomputed {
+            rules: rule_reports,
+            diffs: finished.groups,
+            three_way: finished.three_way,
+            responses: finished.responses,
+            overall_diffs,
+            slo: SloResult {
+                verdict: slo_verdict,
+                goals: checked,
+            },
+            verdict,
+        }
     }
 }
 

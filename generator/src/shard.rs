@@ -22,7 +22,8 @@ use hdrhistogram::Histogram;
 use hdrhistogram::serialization::{Deserializer, Serializer, V2Serializer};
 use serde::{Deserialize, Serialize};
 
-use crate::stats::{self, Stats};
+use crate::slo::{self, Checked, Goal};
+use crate::stats::{self, Measured, Stats};
 use crate::verdict::{self, GateReport, Verdict};
 use crate::{Error, Result};
 
@@ -359,10 +360,9 @@ pub struct Summary {
     pub version: u32,
     /// The shards merged.
     pub shards: u32,
-    /// `pass`, `fail`, `inconclusive` or `error` (a shard could not run). Without a baseline,
-    /// the worst of the shards' verdicts (error, then fail, then inconclusive, then pass); with
-    /// one, the worst of the shards' `--slo` verdicts and of the gate evaluated once over every
-    /// shard's samples ([`Summary::gate`]).
+    /// `pass`, `fail`, `inconclusive` or `error` (a shard could not run): the worst of the
+    /// `--slo` goals checked once over the merged run ([`Summary::slo`]) and, with a baseline,
+    /// of the gate evaluated once over every shard's samples ([`Summary::gate`]).
     pub verdict: String,
     /// Requests sent, over every shard.
     pub requests: u64,
@@ -383,6 +383,11 @@ pub struct Summary {
     /// With `--baseline`: the statistical gate over every shard's samples.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gate: Option<MergedGate>,
+    /// The `--slo` goals (the same in every shard), checked once over the merged run as one
+    /// run checks them: latency from the merged histogram, errors, differences, failed sources
+    /// and unresolved markers summed, rps over the longest shard's duration.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub slo: Vec<Checked>,
 }
 
 impl Summary {
@@ -410,9 +415,11 @@ fn rank(verdict: &str) -> u8 {
 pub fn merge(args: &MergeArgs) -> Result<Summary> {
     let mut histograms: BTreeMap<String, Histogram<u64>> = BTreeMap::new();
     let (mut requests, mut errors, mut duration_s) = (0u64, 0u64, 0f64);
-    let mut verdict = "pass".to_owned();
-    // The shards' `--slo` verdicts alone, for the gate's merge.
-    let mut slo_verdict = "pass".to_owned();
+    // A shard whose report has no verdict it knows could not run.
+    let mut shard_error = false;
+    let mut goals: Option<Vec<Goal>> = None;
+    let (mut diffs_total, mut failed_sources) = (0u64, 0u64);
+    let mut unresolved: BTreeMap<String, u64> = BTreeMap::new();
     let mut gates: Vec<Option<(GateHeader, Vec<verdict::Sample>)>> = Vec::new();
     let mut diffs: BTreeMap<(String, String), u64> = BTreeMap::new();
     for dir in &args.dirs {
@@ -441,15 +448,28 @@ pub fn merge(args: &MergeArgs) -> Result<Summary> {
             .or_else(|| report["slo"]["verdict"].as_str())
             .unwrap_or("error")
             .to_ascii_lowercase();
-        if rank(&shard_verdict) > rank(&verdict) {
-            verdict = shard_verdict;
+        shard_error |= rank(&shard_verdict) >= rank("error");
+        diffs_total += number(&report["overall"]["diffs"]);
+        failed_sources += number(&report["overall"]["failed_sources"]);
+        for counted in report["overall"]["unresolved_redacted"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            let at = counted["at"].as_str().unwrap_or_default().to_owned();
+            *unresolved.entry(at).or_insert(0) += number(&counted["count"]);
         }
-        let shard_slo = report["slo"]["verdict"]
-            .as_str()
-            .unwrap_or("error")
-            .to_ascii_lowercase();
-        if rank(&shard_slo) > rank(&slo_verdict) {
-            slo_verdict = shard_slo;
+        let shard_goals = shard_goals(&report, dir)?;
+        match &goals {
+            Some(first) if *first != shard_goals => {
+                return Err(Error::Args(format!(
+                    "{}: its --slo goals differ from {}'s",
+                    dir.display(),
+                    args.dirs[0].display()
+                )));
+            }
+            Some(_) => {}
+            None => goals = Some(shard_goals),
         }
         let gate_path = dir.join(GATE_FILE);
         gates.push(if gate_path.exists() {
@@ -466,12 +486,31 @@ pub fn merge(args: &MergeArgs) -> Result<Summary> {
         }
     }
     let gate = merge_gates(&args.dirs, gates)?;
+    // The goals checked once, over the merged run, by the run's own metric definitions.
+    let merged_run = Measured {
+        latency: histograms
+            .get(OVERALL)
+            .cloned()
+            .unwrap_or_else(stats::histogram),
+        sent: requests,
+        errors,
+        failed_sources,
+        unresolved,
+        ..Measured::default()
+    };
+    let figures = crate::report::Figures::of(OVERALL, &merged_run, duration_s, diffs_total);
+    let checked = slo::check(&goals.unwrap_or_default(), &|metric| {
+        crate::report::metric_value(&figures, metric)
+    });
+    let mut merged_verdict = slo::verdict(&checked);
     if let Some(gate) = &gate {
-        verdict = slo_verdict;
-        if rank(gate.verdict.as_str()) > rank(&verdict) {
-            verdict = gate.verdict.as_str().to_owned();
-        }
+        merged_verdict = merged_verdict.worst(gate.verdict);
     }
+    let verdict = if shard_error {
+        "error".to_owned()
+    } else {
+        merged_verdict.as_str().to_owned()
+    };
     let overall = histograms
         .get(OVERALL)
         .map(Percentiles::of)
@@ -511,6 +550,7 @@ pub fn merge(args: &MergeArgs) -> Result<Summary> {
             .collect(),
         top_diffs,
         gate: gate.as_ref().map(MergedGate::of),
+        slo: checked,
     };
     let mut merged = Stats::default();
     for (name, histogram) in histograms {
@@ -539,6 +579,28 @@ pub fn merge(args: &MergeArgs) -> Result<Summary> {
         })?;
     }
     Ok(summary)
+}
+
+/// A shard's `--slo` goals, from its report's checked goals.
+fn shard_goals(report: &serde_json::Value, dir: &Path) -> Result<Vec<Goal>> {
+    let Some(list) = report["slo"].get("goals") else {
+        return Ok(Vec::new());
+    };
+    let checked: Vec<Checked> = serde_json::from_value(list.clone()).map_err(|e| {
+        Error::Args(format!(
+            "{}: report.json's slo.goals are unreadable: {e}",
+            dir.display()
+        ))
+    })?;
+    Ok(checked
+        .into_iter()
+        .map(|c| Goal {
+            text: c.goal,
+            metric: c.metric,
+            op: c.op,
+            threshold: c.threshold,
+        })
+        .collect())
 }
 
 /// The gate over every shard's samples: `None` when no shard had a baseline; an error when only

@@ -9,12 +9,12 @@
 
 use std::fmt;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
 
 /// A comparison.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Op {
     /// `<`
     #[serde(rename = "<")]
@@ -42,7 +42,7 @@ impl Op {
 }
 
 /// One goal, its value normalised: latencies in milliseconds, rates as fractions.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Goal {
     /// As written.
     pub text: String,
@@ -147,7 +147,7 @@ fn parse_goal(text: &str) -> Result<Goal> {
 }
 
 /// A goal checked against a run.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Checked {
     /// The goal as written.
     pub goal: String,

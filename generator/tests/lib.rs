@@ -1,6 +1,7 @@
 //! The generator's integration tests: `tapedeck replay` against a local hyper server that
 //! records every request it receives.
 
+mod fuzz_smoke;
 mod load;
 mod noise;
 mod plan;

@@ -145,6 +145,30 @@ async fn a_changed_field_is_reported_under_each_comparator() {
     assert!(!field("$.price").deterministic);
     let value = check_schema(&out, "replay-report-v2.schema.json", JSON_FILE);
     assert_eq!(value["three_way"][0]["fields"][0]["outcome"], "differs");
+
+    // diffs.json decides the same again: the run's differences, learned rules and comparators
+    // read back, under the run's (empty) noise file, give the report's groups, three-way view,
+    // rules and verdict (what `tapedeck ui` recomputes from).
+    let rediff = tapedeck_generator::report::Rediff::read(&out).expect("diffs.json");
+    let again = rediff.recompute(&tapedeck_generator::noise::NoiseFile::default());
+    assert_eq!(again.diffs, report.diffs);
+    assert_eq!(again.three_way, report.three_way);
+    assert_eq!(again.rules, report.noise.rules);
+    assert_eq!(again.overall_diffs, report.overall.diffs);
+    assert_eq!(again.slo, report.slo);
+    assert_eq!(again.verdict, report.verdict);
+    // A rule by hand for $.status silences it, and only it.
+    let mut file = tapedeck_generator::noise::NoiseFile::default();
+    file.rules.push(tapedeck_generator::noise::NoiseRule {
+        endpoint: by_field("$.status").endpoint.clone(),
+        field: "$.status".to_owned(),
+        evidence: None,
+        suppressed: 0,
+    });
+    let silenced = rediff.recompute(&file);
+    assert!(silenced.diffs.iter().all(|d| d.field != "$.status"));
+    assert_eq!(silenced.diffs.len(), report.diffs.len() - 1);
+    assert_eq!(silenced.rules[0].suppressed, ITEMS);
 }
 
 #[tokio::test]

@@ -8,6 +8,7 @@ pub mod kustomize;
 pub mod names;
 pub mod oci;
 pub mod render;
+pub mod snapshots;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

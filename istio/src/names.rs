@@ -52,6 +52,12 @@ pub fn collector_flight_url() -> String {
     format!("http://{}:{COLLECTOR_FLIGHT_PORT}", collector_fqdn())
 }
 
+/// The collector's HTTP URL inside the cluster (the `http-metrics` port: `/metrics`, the health
+/// checks and the snapshot API, [`crate::snapshots`]).
+pub fn collector_http_url() -> String {
+    format!("http://{}:{COLLECTOR_METRICS_PORT}", collector_fqdn())
+}
+
 /// The labels every object of a tapedeck install carries.
 pub const PART_OF_LABEL: (&str, &str) = ("app.kubernetes.io/part-of", "tapedeck");
 

@@ -54,8 +54,9 @@ pub const CATALOGUE: [(&str, u64); 5] = [
     ("hoodie-crab", 5400),
     ("poster-tokio", 1800),
 ];
-/// How long `orders` spends pricing an order (v2 spends it under a process-wide lock).
-pub const PRICING: Duration = Duration::from_millis(4);
+/// How long `orders` spends pricing an order (v2 spends it under a process-wide lock, so v2
+/// prices at most 50 orders a second: the demo's 10× replay asks for more while a copy runs).
+pub const PRICING: Duration = Duration::from_millis(20);
 
 /// The demo password of `user`.
 pub fn password(user: &str) -> String {
@@ -412,7 +413,12 @@ struct Orders {
     config: OrdersConfig,
     client: ProxyClient,
     rng: Rng,
-    store: Mutex<HashMap<String, Value>>,
+    /// The orders. A plain (blocking) mutex, held only for a lookup or an insert and never
+    /// across an `.await`: a fair async mutex here hands the lock from waiter to waiter through
+    /// the runtime's run queue, so on a busy runtime every `GET /orders/{id}` queued behind the
+    /// others for one scheduling round each (a lock convoy), and the instance that fell into it
+    /// stayed slower for the rest of the run (issue 11, docs/local-mode.md).
+    store: std::sync::Mutex<Store>,
     /// v2's regression: the pricing step runs under this one lock.
     pricing: Mutex<()>,
 }
@@ -427,7 +433,7 @@ pub async fn serve_orders(
         client: ProxyClient::new(config.proxy),
         config,
         rng: Rng::from_clock(),
-        store: Mutex::default(),
+        store: std::sync::Mutex::default(),
         pricing: Mutex::new(()),
     });
     serve_with(
@@ -442,7 +448,29 @@ pub async fn serve_orders(
     .await
 }
 
+/// The orders `orders` created, by id and by user (so listing one user's orders does not scan
+/// everyone's).
+#[derive(Debug, Default)]
+struct Store {
+    by_id: HashMap<String, Value>,
+    by_user: HashMap<String, Vec<String>>,
+}
+
+impl Store {
+    fn insert(&mut self, user: &str, id: String, order: Value) {
+        self.by_user
+            .entry(user.to_owned())
+            .or_default()
+            .push(id.clone());
+        self.by_id.insert(id, order);
+    }
+}
+
 impl Orders {
+    fn store(&self) -> std::sync::MutexGuard<'_, Store> {
+        self.store.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     async fn handle(&self, request: Request<Incoming>) -> Response<Body> {
         let method = request.method().clone();
         let path = request.uri().path().to_owned();
@@ -575,7 +603,7 @@ impl Orders {
             "payment": {"id": payment["id"], "status": payment["status"]},
             "confirmation": if mail_status.is_success() { mail["id"].clone() } else { Value::Null },
         });
-        self.store.lock().await.insert(id.clone(), order.clone());
+        self.store().insert(&user, id.clone(), order.clone());
         let mut answer = order;
         answer["processing_ms"] =
             json!((started.elapsed().as_secs_f64() * 1e3 * 100.0).round() / 100.0);
@@ -588,9 +616,10 @@ impl Orders {
             return Ok(error(StatusCode::UNAUTHORIZED, "missing or invalid token"));
         };
         let id = parts.uri.path().trim_start_matches("/orders/");
-        match self.store.lock().await.get(id) {
+        let order = self.store().by_id.get(id).cloned();
+        match order {
             Some(order) if order["user"] == user.as_str() => {
-                Ok(json_response(StatusCode::OK, order))
+                Ok(json_response(StatusCode::OK, &order))
             }
             _ => Ok(error(StatusCode::NOT_FOUND, "no such order")),
         }
@@ -601,11 +630,16 @@ impl Orders {
         let Some(user) = self.user(&parts) else {
             return Ok(error(StatusCode::UNAUTHORIZED, "missing or invalid token"));
         };
-        let store = self.store.lock().await;
-        let mut mine: Vec<&Value> = store
-            .values()
-            .filter(|o| o["user"] == user.as_str())
-            .collect();
+        let mut mine: Vec<Value> = {
+            let store = self.store();
+            store
+                .by_user
+                .get(&user)
+                .into_iter()
+                .flatten()
+                .filter_map(|id| store.by_id.get(id).cloned())
+                .collect()
+        };
         mine.sort_by(|a, b| a["created_at"].as_str().cmp(&b["created_at"].as_str()));
         let total: u64 = mine.iter().filter_map(|o| o["total_cents"].as_u64()).sum();
         let recent: Vec<Value> = mine

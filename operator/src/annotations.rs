@@ -4,7 +4,7 @@
 //!
 //! | annotation | Replay field |
 //! | --- | --- |
-//! | `replay.tapedeck.dev/snapshot` | `configmap/NAME` (or just NAME), `pvc/CLAIM[/PATH]` |
+//! | `replay.tapedeck.dev/snapshot` | `id/ID` (a snapshot the collector keeps), `configmap/NAME` (or just NAME), `pvc/CLAIM[/PATH]` |
 //! | `replay.tapedeck.dev/hosts` | `mock.hosts`, comma-separated |
 //! | `replay.tapedeck.dev/copies`, `…/rate`, `…/speed`, `…/duration` | `load` |
 //! | `replay.tapedeck.dev/goals` | `goals`, `;`-separated |
@@ -81,13 +81,17 @@ fn build(
                 ..Default::default()
             }
         }
+        Some(("id", id)) => SnapshotSource {
+            id: Some(id.to_owned()),
+            ..Default::default()
+        },
         Some(("configmap", name)) => SnapshotSource {
             config_map: Some(name.to_owned()),
             ..Default::default()
         },
         Some(_) => {
             return Err(Error::Invalid(format!(
-                "annotation {SNAPSHOT}: {snapshot:?} is not configmap/NAME or pvc/CLAIM[/PATH]"
+                "annotation {SNAPSHOT}: {snapshot:?} is not id/ID, configmap/NAME or pvc/CLAIM[/PATH]"
             )));
         }
         None => SnapshotSource {

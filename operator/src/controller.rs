@@ -28,6 +28,9 @@ use crate::crd::{Condition, Phase, Replay, ReplayStatus, VerdictSummary};
 use crate::metrics::Metrics;
 use crate::objects::{self, Host, Kind, Names};
 use crate::{Error, FINALIZER, MANAGER, names};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use tapedeck_mesh::snapshots::{Client as SnapshotClient, SnapshotError};
 
 /// What the reconciler works with.
 pub struct Context {
@@ -41,6 +44,8 @@ pub struct Context {
     pub recorder: Recorder,
     /// Counters for `/metrics`.
     pub metrics: Arc<Metrics>,
+    /// The collector's HTTP URL (its snapshot API, [`tapedeck_mesh::snapshots`]).
+    pub collector: String,
 }
 
 impl std::fmt::Debug for Context {
@@ -52,8 +57,9 @@ impl std::fmt::Debug for Context {
 }
 
 impl Context {
-    /// A context on `client` with the wall clock.
-    pub fn new(client: Client, image: String, metrics: Arc<Metrics>) -> Context {
+    /// A context on `client` with the wall clock, reading snapshots by id from the collector at
+    /// `collector`.
+    pub fn new(client: Client, image: String, metrics: Arc<Metrics>, collector: String) -> Context {
         let reporter = Reporter {
             controller: MANAGER.to_owned(),
             instance: std::env::var("POD_NAME").ok(),
@@ -64,6 +70,7 @@ impl Context {
             image,
             now: Box::new(Timestamp::now),
             metrics,
+            collector,
         }
     }
 }
@@ -295,7 +302,11 @@ async fn step(replay: &Replay, ctx: &Context) -> Result<Action, Error> {
         }
     }
     match phase {
+        Phase::Pending if needs_cut(replay, &status) => {
+            start_cut(replay, &names, ctx, status, timeout).await
+        }
         Phase::Pending => prepare(replay, &names, ctx, status, timeout).await,
+        Phase::Cutting => watch_cut(replay, &names, ctx, status, timeout).await,
         Phase::Preparing => wait_ready(replay, &names, ctx, status, timeout).await,
         Phase::Running => watch_run(replay, &names, ctx, status, timeout).await,
         _ => watch_merge(replay, &names, ctx, status).await,
@@ -383,6 +394,18 @@ async fn mocked_hosts(
     if !replay.spec.mock.hosts.is_empty() {
         return Ok(hosts(replay, &names.namespace).map_err(invalid));
     }
+    if let Some(id) = objects::snapshot_id(replay) {
+        let listed = match collector_hosts(ctx, id).await? {
+            Ok(listed) => listed,
+            Err(failure) => return Ok(Err(failure)),
+        };
+        tracing::info!(replay = %names.replay, snapshot = %id, hosts = ?listed, "mocking every outbound host of the snapshot");
+        return Ok(listed
+            .iter()
+            .map(|h| objects::parse_host(h, &names.namespace))
+            .collect::<Result<Vec<Host>, Error>>()
+            .map_err(invalid));
+    }
     let Some(config_map) = &replay.spec.snapshot.config_map else {
         let source = if replay.spec.snapshot.volume.is_some() {
             "a volume snapshot (the operator does not mount it)"
@@ -429,9 +452,213 @@ async fn mocked_hosts(
         .map_err(invalid))
 }
 
+/// The install's redaction key and collector token, copied next to the replay's pods.
+async fn apply_secrets(replay: &Replay, names: &Names, ctx: &Context) -> Result<(), Error> {
+    let mut data = BTreeMap::new();
+    for (secret, key) in [
+        (names::REDACTION_SECRET, names::REDACTION_SECRET_KEY),
+        (
+            names::COLLECTOR_TOKEN_SECRET,
+            names::COLLECTOR_TOKEN_SECRET_KEY,
+        ),
+    ] {
+        if let Some(found) = get(ctx, names::NAMESPACE, objects::SECRET, secret).await?
+            && let Some(value) = found.data["data"][key].as_str()
+        {
+            data.insert(key.to_owned(), value.to_owned());
+        }
+    }
+    apply(
+        ctx,
+        &names.namespace,
+        objects::SECRET,
+        &objects::secrets(replay, names, &data),
+    )
+    .await
+}
+
+/// A client of the collector's snapshot API, with the install's token (the Secret
+/// `tapedeck-collector-token` of the `tapedeck` namespace, when there is one).
+async fn collector(ctx: &Context) -> Result<SnapshotClient, Error> {
+    let token = match get(
+        ctx,
+        names::NAMESPACE,
+        objects::SECRET,
+        names::COLLECTOR_TOKEN_SECRET,
+    )
+    .await?
+    {
+        Some(found) => found.data["data"][names::COLLECTOR_TOKEN_SECRET_KEY]
+            .as_str()
+            .and_then(|b64| BASE64.decode(b64).ok())
+            .and_then(|bytes| String::from_utf8(bytes).ok())
+            .map(|t| t.trim().to_owned()),
+        None => None,
+    };
+    SnapshotClient::new(&ctx.collector, token).map_err(|e| Error::Collector(e.to_string()))
+}
+
+/// The outbound hosts of snapshot `id` (`snapshot.json`'s `hosts`, in `outbound.jsonl` order),
+/// read from the collector. `Ok(Err(..))`: the snapshot is not there (a replay that cannot run);
+/// `Err`: the collector could not be asked (retried).
+async fn collector_hosts(
+    ctx: &Context,
+    id: &str,
+) -> Result<Result<Vec<String>, (&'static str, String)>, Error> {
+    let client = collector(ctx).await?;
+    match client.manifest(id).await {
+        Ok(manifest) => Ok(Ok(manifest.hosts.into_iter().map(|h| h.host).collect())),
+        Err(SnapshotError::Status { status: 404, .. }) => Ok(Err((
+            "SnapshotNotFound",
+            format!(
+                "spec.mock.hosts is empty and the collector at {} has no snapshot {id} (`tapedeck snapshot list` shows what it has)",
+                ctx.collector
+            ),
+        ))),
+        Err(error @ SnapshotError::Pulled { .. }) => Ok(Err((
+            "SnapshotUnreadable",
+            format!("the outbound hosts of snapshot {id} could not be read: {error}"),
+        ))),
+        Err(error) => Err(Error::Collector(format!(
+            "reading snapshot {id}'s hosts: {error}"
+        ))),
+    }
+}
+
+/// Whether the snapshot must be pushed to the collector before the replay is prepared.
+fn needs_cut(replay: &Replay, status: &ReplayStatus) -> bool {
+    let source = &replay.spec.snapshot;
+    status.snapshot_id.is_none()
+        && (source.volume.is_some() || source.query.is_some())
+        && validate(replay).is_ok()
+}
+
+/// Pending → Cutting: the Job that pushes a `volume` or `query` snapshot to the collector.
+async fn start_cut(
+    replay: &Replay,
+    names: &Names,
+    ctx: &Context,
+    mut status: ReplayStatus,
+    timeout: Duration,
+) -> Result<Action, Error> {
+    let now = (ctx.now)();
+    apply_secrets(replay, names, ctx).await?;
+    if status.start_time.is_none() {
+        status.start_time = Some(now.to_string());
+    }
+    let Some(job) = objects::cut_job(
+        replay,
+        names,
+        image(replay, ctx),
+        deadline(&status, now, timeout),
+    ) else {
+        return prepare(replay, names, ctx, status, timeout).await;
+    };
+    apply(ctx, &names.namespace, objects::JOB, &job).await?;
+    status.phase = Some(Phase::Cutting);
+    status.message = Some(format!(
+        "pushing the snapshot to the collector (Job {})",
+        names.cut()
+    ));
+    patch_status(ctx, replay, names, &status).await?;
+    Ok(Action::requeue(POLL))
+}
+
+/// Cutting: waits for the cut Job; its `push` container's termination message is the id.
+async fn watch_cut(
+    replay: &Replay,
+    names: &Names,
+    ctx: &Context,
+    mut status: ReplayStatus,
+    timeout: Duration,
+) -> Result<Action, Error> {
+    let now = (ctx.now)();
+    if status.snapshot_id.is_some() {
+        return prepare(replay, names, ctx, status, timeout).await;
+    }
+    let Some(job) = get(ctx, &names.namespace, objects::JOB, &names.cut()).await? else {
+        // Deleted behind our back (or never written before a restart): apply it again.
+        if let Some(job) = objects::cut_job(
+            replay,
+            names,
+            image(replay, ctx),
+            deadline(&status, now, timeout),
+        ) {
+            apply(ctx, &names.namespace, objects::JOB, &job).await?;
+        }
+        return Ok(Action::requeue(POLL));
+    };
+    let Some(complete) = job_finished(&job) else {
+        return Ok(Action::requeue(POLL));
+    };
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &names.namespace);
+    let selector = format!("batch.kubernetes.io/job-name={}", names.cut());
+    let pods = pods
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(|e| Error::Kube(format!("listing the pods of job {}", names.cut()), e))?;
+    let message = terminated_message(&pods.items);
+    let id = message.trim();
+    if !complete || id.is_empty() || id.contains(char::is_whitespace) {
+        let why = if message.trim().is_empty() {
+            "it left no message".to_owned()
+        } else {
+            message.trim().to_owned()
+        };
+        return finish(
+            replay,
+            names,
+            ctx,
+            status,
+            Phase::Error,
+            None,
+            "SnapshotCutFailed",
+            &format!(
+                "the snapshot could not be pushed to the collector (kubectl logs job/{}): {why}",
+                names.cut()
+            ),
+        )
+        .await;
+    }
+    status.snapshot_id = Some(id.to_owned());
+    status.message = Some(format!("snapshot {id} is in the collector"));
+    set_condition(
+        &mut status,
+        condition(
+            now,
+            "SnapshotPushed",
+            true,
+            "Pushed",
+            &format!("snapshot {id}"),
+        ),
+    );
+    patch_status(ctx, replay, names, &status).await?;
+    Ok(Action::requeue(Duration::ZERO))
+}
+
+/// The termination messages of a Job's pods' containers (init containers first), joined.
+fn terminated_message(pods: &[Pod]) -> String {
+    let mut out = Vec::new();
+    for pod in pods {
+        let Some(status) = &pod.status else { continue };
+        for statuses in [&status.init_container_statuses, &status.container_statuses] {
+            for s in statuses.iter().flatten() {
+                if let Some(t) = s.state.as_ref().and_then(|st| st.terminated.as_ref())
+                    && let Some(message) = &t.message
+                    && !message.trim().is_empty()
+                {
+                    out.push(message.trim().to_owned());
+                }
+            }
+        }
+    }
+    out.join("\n")
+}
+
 fn validate(replay: &Replay) -> Result<(), Error> {
     let source = &replay.spec.snapshot;
     let given = [
+        source.id.is_some(),
         source.config_map.is_some(),
         source.volume.is_some(),
         source.query.is_some(),
@@ -441,7 +668,7 @@ fn validate(replay: &Replay) -> Result<(), Error> {
     .count();
     if given != 1 {
         return Err(Error::Invalid(format!(
-            "spec.snapshot: give exactly one of configMap, volume, query ({given} given)"
+            "spec.snapshot: give exactly one of id, configMap, volume, query ({given} given)"
         )));
     }
     let shards = objects::shards(replay);
@@ -523,30 +750,9 @@ async fn prepare(
             }
         }
     }
-    // The install's redaction key and collector token, copied next to the replay's pods.
-    let mut data = BTreeMap::new();
-    for (secret, key) in [
-        (names::REDACTION_SECRET, names::REDACTION_SECRET_KEY),
-        (
-            names::COLLECTOR_TOKEN_SECRET,
-            names::COLLECTOR_TOKEN_SECRET_KEY,
-        ),
-    ] {
-        if let Some(found) = get(ctx, names::NAMESPACE, objects::SECRET, secret).await?
-            && let Some(value) = found.data["data"][key].as_str()
-        {
-            data.insert(key.to_owned(), value.to_owned());
-        }
-    }
+    apply_secrets(replay, names, ctx).await?;
     let shards = objects::shards(replay);
     let image = image(replay, ctx);
-    apply(
-        ctx,
-        &names.namespace,
-        objects::SECRET,
-        &objects::secrets(replay, names, &data),
-    )
-    .await?;
     if !replay.spec.noise.is_empty() {
         apply(
             ctx,
@@ -588,7 +794,10 @@ async fn prepare(
     }
     let (claim, path) = objects::report_location(replay, names);
     status.phase = Some(Phase::Preparing);
-    status.start_time = Some(now.to_string());
+    if status.start_time.is_none() {
+        status.start_time = Some(now.to_string());
+    }
+    status.snapshot_id = objects::snapshot_id(replay).map(str::to_owned);
     status.shards = Some(shards);
     status.mocked_hosts = hosts
         .iter()
@@ -925,6 +1134,7 @@ async fn cleanup(replay: &Replay, names: &Names, ctx: &Context) -> Result<(), Er
         .max(replay.spec.mock.hosts.len());
     delete(ctx, ns, objects::JOB, &names.merge()).await?;
     delete(ctx, ns, objects::JOB, &names.run()).await?;
+    delete(ctx, ns, objects::JOB, &names.cut()).await?;
     for index in 0..hosts {
         delete(ctx, ns, objects::VIRTUAL_SERVICE, &names.mock(index)).await?;
     }

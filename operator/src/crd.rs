@@ -46,7 +46,7 @@ pub struct ReplaySpec {
     /// A Deployment of the current build, replayed side by side for comparative goals.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub baseline: Option<Workload>,
-    /// Where the snapshot comes from: exactly one of `configMap`, `volume` or `query`.
+    /// Where the snapshot comes from: exactly one of `id`, `configMap`, `volume` or `query`.
     pub snapshot: SnapshotSource,
     /// Which outbound hosts the responder answers for.
     #[serde(default)]
@@ -99,13 +99,21 @@ pub struct Workload {
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SnapshotSource {
+    /// A snapshot the collector keeps, by id (`tapedeck snapshot push`, `tapedeck snapshot
+    /// list`): the responder and generator pods pull it (`tapedeck snapshot pull`) and the
+    /// operator reads its outbound hosts from the collector.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
     /// A ConfigMap holding `snapshot.json`, `inbound.jsonl` and `outbound.jsonl`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_map: Option<String>,
-    /// A PersistentVolumeClaim holding the snapshot directory.
+    /// A PersistentVolumeClaim holding the snapshot directory. When the replay starts, a Job
+    /// (`<replay>-snapshot`) pushes it to the collector; the replay then runs as for its id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub volume: Option<VolumeSource>,
-    /// Cut from the collector when the replay starts (`tapedeck snapshot create --collector`).
+    /// Cut from the collector once, when the replay starts, by a Job (`<replay>-snapshot`:
+    /// `tapedeck snapshot create`, then `tapedeck snapshot push`); the replay then runs as for
+    /// its id (`status.snapshotId`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub query: Option<Query>,
 }
@@ -143,8 +151,8 @@ pub struct Query {
 pub struct Mock {
     /// Outbound hosts, `HOST[:PORT]` (port 80 by default): Kubernetes Services (`payments`,
     /// `payments.shop`, `payments.shop.svc.cluster.local`) or hosts outside the mesh
-    /// (`api.stripe.com:80`). Default: every host of a ConfigMap snapshot's `outbound.jsonl`;
-    /// required for the other sources.
+    /// (`api.stripe.com:80`). Default: every outbound host of the snapshot (`outbound.jsonl` of
+    /// a ConfigMap; `snapshot.json`'s hosts, from the collector, for the other sources).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hosts: Vec<String>,
 }
@@ -319,6 +327,9 @@ pub struct ReportVolume {
 pub enum Phase {
     /// Accepted, nothing created yet.
     Pending,
+    /// A `volume` or `query` snapshot is being pushed to the collector (the `<replay>-snapshot`
+    /// Job); its id goes to `status.snapshotId`.
+    Cutting,
     /// The responder and the routing are created; waiting for the responder, the target and
     /// the baseline to be Ready.
     Preparing,
@@ -365,6 +376,10 @@ pub struct ReplayStatus {
     /// Generator pods (shards).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shards: Option<u32>,
+    /// The snapshot replayed, by its id in the collector (`id` sources, and `volume` and
+    /// `query` sources once pushed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_id: Option<String>,
     /// The hosts routed to the responder (fixed when the replay starts; cleanup uses them).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mocked_hosts: Vec<String>,

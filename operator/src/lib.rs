@@ -51,6 +51,9 @@ pub enum Error {
     /// The finalizer step failed.
     #[error("finalizer: {0}")]
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+    /// The collector's snapshot API could not be asked (retried).
+    #[error("collector: {0}")]
+    Collector(String),
     /// The operator could not start.
     #[error("starting the operator: {0}")]
     Start(String),
@@ -76,6 +79,16 @@ pub struct OperatorArgs {
     /// Where `/metrics`, `/healthz` and `/readyz` are served.
     #[arg(long, env = "TAPEDECK_OPERATOR_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
+
+    /// The collector's HTTP port (its snapshot API), where the operator reads the outbound
+    /// hosts of a snapshot by id. The replay's pods pull snapshots from the install's in-cluster
+    /// address, this default.
+    #[arg(
+        long,
+        env = "TAPEDECK_OPERATOR_COLLECTOR",
+        default_value = "http://tapedeck-collector.tapedeck.svc.cluster.local:9464"
+    )]
+    pub collector: String,
 
     /// Do not create Replays from Deployment annotations (`replay.tapedeck.dev/snapshot`).
     #[arg(long, env = "TAPEDECK_OPERATOR_NO_ANNOTATIONS")]
@@ -109,6 +122,7 @@ pub async fn run(
         client,
         args.image,
         metrics.clone(),
+        args.collector,
     ));
     metrics
         .ready

@@ -18,6 +18,11 @@ pub const RESPONDER_PORT: u16 = 8080;
 pub const RESPONDER_ADMIN_PORT: u16 = 9090;
 /// Where the snapshot is mounted in the responder and generator pods.
 pub const SNAPSHOT_DIR: &str = "/snapshot";
+/// Where a snapshot pulled from the collector by id is written (inside the emptyDir mounted at
+/// [`SNAPSHOT_DIR`], so the pull's temporary folder is renamed within one filesystem).
+pub const SNAPSHOT_PULLED: &str = "/snapshot/pulled";
+/// Where the cut Job writes a snapshot cut from a query before pushing it.
+pub const CUT_DIR: &str = "/work/snapshot";
 /// Where the report volume is mounted.
 pub const REPORTS_DIR: &str = "/reports";
 /// The noise file format version `spec.noise` is rendered in (`docs/noise-v1.schema.json`).
@@ -151,6 +156,10 @@ impl Names {
     pub fn merge(&self) -> String {
         format!("{}-merge", self.replay)
     }
+    /// The Job that pushes a `volume` or `query` snapshot to the collector.
+    pub fn cut(&self) -> String {
+        format!("{}-snapshot", self.replay)
+    }
 }
 
 /// A mocked host: its name as written, its fully qualified name, its port, and whether it is a
@@ -246,7 +255,60 @@ fn pod_labels(names: &Names, component: &str) -> BTreeMap<String, String> {
     ])
 }
 
-/// The snapshot volume, and the init container that cuts it when it comes from a query.
+/// The id of the snapshot the pods pull from the collector: `spec.snapshot.id`, or, for a
+/// `volume` or `query` snapshot, the id its cut Job pushed (`status.snapshotId`).
+pub fn snapshot_id(replay: &Replay) -> Option<&str> {
+    let source = &replay.spec.snapshot;
+    if source.config_map.is_some() {
+        return None;
+    }
+    source.id.as_deref().or_else(|| {
+        replay
+            .status
+            .as_ref()
+            .and_then(|s| s.snapshot_id.as_deref())
+    })
+}
+
+/// The snapshot directory the responder and the generator read.
+pub fn snapshot_path(replay: &Replay) -> &'static str {
+    if snapshot_id(replay).is_some() {
+        SNAPSHOT_PULLED
+    } else {
+        SNAPSHOT_DIR
+    }
+}
+
+fn token_env(names: &Names) -> Value {
+    json!([{"name": "TAPEDECK_TOKEN", "valueFrom": {"secretKeyRef": {
+        "name": names.secrets(), "key": names::COLLECTOR_TOKEN_SECRET_KEY, "optional": true}}}])
+}
+
+fn query_args(query: &crate::crd::Query, out: &str) -> Vec<String> {
+    let mut args = vec![
+        "snapshot".to_owned(),
+        "create".to_owned(),
+        "--service".to_owned(),
+        query.service.clone(),
+        "--from".to_owned(),
+        query.from.clone(),
+        "--to".to_owned(),
+        query.to.clone(),
+        "--out".to_owned(),
+        out.to_owned(),
+        "--force".to_owned(),
+        "--collector".to_owned(),
+        names::collector_flight_url(),
+    ];
+    if let Some(predicate) = &query.predicate {
+        args.extend(["--where".to_owned(), predicate.clone()]);
+    }
+    args
+}
+
+/// The snapshot volume, and the init container that fills it: `tapedeck snapshot pull` for a
+/// snapshot by id; a query not pushed yet is cut in the pod (the reconciler always pushes it
+/// first, through [`cut_job`]).
 fn snapshot_volume(replay: &Replay, names: &Names, image: &str) -> (Value, Option<Value>) {
     let source = &replay.spec.snapshot;
     if let Some(config_map) = &source.config_map {
@@ -255,44 +317,30 @@ fn snapshot_volume(replay: &Replay, names: &Names, image: &str) -> (Value, Optio
             None,
         );
     }
+    let volume = json!({"name": "snapshot", "emptyDir": {}});
+    if let Some(id) = snapshot_id(replay) {
+        let init = json!({
+            "name": "snapshot",
+            "image": image,
+            "args": ["snapshot", "pull", id, "--collector", names::collector_http_url(),
+                     "--out", SNAPSHOT_PULLED, "--force"],
+            "env": token_env(names),
+            "volumeMounts": [{"name": "snapshot", "mountPath": SNAPSHOT_DIR}],
+        });
+        return (volume, Some(init));
+    }
     if let Some(volume) = &source.volume {
         return (
             json!({"name": "snapshot", "persistentVolumeClaim": {"claimName": volume.claim_name, "readOnly": true}}),
             None,
         );
     }
-    let volume = json!({"name": "snapshot", "emptyDir": {}});
     let init = source.query.as_ref().map(|query| {
-        let mut args = vec![
-            "snapshot".to_owned(),
-            "create".to_owned(),
-            "--service".to_owned(),
-            query.service.clone(),
-            "--from".to_owned(),
-            query.from.clone(),
-            "--to".to_owned(),
-            query.to.clone(),
-            "--out".to_owned(),
-            SNAPSHOT_DIR.to_owned(),
-            "--force".to_owned(),
-            "--collector".to_owned(),
-            format!(
-                "http://{}.{}.svc.{}:{}",
-                names::COLLECTOR_SERVICE,
-                names::NAMESPACE,
-                names::CLUSTER_DOMAIN,
-                names::COLLECTOR_FLIGHT_PORT
-            ),
-        ];
-        if let Some(predicate) = &query.predicate {
-            args.extend(["--where".to_owned(), predicate.clone()]);
-        }
         json!({
             "name": "snapshot",
             "image": image,
-            "args": args,
-            "env": [{"name": "TAPEDECK_TOKEN", "valueFrom": {"secretKeyRef": {
-                "name": names.secrets(), "key": names::COLLECTOR_TOKEN_SECRET_KEY, "optional": true}}}],
+            "args": query_args(query, SNAPSHOT_DIR),
+            "env": token_env(names),
             "volumeMounts": [{"name": "snapshot", "mountPath": SNAPSHOT_DIR}],
         })
     });
@@ -301,16 +349,78 @@ fn snapshot_volume(replay: &Replay, names: &Names, image: &str) -> (Value, Optio
 
 fn snapshot_mount(replay: &Replay) -> Value {
     let mut mount = json!({"name": "snapshot", "mountPath": SNAPSHOT_DIR, "readOnly": true});
-    if let Some(path) = replay
-        .spec
-        .snapshot
-        .volume
-        .as_ref()
-        .and_then(|v| v.path.as_ref())
+    if snapshot_id(replay).is_none()
+        && let Some(path) = replay
+            .spec
+            .snapshot
+            .volume
+            .as_ref()
+            .and_then(|v| v.path.as_ref())
     {
         mount["subPath"] = json!(path.trim_start_matches('/'));
     }
     mount
+}
+
+/// The Job that pushes a `volume` or `query` snapshot to the collector, so every pod then pulls
+/// the same snapshot by id and the operator reads its hosts: for a query, an init container cuts
+/// it (`tapedeck snapshot create`) into an emptyDir; the `push` container sends it
+/// (`tapedeck snapshot push`) and writes its id to its termination message, which the operator
+/// reads. None for the sources that need no push.
+pub fn cut_job(replay: &Replay, names: &Names, image: &str, deadline_s: u64) -> Option<Value> {
+    let source = &replay.spec.snapshot;
+    if source.config_map.is_some() || source.id.is_some() {
+        return None;
+    }
+    let push = |dir: &str, mounts: Value| {
+        json!({
+            "name": "push",
+            "image": image,
+            "args": ["snapshot", "push", dir, "--collector", names::collector_http_url(),
+                     "--id-file", "/dev/termination-log"],
+            "env": token_env(names),
+            "terminationMessagePolicy": "FallbackToLogsOnError",
+            "volumeMounts": mounts,
+        })
+    };
+    let pod = if let Some(volume) = &source.volume {
+        let mut mount = json!({"name": "snapshot", "mountPath": SNAPSHOT_DIR, "readOnly": true});
+        if let Some(path) = &volume.path {
+            mount["subPath"] = json!(path.trim_start_matches('/'));
+        }
+        json!({
+            "restartPolicy": "Never",
+            "containers": [push(SNAPSHOT_DIR, json!([mount]))],
+            "volumes": [{"name": "snapshot", "persistentVolumeClaim": {
+                "claimName": volume.claim_name, "readOnly": true}}],
+        })
+    } else {
+        let query = source.query.as_ref()?;
+        let mounts = json!([{"name": "work", "mountPath": "/work"}]);
+        json!({
+            "restartPolicy": "Never",
+            "initContainers": [{
+                "name": "cut",
+                "image": image,
+                "args": query_args(query, CUT_DIR),
+                "env": token_env(names),
+                "terminationMessagePolicy": "FallbackToLogsOnError",
+                "volumeMounts": mounts,
+            }],
+            "containers": [push(CUT_DIR, mounts.clone())],
+            "volumes": [{"name": "work", "emptyDir": {}}],
+        })
+    };
+    let labels = pod_labels(names, "snapshot");
+    Some(object(
+        JOB,
+        metadata(replay, names, &names.cut(), "snapshot"),
+        json!({"spec": {
+            "backoffLimit": 0,
+            "activeDeadlineSeconds": deadline_s.max(1),
+            "template": {"metadata": {"labels": labels}, "spec": pod},
+        }}),
+    ))
 }
 
 /// The Secret with the install's redaction key and collector token, copied from the
@@ -409,7 +519,7 @@ pub fn responder_deployment(replay: &Replay, names: &Names, image: &str) -> Valu
     let mut args = vec![
         "respond".to_owned(),
         "--snapshot".to_owned(),
-        SNAPSHOT_DIR.to_owned(),
+        snapshot_path(replay).to_owned(),
         "--listen".to_owned(),
         format!("0.0.0.0:{RESPONDER_PORT}"),
         "--admin-listen".to_owned(),
@@ -596,7 +706,7 @@ pub fn run_job(replay: &Replay, names: &Names, image: &str, shards: u32, deadlin
     let mut args = vec![
         "replay".to_owned(),
         "--snapshot".to_owned(),
-        SNAPSHOT_DIR.to_owned(),
+        snapshot_path(replay).to_owned(),
         "--target".to_owned(),
         service_url(&spec.target, &names.namespace),
         "--progress".to_owned(),

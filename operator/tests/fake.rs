@@ -5,8 +5,8 @@
 //! this cluster after.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
 
 use http::{Request, Response};
 use k8s_openapi::jiff::Timestamp;
@@ -47,6 +47,79 @@ type Key = (String, String, String);
 pub(crate) struct Cluster {
     pub(crate) objects: BTreeMap<Key, Value>,
     pub(crate) events: Vec<Value>,
+    /// The collector's HTTP URL the operator is given (default: a port nothing listens on).
+    pub(crate) collector: String,
+}
+
+/// A stand-in for the collector's snapshot API (the API itself is tested against a real
+/// collector in `tapedeck-collector`'s tests): answers `GET /v1/snapshots/{id}/snapshot.json`
+/// with the `snapshot.json` of the directories it is given, 404 for any other id, and records
+/// each request's path and `authorization` header.
+pub(crate) struct FakeCollector {
+    pub(crate) url: String,
+    pub(crate) requests: Arc<Mutex<Vec<(String, String)>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FakeCollector {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl FakeCollector {
+    pub(crate) async fn start(snapshots: Vec<(String, std::path::PathBuf)>) -> FakeCollector {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let seen = requests.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if stream.read(&mut byte).await.unwrap_or(0) == 0 {
+                        break;
+                    }
+                    head.push(byte[0]);
+                }
+                let head = String::from_utf8_lossy(&head).into_owned();
+                let path = head.split(' ').nth(1).unwrap_or_default().to_owned();
+                let auth = head
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .starts_with("authorization:")
+                            .then(|| l["authorization:".len()..].trim().to_owned())
+                    })
+                    .unwrap_or_default();
+                seen.lock().unwrap().push((path.clone(), auth));
+                let found = snapshots.iter().find_map(|(id, dir)| {
+                    (path == format!("/v1/snapshots/{id}/snapshot.json"))
+                        .then(|| std::fs::read(dir.join("snapshot.json")).unwrap())
+                });
+                let (status, body) = match found {
+                    Some(body) => ("200 OK", body),
+                    None => ("404 Not Found", b"no snapshot\n".to_vec()),
+                };
+                let response = format!(
+                    "HTTP/1.1 {status}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = stream.write_all(response.as_bytes()).await;
+                let _ = stream.write_all(&body).await;
+            }
+        });
+        FakeCollector {
+            url,
+            requests,
+            task,
+        }
+    }
 }
 
 fn parse_path(path: &str) -> Option<(String, String, Option<String>, Option<String>)> {
@@ -233,6 +306,11 @@ pub(crate) async fn reconcile(
         image: "tapedeck:test".to_owned(),
         now: Box::new(move || now),
         metrics,
+        collector: if cluster.collector.is_empty() {
+            "http://127.0.0.1:9".to_owned()
+        } else {
+            cluster.collector.clone()
+        },
     });
     let run = controller::reconcile(Arc::new(replay), context);
     tokio::pin!(run);

@@ -7,7 +7,7 @@ use kube::runtime::controller::Action;
 use serde_json::{Value, json};
 use tapedeck_operator::FINALIZER;
 
-use crate::fake::{Call, Cluster, clock, reconcile};
+use crate::fake::{Call, Cluster, FakeCollector, clock, reconcile};
 
 const NS: &str = "shop";
 const NAME: &str = "orders-v2";
@@ -556,6 +556,7 @@ async fn a_timeout_ends_in_error_and_cleans_up() {
         [
             "DELETE /apis/batch/v1/namespaces/shop/jobs/orders-v2-merge",
             "DELETE /apis/batch/v1/namespaces/shop/jobs/orders-v2-run",
+            "DELETE /apis/batch/v1/namespaces/shop/jobs/orders-v2-snapshot",
             "DELETE /apis/networking.istio.io/v1/namespaces/shop/virtualservices/orders-v2-mock-0",
             "DELETE /apis/networking.istio.io/v1/namespaces/shop/virtualservices/orders-v2-mock-1",
             "DELETE /apis/networking.istio.io/v1/namespaces/shop/serviceentries/orders-v2-egress",
@@ -725,15 +726,10 @@ async fn small_loads_run_one_pod_and_rates_split_across_pods() {
 async fn invalid_replays_end_in_error_without_creating_anything() {
     for (spec_change, reason, needle) in [
         (
-            json!({"mock": {"hosts": []}, "snapshot": {"volume": {"claimName": "snaps"}}}),
+            json!({"snapshot": {"id": "orders-20261127T130000Z-0bb47efda65d",
+                "configMap": "orders-snapshot"}}),
             "InvalidSpec",
-            "list the hosts to mock in spec.mock.hosts",
-        ),
-        (
-            json!({"mock": {}, "snapshot": {"query": {"service": "orders",
-                "from": "2026-11-27T13:00:00Z", "to": "2026-11-27T14:00:00Z"}}}),
-            "InvalidSpec",
-            "cannot read the outbound hosts of a query snapshot",
+            "exactly one of id, configMap, volume, query (2 given)",
         ),
         (
             json!({"mock": {}}),
@@ -935,4 +931,402 @@ async fn the_noise_config_map_is_a_noise_file_the_generator_reads() {
     // check above would catch a rendering that anchored rules wrongly.
     let other = BTreeMap::from([("GET /users/{id}".to_owned(), 10)]);
     assert!(noise::read(&path, &other).is_err());
+}
+
+const GOLDEN_ID: &str = "orders-20261127T130000Z-0bb47efda65d";
+const COLLECTOR_HTTP: &str = "http://tapedeck-collector.tapedeck.svc.cluster.local:9464";
+
+fn golden_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../analyzer/tests/golden/shop")
+}
+
+fn token_secret(cluster: &mut Cluster) {
+    cluster.put(
+        "secrets",
+        "tapedeck",
+        "tapedeck-collector-token",
+        json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "tapedeck-collector-token", "namespace": "tapedeck"},
+            "data": {"token": "czNjcmV0LXRva2Vu"},
+        }),
+    );
+}
+
+fn strings(value: &Value) -> Vec<&str> {
+    value
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect()
+}
+
+/// The pull init container of a pod template, and the main container's --snapshot.
+fn assert_pulls(pod: &Value, id: &str) {
+    let init = &pod["initContainers"][0];
+    assert_eq!(
+        strings(&init["args"]),
+        [
+            "snapshot",
+            "pull",
+            id,
+            "--collector",
+            COLLECTOR_HTTP,
+            "--out",
+            "/snapshot/pulled",
+            "--force"
+        ]
+    );
+    assert_eq!(
+        init["env"][0]["valueFrom"]["secretKeyRef"],
+        json!({"name": "orders-v2-secrets", "key": "token", "optional": true})
+    );
+    assert_eq!(
+        init["volumeMounts"],
+        json!([{"name": "snapshot", "mountPath": "/snapshot"}])
+    );
+    assert_eq!(
+        pod["volumes"][0],
+        json!({"name": "snapshot", "emptyDir": {}})
+    );
+    let args = strings(&pod["containers"][0]["args"]);
+    let at = args.iter().position(|a| *a == "--snapshot").unwrap();
+    assert_eq!(args[at + 1], "/snapshot/pulled");
+}
+
+#[tokio::test]
+async fn a_snapshot_by_id_is_pulled_by_the_pods_and_its_hosts_come_from_the_collector() {
+    let collector = FakeCollector::start(vec![(GOLDEN_ID.to_owned(), golden_dir())]).await;
+    let mut spec = replay_spec();
+    spec["snapshot"] = json!({"id": GOLDEN_ID});
+    spec["mock"] = json!({});
+    let mut cluster = cluster(spec);
+    cluster.collector = collector.url.clone();
+    token_secret(&mut cluster);
+    reconcile(&mut cluster, NS, NAME, clock(0)).await.0.unwrap();
+    let (result, _) = reconcile(&mut cluster, NS, NAME, clock(1)).await;
+    assert_eq!(
+        result.unwrap(),
+        Action::requeue(std::time::Duration::from_secs(5))
+    );
+    // The operator asked the collector for snapshot.json, with the install's token.
+    assert_eq!(
+        collector.requests.lock().unwrap().clone(),
+        [(
+            format!("/v1/snapshots/{GOLDEN_ID}/snapshot.json"),
+            "Bearer s3cret-token".to_owned()
+        )]
+    );
+    let s = status(&cluster);
+    assert_eq!(s["phase"], "Preparing", "{s}");
+    assert_eq!(s["snapshotId"], GOLDEN_ID);
+    assert_eq!(
+        s["mockedHosts"],
+        json!(["payments.shop.svc.cluster.local:8080"])
+    );
+    let responder = cluster
+        .get("deployments", NS, "orders-v2-responder")
+        .unwrap();
+    assert_pulls(&responder["spec"]["template"]["spec"], GOLDEN_ID);
+    // The token the pull presents is the install's, copied next to the pods.
+    assert_eq!(
+        cluster.get("secrets", NS, "orders-v2-secrets").unwrap()["data"]["token"],
+        "czNjcmV0LXRva2Vu"
+    );
+    set_ready(&mut cluster, "orders-v2-responder");
+    reconcile(&mut cluster, NS, NAME, clock(10))
+        .await
+        .0
+        .unwrap();
+    let job = cluster.get("jobs", NS, "orders-v2-run").unwrap();
+    assert_pulls(&job["spec"]["template"]["spec"], GOLDEN_ID);
+
+    // An id the collector does not have: Error, nothing created.
+    let mut spec = replay_spec();
+    spec["snapshot"] = json!({"id": "orders-20261127T130000Z-000000000000"});
+    spec["mock"] = json!({});
+    let mut cluster = self::cluster(spec);
+    cluster.collector = collector.url.clone();
+    reconcile(&mut cluster, NS, NAME, clock(0)).await.0.unwrap();
+    reconcile(&mut cluster, NS, NAME, clock(1)).await.0.unwrap();
+    let s = status(&cluster);
+    assert_eq!(s["phase"], "Error");
+    assert_eq!(condition(&s, "Finished")["reason"], "SnapshotNotFound");
+    assert!(
+        s["message"].as_str().unwrap().contains("has no snapshot"),
+        "{s}"
+    );
+    assert!(children(&cluster).is_empty());
+
+    // No collector answering: the reconcile fails (and is retried), the phase stays.
+    let mut spec = replay_spec();
+    spec["snapshot"] = json!({"id": GOLDEN_ID});
+    spec["mock"] = json!({});
+    let mut cluster = self::cluster(spec);
+    reconcile(&mut cluster, NS, NAME, clock(0)).await.0.unwrap();
+    let (result, _) = reconcile(&mut cluster, NS, NAME, clock(1)).await;
+    let error = result.unwrap_err().to_string();
+    assert!(error.contains("collector"), "{error}");
+    assert!(
+        status(&cluster).get("phase").is_none_or(|p| p.is_null()),
+        "{}",
+        status(&cluster)
+    );
+    assert!(children(&cluster).is_empty());
+}
+
+fn cut_pod(cluster: &mut Cluster, init_message: Option<&str>, push_message: &str) {
+    let terminated = |name: &str, code: i32, message: &str| {
+        json!({"name": name, "image": "tapedeck:test", "imageID": "", "ready": false,
+            "restartCount": 0, "state": {"terminated": {"exitCode": code, "message": message}}})
+    };
+    let mut status = json!({"containerStatuses": [terminated("push", 0, push_message)]});
+    if let Some(message) = init_message {
+        status = json!({"initContainerStatuses": [terminated("cut", 1, message)]});
+    }
+    cluster.put(
+        "pods",
+        NS,
+        "orders-v2-snapshot-q8z2x",
+        json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "orders-v2-snapshot-q8z2x", "namespace": NS,
+                         "labels": {"batch.kubernetes.io/job-name": "orders-v2-snapshot"}},
+            "status": status,
+        }),
+    );
+}
+
+#[tokio::test]
+async fn a_query_snapshot_is_cut_once_by_a_job_then_replayed_by_id() {
+    let collector = FakeCollector::start(vec![(GOLDEN_ID.to_owned(), golden_dir())]).await;
+    let query = json!({"query": {"service": "orders", "from": "2026-11-27T13:00:00Z",
+        "to": "2026-11-27T14:00:00Z", "where": "status < 500"}});
+    let mut spec = replay_spec();
+    spec["snapshot"] = query.clone();
+    spec["mock"] = json!({});
+    let mut cluster = cluster(spec);
+    cluster.collector = collector.url.clone();
+    token_secret(&mut cluster);
+    reconcile(&mut cluster, NS, NAME, clock(0)).await.0.unwrap();
+
+    // Pending → Cutting: the Secret, then the cut Job.
+    let (result, calls) = reconcile(&mut cluster, NS, NAME, clock(1)).await;
+    assert_eq!(
+        result.unwrap(),
+        Action::requeue(std::time::Duration::from_secs(5))
+    );
+    assert_eq!(
+        writes(&calls),
+        [
+            "PATCH /api/v1/namespaces/shop/secrets/orders-v2-secrets".to_owned(),
+            "PATCH /apis/batch/v1/namespaces/shop/jobs/orders-v2-snapshot".to_owned(),
+            format!("PATCH {REPLAYS}/status"),
+        ]
+    );
+    let s = status(&cluster);
+    assert_eq!(s["phase"], "Cutting");
+    assert_eq!(s["startTime"], clock(1).to_string());
+    let job = cluster.get("jobs", NS, "orders-v2-snapshot").unwrap();
+    assert_eq!(job["metadata"]["ownerReferences"][0]["uid"], "uid-replay");
+    assert_eq!(job["spec"]["backoffLimit"], 0);
+    assert_eq!(job["spec"]["activeDeadlineSeconds"], 1800);
+    let pod = &job["spec"]["template"]["spec"];
+    assert_eq!(
+        strings(&pod["initContainers"][0]["args"]),
+        [
+            "snapshot",
+            "create",
+            "--service",
+            "orders",
+            "--from",
+            "2026-11-27T13:00:00Z",
+            "--to",
+            "2026-11-27T14:00:00Z",
+            "--out",
+            "/work/snapshot",
+            "--force",
+            "--collector",
+            "http://tapedeck-collector.tapedeck.svc.cluster.local:9091",
+            "--where",
+            "status < 500",
+        ]
+    );
+    let push = &pod["containers"][0];
+    assert_eq!(
+        strings(&push["args"]),
+        [
+            "snapshot",
+            "push",
+            "/work/snapshot",
+            "--collector",
+            COLLECTOR_HTTP,
+            "--id-file",
+            "/dev/termination-log",
+        ]
+    );
+    assert_eq!(push["terminationMessagePolicy"], "FallbackToLogsOnError");
+    assert_eq!(pod["volumes"], json!([{"name": "work", "emptyDir": {}}]));
+    assert!(
+        collector.requests.lock().unwrap().is_empty(),
+        "nothing read yet"
+    );
+
+    // The Job runs: only reads.
+    let (_, calls) = reconcile(&mut cluster, NS, NAME, clock(5)).await;
+    assert_eq!(writes(&calls), Vec::<String>::new());
+    // A restarted operator that finds the Job gone applies it again.
+    cluster
+        .objects
+        .remove(&("jobs".into(), NS.into(), "orders-v2-snapshot".into()));
+    let (_, calls) = reconcile(&mut cluster, NS, NAME, clock(6)).await;
+    assert_eq!(
+        writes(&calls),
+        ["PATCH /apis/batch/v1/namespaces/shop/jobs/orders-v2-snapshot"]
+    );
+
+    // Pushed: the id from the push container's termination message goes to the status.
+    finish_job(&mut cluster, "orders-v2-snapshot", "Complete", 1);
+    cut_pod(&mut cluster, None, &format!("{GOLDEN_ID}\n"));
+    let (result, calls) = reconcile(&mut cluster, NS, NAME, clock(20)).await;
+    assert_eq!(result.unwrap(), Action::requeue(std::time::Duration::ZERO));
+    assert_eq!(writes(&calls), [format!("PATCH {REPLAYS}/status")]);
+    let s = status(&cluster);
+    assert_eq!(
+        (s["phase"].as_str(), s["snapshotId"].as_str()),
+        (Some("Cutting"), Some(GOLDEN_ID))
+    );
+    assert_eq!(condition(&s, "SnapshotPushed")["status"], "True");
+
+    // Then as for an id: hosts from the collector, pods pulling it; the start time is kept.
+    reconcile(&mut cluster, NS, NAME, clock(21))
+        .await
+        .0
+        .unwrap();
+    let s = status(&cluster);
+    assert_eq!(s["phase"], "Preparing", "{s}");
+    assert_eq!(s["startTime"], clock(1).to_string());
+    assert_eq!(
+        s["mockedHosts"],
+        json!(["payments.shop.svc.cluster.local:8080"])
+    );
+    assert_eq!(collector.requests.lock().unwrap().len(), 1);
+    let responder = cluster
+        .get("deployments", NS, "orders-v2-responder")
+        .unwrap();
+    assert_pulls(&responder["spec"]["template"]["spec"], GOLDEN_ID);
+
+    // Deleting the replay removes the cut Job with the rest.
+    let replay = cluster.get_mut("replays", NS, NAME).unwrap();
+    replay["metadata"]["deletionTimestamp"] = json!(clock(30).to_string());
+    reconcile(&mut cluster, NS, NAME, clock(30))
+        .await
+        .0
+        .unwrap();
+    assert!(cluster.get("jobs", NS, "orders-v2-snapshot").is_none());
+    assert_eq!(
+        children(&cluster),
+        [(
+            "persistentvolumeclaims".to_owned(),
+            "orders-v2-report".to_owned()
+        )]
+    );
+
+    // A cut that fails: Error with the cut's own words, everything removed.
+    let mut spec = replay_spec();
+    spec["snapshot"] = query;
+    spec["mock"] = json!({});
+    let mut cluster = self::cluster(spec);
+    cluster.collector = collector.url.clone();
+    reconcile(&mut cluster, NS, NAME, clock(0)).await.0.unwrap();
+    reconcile(&mut cluster, NS, NAME, clock(1)).await.0.unwrap();
+    finish_job(&mut cluster, "orders-v2-snapshot", "Failed", 0);
+    cut_pod(
+        &mut cluster,
+        Some("error: no exchanges of service \"orders\" match"),
+        "",
+    );
+    reconcile(&mut cluster, NS, NAME, clock(20))
+        .await
+        .0
+        .unwrap();
+    let s = status(&cluster);
+    assert_eq!(s["phase"], "Error");
+    assert_eq!(condition(&s, "Finished")["reason"], "SnapshotCutFailed");
+    assert!(
+        s["message"]
+            .as_str()
+            .unwrap()
+            .contains("no exchanges of service"),
+        "{s}"
+    );
+    assert!(children(&cluster).is_empty(), "{:?}", children(&cluster));
+}
+
+#[test]
+fn a_volume_snapshot_is_pushed_from_the_claim() {
+    let mut replay: tapedeck_operator::Replay = serde_json::from_value(json!({
+        "apiVersion": "tapedeck.dev/v1alpha1", "kind": "Replay",
+        "metadata": {"name": NAME, "namespace": NS, "uid": "uid-replay"},
+        "spec": replay_spec(),
+    }))
+    .unwrap();
+    replay.spec.snapshot =
+        serde_json::from_value(json!({"volume": {"claimName": "snaps", "path": "/orders"}}))
+            .unwrap();
+    let names = tapedeck_operator::objects::Names::of(&replay).unwrap();
+    let job = tapedeck_operator::objects::cut_job(&replay, &names, "tapedeck:test", 60).unwrap();
+    let pod = &job["spec"]["template"]["spec"];
+    assert!(pod.get("initContainers").is_none());
+    assert_eq!(
+        strings(&pod["containers"][0]["args"]),
+        [
+            "snapshot",
+            "push",
+            "/snapshot",
+            "--collector",
+            COLLECTOR_HTTP,
+            "--id-file",
+            "/dev/termination-log"
+        ]
+    );
+    assert_eq!(
+        pod["containers"][0]["volumeMounts"],
+        json!([{"name": "snapshot", "mountPath": "/snapshot", "readOnly": true, "subPath": "orders"}])
+    );
+    assert_eq!(
+        pod["volumes"],
+        json!([{"name": "snapshot", "persistentVolumeClaim": {"claimName": "snaps", "readOnly": true}}])
+    );
+    // Once pushed, the pods pull it by id rather than mount the claim.
+    replay.status = Some(tapedeck_operator::ReplayStatus {
+        snapshot_id: Some(GOLDEN_ID.to_owned()),
+        ..Default::default()
+    });
+    let responder =
+        tapedeck_operator::objects::responder_deployment(&replay, &names, "tapedeck:test");
+    assert_pulls(&responder["spec"]["template"]["spec"], GOLDEN_ID);
+    assert_eq!(
+        responder["spec"]["template"]["spec"]["containers"][0]["volumeMounts"],
+        json!([{"name": "snapshot", "mountPath": "/snapshot", "readOnly": true}])
+    );
+    // The sources that need no push get no Job.
+    replay.spec.snapshot = serde_json::from_value(json!({"id": GOLDEN_ID})).unwrap();
+    assert!(tapedeck_operator::objects::cut_job(&replay, &names, "t", 60).is_none());
+}
+
+#[test]
+fn the_operators_collector_is_the_installs_by_default() {
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: tapedeck_operator::OperatorArgs,
+    }
+    let cli = <Cli as clap::Parser>::try_parse_from(["operator"]).unwrap();
+    assert_eq!(
+        cli.args.collector,
+        tapedeck_operator::names::collector_http_url()
+    );
+    assert_eq!(cli.args.collector, COLLECTOR_HTTP);
 }

@@ -252,6 +252,18 @@ fn rendered() -> Vec<Value> {
         &names,
         "tapedeck:test",
     ));
+    // The cut Job that pushes it to the collector, and the pods once it has an id.
+    all.push(objects::cut_job(&replay, &names, "tapedeck:test", 1800).expect("a query is cut"));
+    replay.status = Some(tapedeck_operator::ReplayStatus {
+        snapshot_id: Some("orders-20261127T130000Z-0bb47efda65d".to_owned()),
+        ..Default::default()
+    });
+    all.push(objects::responder_deployment(
+        &replay,
+        &names,
+        "tapedeck:test",
+    ));
+    all.push(objects::run_job(&replay, &names, "tapedeck:test", 4, 1800));
     all
 }
 
@@ -266,8 +278,8 @@ fn rendered_kubernetes_objects_validate() {
         seen += 1;
     }
     assert_eq!(
-        seen, 8,
-        "Secret, ConfigMap, claim, 2 responder Deployments, Service, 2 Jobs"
+        seen, 11,
+        "Secret, ConfigMap, claim, 3 responder Deployments, Service, 4 Jobs"
     );
 }
 

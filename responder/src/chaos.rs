@@ -104,6 +104,11 @@ pub enum Fault {
     },
 }
 
+/// The largest latency value of a rule, ms (a day).
+pub const MAX_LATENCY_MS: f64 = 86_400_000.0;
+/// The largest `recorded_factor`.
+pub const MAX_RECORDED_FACTOR: f64 = 1_000.0;
+
 /// An added latency: exactly one of its fields.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(try_from = "LatencyFields", into = "LatencyFields")]
@@ -172,6 +177,16 @@ impl TryFrom<LatencyFields> for Latency {
         };
         if values.iter().any(|v| !v.is_finite() || *v < 0.0) {
             return Err("latency values must be finite and not negative".to_owned());
+        }
+        // A planned latency is a `Duration`; far larger values would not fit one.
+        let limit = match out.first() {
+            Some(Latency::Recorded(_)) => MAX_RECORDED_FACTOR,
+            _ => MAX_LATENCY_MS,
+        };
+        if let Some(v) = values.iter().find(|v| **v > limit) {
+            return Err(format!(
+                "latency value {v} is above {limit} (a day in ms; {MAX_RECORDED_FACTOR} for recorded_factor)"
+            ));
         }
         match (out.len(), out.pop()) {
             (1, Some(latency)) => Ok(latency),
@@ -509,7 +524,8 @@ impl Chaos {
                             }
                         }
                     };
-                    plan.latency += Duration::from_secs_f64(ms / 1000.0);
+                    let added = Duration::try_from_secs_f64(ms / 1000.0).unwrap_or(Duration::MAX);
+                    plan.latency = plan.latency.saturating_add(added);
                     latency_ms = Some(ms);
                 }
                 other => {

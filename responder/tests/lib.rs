@@ -3,6 +3,7 @@
 
 mod chaos;
 mod explain;
+mod fuzz_smoke;
 mod grpc;
 mod matching;
 mod memory;

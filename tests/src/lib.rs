@@ -6,6 +6,8 @@
 //! [`tapedeck_local::find_filter_wasm`]; when either is missing, starting a rig fails (tests fail,
 //! they do not skip).
 
+pub mod soak;
+
 use anyhow::{Context as _, Result, ensure};
 use bytes::Bytes;
 use http::{HeaderMap, Request};
@@ -87,6 +89,8 @@ pub struct RigBuilder {
     collector: Collector,
     outbound: bool,
     filter: bool,
+    wasm: Option<std::path::PathBuf>,
+    wasm_config: Option<Value>,
     options: EnvoyOptions,
 }
 
@@ -97,6 +101,8 @@ impl Default for RigBuilder {
             collector: Collector::Sink(SinkMode::Accept),
             outbound: false,
             filter: true,
+            wasm: None,
+            wasm_config: None,
             options: EnvoyOptions::default(),
         }
     }
@@ -138,6 +144,19 @@ impl RigBuilder {
         self
     }
 
+    /// Loads the filter from `wasm` instead of the built `filter.wasm`.
+    pub fn wasm(mut self, wasm: impl Into<std::path::PathBuf>) -> Self {
+        self.wasm = Some(wasm.into());
+        self
+    }
+
+    /// Merges `overrides` into every Wasm filter's `PluginConfig` (for example
+    /// `{"failure_policy": "FAIL_CLOSED"}` or a `reload_config`), over the bootstrap's own.
+    pub fn wasm_config(mut self, overrides: Value) -> Self {
+        self.wasm_config = Some(overrides);
+        self
+    }
+
     /// Sets Envoy's worker count.
     pub fn concurrency(mut self, workers: usize) -> Self {
         self.options.concurrency = workers;
@@ -165,9 +184,18 @@ impl RigBuilder {
             );
         }
         if self.filter {
-            bootstrap = bootstrap.filter(tapedeck_local::find_filter_wasm()?, self.plugin.clone());
+            let wasm = match &self.wasm {
+                Some(wasm) => wasm.clone(),
+                None => tapedeck_local::find_filter_wasm()?,
+            };
+            bootstrap = bootstrap.filter(wasm, self.plugin.clone());
         }
-        Ok(bootstrap.render())
+        let Some(overrides) = &self.wasm_config else {
+            return Ok(bootstrap.render());
+        };
+        let mut value = bootstrap.to_value();
+        merge_wasm_config(&mut value, overrides);
+        Ok(serde_json::to_string_pretty(&value)?)
     }
 
     /// Starts the sink, the sample service (and its dependency), then Envoy.
@@ -248,6 +276,22 @@ impl RigBuilder {
                 .build_http(),
             _stop: stop,
         })
+    }
+}
+
+/// Merges `overrides` into every Wasm `PluginConfig` (an object with a `vm_config`) in `value`.
+fn merge_wasm_config(value: &mut Value, overrides: &Value) {
+    match value {
+        Value::Object(map) if map.contains_key("vm_config") => {
+            merge(value, overrides.clone());
+        }
+        Value::Object(map) => map
+            .values_mut()
+            .for_each(|field| merge_wasm_config(field, overrides)),
+        Value::Array(items) => items
+            .iter_mut()
+            .for_each(|item| merge_wasm_config(item, overrides)),
+        _ => {}
     }
 }
 

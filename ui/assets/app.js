@@ -20,7 +20,7 @@ const el = (tag, attrs = {}, ...children) => {
 const state = {
   view: "explore", q: "", from: "", to: "", id: "", t: "", snapshot: "",
   rows: [], next: null, selected: -1, live: false, columns: [], functions: [],
-  snapshotsWritable: false,
+  snapshotsWritable: false, report: "", noiseFile: null,
 };
 
 // ---- URL <-> state -------------------------------------------------------------------------
@@ -33,6 +33,7 @@ function readUrl() {
   state.id = p.get("id") || "";
   state.t = p.get("t") || "";
   state.snapshot = p.get("snapshot") || "";
+  state.report = p.get("report") || "";
 }
 function writeUrl(push) {
   const p = new URLSearchParams();
@@ -42,6 +43,7 @@ function writeUrl(push) {
   if (state.to) p.set("to", state.to);
   if (state.view === "explore" && state.id) { p.set("id", state.id); if (state.t) p.set("t", state.t); }
   if (state.view === "snapshots" && state.snapshot) p.set("snapshot", state.snapshot);
+  if (state.view === "replays" && state.report !== "") p.set("report", state.report);
   const url = "?" + p.toString();
   if (url !== location.search) (push ? history.pushState : history.replaceState).call(history, null, "", url);
 }
@@ -507,6 +509,141 @@ async function cutSnapshot(event) {
   } catch (error) { status.textContent = ""; showError(error); }
 }
 
+// ---- replays -------------------------------------------------------------------------------
+const VERDICT_CLASS = { pass: "s2", fail: "s5", inconclusive: "s4" };
+const verdictBadge = (v, id) => el("span", { class: `verdict ${VERDICT_CLASS[v] || ""}`, id, "data-verdict": v }, String(v || "?").toUpperCase());
+const pct = (x) => (x === null || x === undefined) ? "" : `${(x * 100).toFixed(2)} %`;
+const num = (x, d = 2) => (x === null || x === undefined || Number.isNaN(x)) ? "" : Number(x).toFixed(d);
+const cell = (v) => v === null || v === undefined ? el("span", { class: "muted" }, "absent") : el("code", {}, v);
+
+async function loadReports() {
+  const data = await api("api/reports");
+  state.noiseFile = data.noise;
+  $("#replays-readonly").hidden = !!data.noise;
+  $("#report-list").replaceChildren(...data.reports.map((r) => el("li", {},
+    el("a", { href: `?view=replays&report=${r.index}`, "data-report": r.index,
+      "aria-current": String(r.index) === state.report ? "true" : null,
+      onclick: (e) => { e.preventDefault(); state.report = String(r.index); writeUrl(true); loadReports().catch(showError); } },
+    r.error ? `${r.dir}: ${r.error}` : [verdictBadge(r.verdict), ` ${r.dir}`, el("div", { class: "muted" }, `${r.started ?? ""}, ${r.requests ?? "?"} requests`)]))));
+  if (!data.reports.length) $("#report").replaceChildren(el("p", { class: "muted" }, "No reports: start `tapedeck ui --report DIR` (a `tapedeck replay --report DIR` directory)."));
+  else if (state.report !== "") await loadReport();
+}
+
+async function loadReport(message) {
+  renderReport(await api(`api/reports/${encodeURIComponent(state.report)}`), message);
+}
+
+// As the gate writes them: a relative change in %, an error-rate difference in points.
+const change = (x, unit) => x === null || x === undefined ? "" : unit === "pp"
+  ? `${x >= 0 ? "+" : ""}${(x * 100).toFixed(2)}pp` : `${x >= 0 ? "+" : ""}${(x * 100).toFixed(1)}%`;
+
+function gateTable(goal) {
+  const rows = [goal.overall, ...goal.endpoints.filter((r) => r.endpoint !== goal.overall.endpoint)];
+  const unit = goal.goal.metric === "errors" ? "pp" : goal.goal.metric === "rps" ? "/s" : "ms";
+  return el("table", { class: "rules gate" },
+    el("thead", {}, el("tr", {}, ["row", "verdict", `baseline`, `candidate`, "change", "interval", "n", "test", "p", "holm", ""].map((h) => el("th", {}, h)))),
+    el("tbody", {}, rows.map((r) => el("tr", { "data-row": r.endpoint },
+      el("td", {}, r.endpoint), el("td", {}, verdictBadge(r.verdict)),
+      el("td", {}, `${num(r.baseline, 3)} ${unit === "pp" ? "" : unit}`), el("td", {}, `${num(r.candidate, 3)} ${unit === "pp" ? "" : unit}`),
+      el("td", {}, change(r.estimate, unit)),
+      el("td", {}, r.interval ? `[${change(r.interval[0], unit)}, ${change(r.interval[1], unit)}]` : ""),
+      el("td", {}, r.n), el("td", {}, r.test || ""), el("td", {}, r.p_value === null ? "" : num(r.p_value, 3)),
+      el("td", {}, r.p_adjusted === null || r.p_adjusted === undefined ? "" : num(r.p_adjusted, 3)),
+      el("td", { class: "muted small" }, r.reason || "")))));
+}
+
+function distributionView(d) {
+  const labels = d.quantiles.map((q) => q === 0 ? "min" : q === 1 ? "max" : `p${+(q * 100).toFixed(1)}`);
+  const top = Math.max(1e-9, ...d.baseline, ...d.candidate);
+  const bar = (v, cls) => el("span", { class: `bar ${cls}`, style: `width:${Math.max(1, (v / top) * 100).toFixed(1)}%` });
+  return el("figure", { class: "dist", "data-endpoint": d.endpoint },
+    el("figcaption", {}, d.endpoint === "*" ? "all requests" : d.endpoint, " ", d.verdict ? verdictBadge(d.verdict) : null),
+    el("table", { class: "rules" },
+      el("thead", {}, el("tr", {}, el("th", {}, "quantile"), el("th", {}, "baseline (ms)"), el("th", {}, "candidate (ms)"))),
+      el("tbody", {}, labels.map((label, i) => el("tr", {},
+        el("td", {}, label),
+        el("td", { class: "barcell" }, bar(d.baseline[i], "base"), el("span", {}, num(d.baseline[i]))),
+        el("td", { class: "barcell" }, bar(d.candidate[i], "cand"), el("span", {}, num(d.candidate[i]))))))));
+}
+
+function renderReport(data, message) {
+  const r = data.report;
+  const now = data.recomputed;
+  const writable = !!data.noise && !!data.fields;
+  const inFile = new Set((data.noise_rules || []).map((x) => `${x.endpoint}\u0000${x.field}`));
+  const three = now ? now.three_way : r.three_way || [];
+  const diffs = now ? now.diffs : r.diffs || [];
+  const rules = now ? now.rules : (r.noise && r.noise.rules) || [];
+  const slo = now ? now.slo : r.slo;
+  const markButton = (endpoint, f) => {
+    const key = `${endpoint}\u0000${f.field}`;
+    if (f.outcome === "differs" && !f.deterministic) {
+      return el("button", { type: "button", class: "mark", disabled: !writable, "data-field": f.field,
+        "aria-label": `mark ${f.field} of ${endpoint} as noise`, onclick: () => markNoise(endpoint, f.field, true) }, "mark as noise");
+    }
+    if (f.outcome === "noise" && inFile.has(key)) {
+      return el("button", { type: "button", class: "unmark", disabled: !writable, "data-field": f.field,
+        "aria-label": `remove the noise rule for ${f.field} of ${endpoint}`, onclick: () => markNoise(endpoint, f.field, false) }, "unmark");
+    }
+    return f.deterministic ? el("span", { class: "muted", title: "the recorded value came from the mocks: never noise" }, "from mocks") : null;
+  };
+  $("#report").replaceChildren(...[
+    el("h2", {}, data.dir, " ", el("span", { class: "muted" }, `snapshot ${r.snapshot.id}, ${r.started}, ${r.overall.requests} requests`)),
+    el("div", { class: "verdicts" },
+      el("div", {}, "verdict in the report: ", verdictBadge(r.verdict, "verdict-report")),
+      now ? el("div", {}, `with the noise rules of ${data.noise}: `, verdictBadge(now.verdict, "verdict-now"),
+        el("span", { class: "muted" }, ` (${now.overall_diffs} of ${r.overall.requests} responses differ; recomputed by the generator)`)) : null,
+      data.noise_error ? el("div", { class: "problems", id: "noise-error" }, `${data.noise}: ${data.noise_error}`) : null,
+      data.recompute_error ? el("div", { class: "muted" }, data.recompute_error) : null),
+    message ? el("div", { id: "noise-message", role: "status" }, message) : null,
+    r.gate ? el("section", { id: "gate" }, el("h3", {}, "Gate (baseline vs candidate)"),
+      r.gate.goals.map((g) => el("div", { class: "goal", "data-goal": g.goal.text },
+        el("h4", {}, g.goal.text, " ", verdictBadge(g.verdict)),
+        el("pre", { class: "lines" }, [g.overall, ...g.endpoints.filter((x) => x.endpoint !== "overall")].map((x) => x.text).join("\n")),
+        gateTable(g)))) : null,
+    slo && slo.goals.length ? el("section", { id: "slo" }, el("h3", {}, "Goals (--slo) ", verdictBadge(slo.verdict)),
+      el("table", { class: "rules" }, el("tbody", {}, slo.goals.map((g) => el("tr", { "data-goal": g.goal },
+        el("td", {}, g.goal), el("td", {}, g.measured), el("td", {}, verdictBadge(g.pass ? "pass" : "fail"))))))) : null,
+    (r.distributions || []).length ? el("section", { id: "distributions" }, el("h3", {}, "Latency: baseline and candidate"),
+      el("div", { class: "dists" }, r.distributions.map(distributionView))) : null,
+    el("section", { id: "diffs" }, el("h3", {}, `Differences left (${diffs.length} fields)`),
+      diffs.length ? el("table", { class: "rules" },
+        el("thead", {}, el("tr", {}, ["endpoint", "field", "responses", "from mocks", "compared as", ""].map((h) => el("th", {}, h)))),
+        el("tbody", {}, diffs.map((g) => el("tr", { "data-field": g.field },
+          el("td", {}, g.endpoint), el("td", {}, el("code", {}, g.field)), el("td", {}, g.count), el("td", {}, g.deterministic),
+          el("td", {}, g.comparator), el("td", {}, markButton(g.endpoint, { field: g.field, outcome: g.count > g.deterministic ? "differs" : "", deterministic: false }))))))
+        : el("p", { class: "muted" }, "none")),
+    el("section", { id: "three-way" }, el("h3", {}, "Differing requests: recorded, baseline, candidate"),
+      three.map((t) => el("div", { class: "three", "data-line": t.line },
+        el("h4", {}, `${t.endpoint} `, el("span", { class: "muted" }, `inbound.jsonl line ${t.line}, copy ${t.copy}, iteration ${t.iteration}`)),
+        el("table", { class: "rules threeway" },
+          el("thead", {}, el("tr", {}, ["field", "recorded", "baseline", "candidate", "outcome", "decided by", ""].map((h) => el("th", {}, h)))),
+          el("tbody", {}, t.fields.map((f) => el("tr", { "data-field": f.field, "data-outcome": f.outcome, class: `o-${f.outcome}` },
+            el("td", {}, el("code", {}, f.field)), el("td", {}, cell(f.recorded)),
+            el("td", {}, f.baseline === undefined ? el("span", { class: "muted" }, "-") : cell(f.baseline)),
+            el("td", {}, cell(f.candidate)), el("td", {}, f.outcome), el("td", {}, f.by || "exact"),
+            el("td", {}, markButton(t.endpoint, f))))))))),
+    el("section", { id: "noise-rules" }, el("h3", {}, "Noise rules"),
+      rules.length ? el("table", { class: "rules" },
+        el("thead", {}, el("tr", {}, ["endpoint", "field", "source", "rate here", "applied", "why", "silenced"].map((h) => el("th", {}, h)))),
+        el("tbody", {}, rules.map((x) => el("tr", { "data-field": x.field },
+          el("td", {}, x.endpoint), el("td", {}, el("code", {}, x.field)), el("td", {}, x.source), el("td", {}, pct(x.rate)),
+          el("td", {}, x.applied ? "yes" : "no"), el("td", {}, x.why), el("td", {}, x.suppressed)))))
+        : el("p", { class: "muted" }, "none")),
+  ].filter(Boolean));
+}
+
+async function markNoise(endpoint, field, add) {
+  try {
+    const data = await api(`api/reports/${encodeURIComponent(state.report)}/noise`, {
+      method: add ? "POST" : "DELETE", headers: { "content-type": "application/json" }, body: JSON.stringify({ endpoint, field }) });
+    const verdict = data.recomputed ? data.recomputed.verdict : "?";
+    renderReport(data, `${add ? "added" : "removed"} the noise rule ${endpoint} ${field} in ${data.noise}; verdict now ${verdict}`);
+    const again = $(`#three-way button[data-field="${CSS.escape(field)}"]`);
+    if (again) again.focus();
+  } catch (error) { showError(error); }
+}
+
 // ---- views ---------------------------------------------------------------------------------
 async function apply(push) {
   showError(null);
@@ -519,7 +656,8 @@ async function apply(push) {
 }
 
 async function render() {
-  for (const v of ["explore", "map", "snapshots"]) {
+  $("#filter-form").hidden = state.view === "replays";
+  for (const v of ["explore", "map", "snapshots", "replays"]) {
     $(`#view-${v}`).hidden = v !== state.view;
     const link = $(`#nav-${v}`);
     if (v === state.view) link.setAttribute("aria-current", "page"); else link.removeAttribute("aria-current");
@@ -527,6 +665,7 @@ async function render() {
   if (state.view === "explore") { await loadRows(); await loadDetail(); }
   else if (state.view === "map") await loadMap();
   else if (state.view === "snapshots") await loadSnapshots();
+  else if (state.view === "replays") await loadReports();
 }
 
 function syncInputs() {
@@ -567,7 +706,9 @@ async function main() {
   });
   try {
     const [info, cols] = await Promise.all([api("api/info"), api("api/columns")]);
-    $("#source").textContent = `reading ${info.source}${info.snapshots ? `; snapshots in ${info.snapshots}` : "; read-only"}`;
+    $("#source").textContent = `reading ${info.source}${info.snapshots ? `; snapshots in ${info.snapshots}` : "; read-only"}${info.reports ? `; ${info.reports} replay report(s)` : ""}`;
+    if (!info.traffic && !new URLSearchParams(location.search).get("view")) { state.view = "replays"; if (info.reports) state.report = state.report || "0"; writeUrl(false); }
+    if (!info.traffic) { for (const v of ["explore", "map", "snapshots"]) $(`#nav-${v}`).hidden = true; }
     state.columns = cols.columns; state.functions = cols.functions;
   } catch (error) { showError(error); }
   try { await render(); } catch (error) { showError(error); }

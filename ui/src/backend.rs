@@ -31,6 +31,8 @@ enum Kind {
         address: String,
         token: Option<String>,
     },
+    /// No traffic to read (`tapedeck ui --report DIR` alone): only the replay pages work.
+    Nothing,
 }
 
 /// A query that failed, with a message for the page.
@@ -61,11 +63,32 @@ impl Backend {
         }
     }
 
+    /// No traffic source: every query answers that none was given.
+    pub fn nothing() -> Self {
+        Self {
+            kind: Kind::Nothing,
+        }
+    }
+
     /// Where the rows come from, for the page and messages.
     pub fn describe(&self) -> String {
         match &self.kind {
             Kind::Offline { describe, .. } => describe.clone(),
             Kind::Remote { address, .. } => format!("the collector at {address}"),
+            Kind::Nothing => "no traffic (replay reports only)".to_owned(),
+        }
+    }
+
+    /// Whether there is traffic to query (not [`Backend::nothing`]).
+    pub fn has_traffic(&self) -> bool {
+        !matches!(self.kind, Kind::Nothing)
+    }
+
+    fn nothing_to_query() -> QueryFailed {
+        QueryFailed {
+            message: "no traffic to query: start `tapedeck ui` with --data DIR or --collector URL"
+                .to_owned(),
+            user_error: true,
         }
     }
 
@@ -101,6 +124,7 @@ impl Backend {
                         }
                     })
             }
+            Kind::Nothing => Err(Self::nothing_to_query()),
         }
     }
 
@@ -118,7 +142,7 @@ impl Backend {
                         message: error.to_string(),
                     })
             }
-            Kind::Remote { .. } => self.query(sql).await.map(|_| ()),
+            Kind::Remote { .. } | Kind::Nothing => self.query(sql).await.map(|_| ()),
         }
     }
 }

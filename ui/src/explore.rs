@@ -47,6 +47,9 @@ pub(crate) async fn info(State(ui): State<Arc<Ui>>) -> Response {
         "version": env!("CARGO_PKG_VERSION"),
         "source": ui.backend.describe(),
         "snapshots": ui.snapshots.as_ref().map(|d| d.display().to_string()),
+        "reports": ui.reports.len(),
+        "noise": ui.noise.as_ref().map(|p| p.display().to_string()),
+        "traffic": ui.backend.has_traffic(),
     }))
 }
 

@@ -9,8 +9,15 @@
 //! Filters are SQL predicates on `exchanges`, accepted only when they parse as one expression,
 //! and the statement built around them passes the collector's read-only guard.
 //!
-//! Reads only, unless `--snapshots DIR` is given: then snapshots can be cut into DIR and the
-//! token rules of the snapshots in DIR edited (written back through the analyzer and validated).
+//! Replay reports (`--report DIR`, repeatable) show the verdict per goal with its statistics, the
+//! latency distributions of baseline and candidate, and the three-way view of differing
+//! requests; with `--noise FILE`, a field can be marked as noise: an anchored rule is written
+//! into FILE through the generator's noise module and the verdict decided again by the
+//! generator on the run's differences.
+//!
+//! Reads only, unless `--snapshots DIR` or `--noise FILE` is given: then snapshots can be cut
+//! into DIR and the token rules of the snapshots in DIR edited (written back through the
+//! analyzer and validated), and noise rules written into FILE.
 
 #![warn(missing_docs)]
 
@@ -18,6 +25,7 @@ pub mod assets;
 pub mod backend;
 mod explore;
 mod map;
+mod reports;
 mod snapshots;
 pub mod sql;
 
@@ -27,8 +35,8 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, put};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post, put};
 
 pub use backend::Backend;
 
@@ -85,6 +93,24 @@ pub struct UiArgs {
     #[arg(long, env = "TAPEDECK_UI_SNAPSHOTS", value_name = "DIR")]
     pub snapshots: Option<PathBuf>,
 
+    /// A replay report directory (`tapedeck replay --report DIR`) to show on the Replays page;
+    /// repeat, or separate with commas, for several. With reports only (no --collector and no
+    /// data directory), the page shows just them.
+    #[arg(
+        long = "report",
+        env = "TAPEDECK_UI_REPORT",
+        value_name = "DIR",
+        value_delimiter = ','
+    )]
+    pub reports: Vec<PathBuf>,
+
+    /// A noise file (the format of `tapedeck replay --noise`) the Replays page may write to:
+    /// "mark as noise" adds an anchored rule to it, checked as --noise reads it, and shows the
+    /// verdict decided again with it. Created on the first mark if missing. Without it the
+    /// replay pages only read.
+    #[arg(long, env = "TAPEDECK_UI_NOISE", value_name = "FILE")]
+    pub noise: Option<PathBuf>,
+
     /// Limits for the queries the page runs here (with --collector, the collector's apply).
     #[command(flatten)]
     pub limits: tapedeck_collector::query::QueryArgs,
@@ -108,6 +134,12 @@ pub enum Error {
     /// The snapshot directory does not exist.
     #[error("--snapshots {}: not a directory", .0.display())]
     NoSnapshots(PathBuf),
+    /// A report directory has no `report.json`.
+    #[error("--report {}: no report.json there (a `tapedeck replay --report DIR` directory)", .0.display())]
+    NoReport(PathBuf),
+    /// The noise file's directory does not exist.
+    #[error("--noise {}: its directory does not exist", .0.display())]
+    NoNoiseDir(PathBuf),
     /// The listen address could not be bound, or serving failed.
     #[error("serving on {addr}: {source}")]
     Serve {
@@ -125,12 +157,35 @@ pub struct Ui {
     pub backend: Backend,
     /// The snapshot directory the page may write to.
     pub snapshots: Option<PathBuf>,
+    /// Replay report directories (`--report`), by index.
+    pub reports: Vec<PathBuf>,
+    /// The noise file the page may write to (`--noise`).
+    pub noise: Option<PathBuf>,
+    /// Held while the noise file is read, changed and written.
+    pub noise_lock: tokio::sync::Mutex<()>,
+}
+
+impl Ui {
+    /// A page on `backend` that only reads: no snapshot directory, no reports, no noise file.
+    pub fn read_only(backend: Backend) -> Self {
+        Self {
+            backend,
+            snapshots: None,
+            reports: Vec::new(),
+            noise: None,
+            noise_lock: tokio::sync::Mutex::new(()),
+        }
+    }
 }
 
 /// Opens the backend `args` names (offline engine or collector address).
 pub async fn open(args: &UiArgs) -> Result<Ui, Error> {
     let backend = match &args.collector {
         Some(address) => Backend::remote(address.clone(), args.token.clone()),
+        // Reports alone: the default data directory is not required.
+        None if !args.reports.is_empty() && args.store.is_none() && !args.data.is_dir() => {
+            Backend::nothing()
+        }
         None => {
             if args.store.is_none() && !args.data.is_dir() {
                 return Err(Error::NoData(args.data.clone()));
@@ -153,17 +208,83 @@ pub async fn open(args: &UiArgs) -> Result<Ui, Error> {
     {
         return Err(Error::NoSnapshots(dir.clone()));
     }
+    for dir in &args.reports {
+        if !dir.join(tapedeck_generator::report::JSON_FILE).is_file() {
+            return Err(Error::NoReport(dir.clone()));
+        }
+    }
+    if let Some(path) = &args.noise {
+        let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+        if parent.is_some_and(|p| !p.is_dir()) {
+            return Err(Error::NoNoiseDir(path.clone()));
+        }
+    }
     Ok(Ui {
         backend,
         snapshots: args.snapshots.clone(),
+        reports: args.reports.clone(),
+        noise: args.noise.clone(),
+        noise_lock: tokio::sync::Mutex::new(()),
     })
 }
 
-/// The page and its JSON API, to serve on its own or nest under a prefix of another server
-/// (`Router::nest("/ui", tapedeck_ui::router(ui))`: every URL the page uses is relative).
+/// The page and its JSON API, served at the root (`tapedeck ui`). Every URL the page uses is
+/// relative, so it also works under a prefix: see [`mounted`].
 pub fn router(ui: Arc<Ui>) -> Router {
     Router::new()
         .route("/", get(assets::index))
+        .merge(resources(ui))
+}
+
+/// The prefix [`mounted`] serves the page under.
+pub const MOUNT_PREFIX: &str = "/ui";
+
+/// The page under [`MOUNT_PREFIX`]`/` of another server (`tapedeck collector --ui` mounts it on
+/// the collector's HTTP port), `/ui` redirecting there. With a `token` (the collector's
+/// `--token`), every request must carry it as the collector's Flight SQL port takes it:
+/// `authorization: Bearer TOKEN`, or basic authentication with the token as the password, so a
+/// browser asks for it (any user name); otherwise 401 with a basic challenge.
+pub fn mounted(ui: Arc<Ui>, token: Option<String>) -> Router {
+    let page = Router::new()
+        .route(MOUNT_PREFIX, get(|| async { Redirect::permanent("/ui/") }))
+        .route("/ui/", get(assets::index))
+        .nest(MOUNT_PREFIX, resources(ui));
+    match token {
+        None => page,
+        Some(token) => page.layer(axum::middleware::from_fn(move |request, next| {
+            let token = token.clone();
+            require_token(token, request, next)
+        })),
+    }
+}
+
+/// Lets a request through when it carries the token ([`tapedeck_collector::flight::credentials_match`]).
+async fn require_token(
+    token: String,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let presented = request
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    if presented.is_some_and(|h| tapedeck_collector::flight::credentials_match(h, &token)) {
+        return next.run(request).await;
+    }
+    (
+        StatusCode::UNAUTHORIZED,
+        [(
+            axum::http::header::WWW_AUTHENTICATE,
+            "Basic realm=\"tapedeck collector\", charset=\"UTF-8\"",
+        )],
+        "missing or wrong token: the collector's --token, as `authorization: Bearer TOKEN` or as the password of basic authentication\n",
+    )
+        .into_response()
+}
+
+/// Everything but the index: the page's script, style and JSON API.
+fn resources(ui: Arc<Ui>) -> Router {
+    Router::new()
         .route("/app.js", get(assets::script))
         .route("/app.css", get(assets::style))
         .route("/api/info", get(explore::info))
@@ -184,6 +305,12 @@ pub fn router(ui: Arc<Ui>) -> Router {
         .route(
             "/api/snapshots/{name}/rules/{index}",
             put(snapshots::edit_rule).delete(snapshots::delete_rule),
+        )
+        .route("/api/reports", get(reports::list))
+        .route("/api/reports/{index}", get(reports::show))
+        .route(
+            "/api/reports/{index}/noise",
+            post(reports::mark).delete(reports::unmark),
         )
         .with_state(ui)
 }

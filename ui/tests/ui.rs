@@ -5,5 +5,7 @@
 mod api;
 #[path = "ui/browser.rs"]
 mod browser;
+#[path = "ui/replays.rs"]
+mod replays;
 #[path = "ui/support.rs"]
 mod support;

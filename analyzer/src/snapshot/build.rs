@@ -321,6 +321,35 @@ pub fn write_manifest(dir: &Path, manifest: &Manifest) -> Result<(), WriteError>
     fs::rename(&temp, &path).map_err(|source| WriteError::Io { path, source })
 }
 
+/// Why `manifest.id` is not an id of the form [`Built::write`] gives (`<service>-<window start,
+/// compact UTC>-<12 hex digits>`, `service` made of `A-Za-z0-9._-`), or None when it is. Readers
+/// do not recompute the hash (a hand-edited snapshot keeps its id); a store keyed by id (the
+/// collector's `/v1/snapshots`) checks the rest with this.
+pub fn id_problem(manifest: &Manifest) -> Option<String> {
+    let service = &manifest.service;
+    if service.is_empty()
+        || !service
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+    {
+        return Some(format!(
+            "service {service:?} is not made of letters, digits, '.', '_' and '-'"
+        ));
+    }
+    let prefix = format!("{service}-{}-", compact_time(manifest.window.from.0));
+    match manifest.id.strip_prefix(&prefix) {
+        Some(hash)
+            if hash.len() == 12 && hash.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) =>
+        {
+            None
+        }
+        _ => Some(format!(
+            "id {:?} is not {prefix}<12 hex digits> (service, window start, content hash)",
+            manifest.id
+        )),
+    }
+}
+
 /// `20261127T130000Z`.
 fn compact_time(unix_nanos: u64) -> String {
     let text = tapedeck_har::time::format_exact(unix_nanos - unix_nanos % 1_000_000_000);

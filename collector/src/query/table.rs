@@ -40,6 +40,7 @@ use object_store::{ObjectMeta, ObjectStore};
 use tapedeck_proto::arrow::columns::START_TIME;
 
 use crate::buffer::Buffer;
+use crate::cache::ListingCache;
 use crate::layout::{
     FileName, PARTITION_COLUMNS, PartitionKey, TABLE_DIR, date_hour, sanitize_service,
 };
@@ -78,20 +79,24 @@ pub(crate) struct ExchangesTable {
     store_url: ObjectStoreUrl,
     buffer: Arc<Buffer>,
     states: StateCache,
+    listings: Arc<ListingCache>,
 }
 
 impl ExchangesTable {
-    /// A table over `store` (registered in the runtime under `store_url`) and `buffer`.
+    /// A table over `store` (registered in the runtime under `store_url`) and `buffer`, listing
+    /// through `listings` ([`crate::cache`]).
     pub(crate) fn new(
         store: Arc<dyn ObjectStore>,
         store_url: ObjectStoreUrl,
         buffer: Arc<Buffer>,
+        listings: Arc<ListingCache>,
     ) -> Self {
         Self {
             store,
             store_url,
             buffer,
             states: StateCache::default(),
+            listings,
         }
     }
 
@@ -165,9 +170,10 @@ impl ExchangesTable {
     /// (read once per version, [`StateCache`]).
     async fn list_files(&self, prune: &Prune) -> Result<Vec<(PartitionKey, FileName, ObjectMeta)>> {
         let prefixes = self.prefixes(prune).await?;
-        let visible = crate::manifest::resolve_visible(&self.store, &self.states, &prefixes)
-            .await
-            .map_err(|error| DataFusionError::External(Box::new(error)))?;
+        let visible =
+            crate::manifest::resolve_visible(&self.store, &self.states, &self.listings, &prefixes)
+                .await
+                .map_err(|error| DataFusionError::External(Box::new(error)))?;
         let mut files: Vec<_> = visible
             .into_iter()
             .flat_map(|(key, files)| {

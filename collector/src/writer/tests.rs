@@ -568,6 +568,7 @@ mod crashes {
         let handle = StoreHandle {
             store: failing.clone(),
             url: local.url,
+            changes: local.changes,
         };
         (handle, failing)
     }

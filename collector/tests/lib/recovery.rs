@@ -177,6 +177,7 @@ async fn a_crash_in_the_middle_of_a_flush_stores_nothing_twice() {
     let store = tapedeck_collector::store::StoreHandle {
         store: stalling.clone(),
         url: local.url.clone(),
+        changes: local.changes.clone(),
     };
     let collector = Collector::start_with(
         tapedeck_collector::CollectorArgs {

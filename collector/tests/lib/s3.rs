@@ -114,8 +114,14 @@ async fn exchanges_flush_to_an_s3_bucket_under_its_prefix() {
     // The objects sit under the prefix, in the layout's folders.
     let bucket =
         open_store_with(data.path(), Some(&format!("s3://{BUCKET}")), moto.options()).unwrap();
-    let keys = keys(&bucket.store).await;
+    let (keys, markers): (Vec<String>, Vec<String>) = keys(&bucket.store)
+        .await
+        .into_iter()
+        .partition(|key| !key.starts_with("team/tapedeck/_tapedeck/"));
     assert_eq!(keys.len(), 3, "{keys:?}");
+    // Its flush's change marker (the listing cache), and no pin left.
+    assert_eq!(markers.len(), 1, "{markers:?}");
+    assert!(markers[0].starts_with("team/tapedeck/_tapedeck/changes/"));
     for (key, partition) in keys.iter().zip([
         "service=orders/date=2026-11-27/hour=13",
         "service=orders/date=2026-11-27/hour=14",

@@ -403,3 +403,26 @@ fn the_first_body_chunk_is_kept_without_a_copy_and_later_ones_are_cut_at_the_lim
     assert_eq!((response.body, response.body_size), (b"uvwx".to_vec(), 6));
     assert!(request.body_truncated && response.body_truncated);
 }
+
+#[test]
+fn the_time_to_response_headers_is_relative_to_a_start_learnt_last() {
+    let redactor = Redactor::new(&config(""));
+    let mut capture = StreamCapture::start(0, 64, vec![h(":method", b"GET"), h(":path", b"/")]);
+    capture.response_headers(1_000_000_100, vec![h(":status", b"200")]);
+    capture.started_at(1_000_000_000);
+    let exchange = capture.finish(
+        end(Direction::Inbound, "HTTP/1.1"),
+        &identity(),
+        [0; 16],
+        1.0,
+        &redactor,
+    );
+    assert_eq!(
+        (
+            exchange.start_unix_nanos,
+            exchange.response_headers_nanos,
+            exchange.duration_nanos
+        ),
+        (1_000_000_000, 100, 900)
+    );
+}

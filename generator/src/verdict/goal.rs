@@ -65,7 +65,9 @@ impl Metric {
                 if digits.is_empty() || !digits.chars().all(|c| c.is_ascii_digit() || c == '.') {
                     return None;
                 }
-                let percent: f64 = digits.parse().ok()?;
+                // Kept to the 4 decimals the normalised text shows, so the text parses back
+                // to the same quantile (`p99.99999` would print as `p100`).
+                let percent = round4(digits.parse().ok()?);
                 (percent > 0.0 && percent < 100.0).then_some(Metric::Quantile(percent / 100.0))
             }
         }
@@ -95,6 +97,14 @@ impl TryFrom<String> for Metric {
     fn try_from(name: String) -> std::result::Result<Metric, String> {
         Metric::from_name(&name).ok_or_else(|| format!("unknown metric {name:?}"))
     }
+}
+
+/// The largest tolerance, in percent (or percentage points).
+pub const MAX_TOLERANCE_PERCENT: f64 = 100_000.0;
+
+/// `x` rounded to 4 decimals: what [`trim`] shows of a percentage.
+fn round4(x: f64) -> f64 {
+    (x * 10_000.0).round() / 10_000.0
 }
 
 /// A number without trailing zeros: 99, 99.9, 2.5.
@@ -179,11 +189,18 @@ pub fn parse(spec: &str) -> Result<Goal> {
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(magnitude.len());
     let (number, unit) = magnitude.split_at(number_end);
-    let number: f64 = number.parse().map_err(|_| {
-        bad(&format!(
-            "{tolerance:?} is not a tolerance (+10%, +2pp, -10%)"
-        ))
-    })?;
+    let number: f64 = number
+        .parse()
+        .ok()
+        .map(round4)
+        // Past this, 4 decimals are below the precision of an f64 and the text would not
+        // parse back to the same tolerance.
+        .filter(|n: &f64| *n <= MAX_TOLERANCE_PERCENT)
+        .ok_or_else(|| {
+            bad(&format!(
+                "{tolerance:?} is not a tolerance (+10%, +2pp, -10%)"
+            ))
+        })?;
     let unit = unit.trim();
     let expected_unit = if metric == Metric::Errors { "pp" } else { "%" };
     if unit != expected_unit {
@@ -218,9 +235,9 @@ pub fn parse(spec: &str) -> Result<Goal> {
                 .parse()
                 .map_err(|_| bad(&format!("{c:?} is not a confidence (`@ 95%` or `@ 0.95`)")))?;
             let value = if percent || value > 1.0 {
-                value / 100.0
+                round4(value) / 100.0
             } else {
-                value
+                round4(value * 100.0) / 100.0
             };
             if !(0.5..=0.9999).contains(&value) {
                 return Err(bad(&format!(

@@ -64,6 +64,9 @@ enum Bench {
         /// The collector's --buffer-max-bytes.
         #[arg(long, default_value_t = 512 << 20)]
         buffer_max_bytes: u64,
+        /// Collectors in this process, each with its own data folder; pushers take turns.
+        #[arg(long, default_value_t = 1)]
+        collectors: usize,
     },
     /// Queries over N exchanges, beside DuckDB.
     Query {
@@ -93,6 +96,7 @@ async fn main() -> Result<()> {
             body_bytes,
             flush_interval,
             buffer_max_bytes,
+            collectors,
         } => {
             let args = CollectorArgs {
                 flush_interval,
@@ -104,7 +108,10 @@ async fn main() -> Result<()> {
                 },
                 ..CollectorArgs::default()
             };
-            ingest(args, seconds, warmup, pushers, batch, body_bytes).await
+            ingest(
+                args, seconds, warmup, pushers, batch, body_bytes, collectors,
+            )
+            .await
         }
         Bench::Query {
             rows,
@@ -284,28 +291,33 @@ async fn ingest(
     pushers: usize,
     batch: usize,
     body_bytes: usize,
+    collectors: usize,
 ) -> Result<()> {
-    let data = tempfile::tempdir_in(std::env::temp_dir())?;
-    let args = CollectorArgs {
-        data: data.path().to_path_buf(),
-        ..base
-    };
-    let listeners = Listeners {
-        grpc: TcpListener::bind("127.0.0.1:0").await?,
-        http: TcpListener::bind("127.0.0.1:0").await?,
-        flight: None,
-    };
-    let grpc = listeners.grpc.local_addr()?;
-    let store = tapedeck_collector::store::open_store(data.path(), None)?;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let collector = tokio::spawn(tapedeck_collector::run_with(
-        args,
-        listeners,
-        store,
-        async {
-            let _ = stopped.await;
-        },
-    ));
+    let mut running = Vec::new();
+    for _ in 0..collectors.max(1) {
+        let data = tempfile::tempdir_in(std::env::temp_dir())?;
+        let args = CollectorArgs {
+            data: data.path().to_path_buf(),
+            ..base.clone()
+        };
+        let listeners = Listeners {
+            grpc: TcpListener::bind("127.0.0.1:0").await?,
+            http: TcpListener::bind("127.0.0.1:0").await?,
+            flight: None,
+        };
+        let grpc = listeners.grpc.local_addr()?;
+        let store = tapedeck_collector::store::open_store(data.path(), None)?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let collector = tokio::spawn(tapedeck_collector::run_with(
+            args,
+            listeners,
+            store,
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        running.push((data, grpc, stop, collector));
+    }
 
     // 32 distinct batches, encoded once.
     let mut rng = Rng(7);
@@ -326,6 +338,7 @@ async fn ingest(
         })
         .collect();
     let batch_bytes = batches.iter().map(Bytes::len).sum::<usize>() as f64 / batches.len() as f64;
+    let limits = machine_limits(&batches, running[0].0.path())?;
     let acked = Arc::new(AtomicU64::new(0));
     let refused = Arc::new(AtomicU64::new(0));
     let measuring = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -339,7 +352,7 @@ async fn ingest(
             done.clone(),
         );
         let refused = refused.clone();
-        let endpoint = format!("http://{grpc}");
+        let endpoint = format!("http://{}", running[p % running.len()].1);
         tasks.push(tokio::spawn(async move {
             let channel = tonic::transport::Endpoint::from_shared(endpoint)?
                 .connect()
@@ -384,18 +397,25 @@ async fn ingest(
     for task in tasks {
         pushed += task.await??;
     }
-    let _ = stop.send(());
     let stopping = Instant::now();
-    collector.await??;
+    let mut stored = 0;
+    let mut folders = Vec::new();
+    for (data, _, stop, collector) in running {
+        let _ = stop.send(());
+        collector.await??;
+        folders.push(data);
+    }
     let final_flush = stopping.elapsed();
-    let engine = open_offline(data.path(), None, &QueryArgs::default()).await?;
-    let (_, rows) = engine.sql("SELECT count(*) FROM exchanges").await?;
-    let stored = rows[0]
-        .column(0)
-        .as_any()
-        .downcast_ref::<tapedeck_proto::arrow_array::Int64Array>()
-        .context("count")?
-        .value(0) as u64;
+    for data in &folders {
+        let engine = open_offline(data.path(), None, &QueryArgs::default()).await?;
+        let (_, rows) = engine.sql("SELECT count(*) FROM exchanges").await?;
+        stored += rows[0]
+            .column(0)
+            .as_any()
+            .downcast_ref::<tapedeck_proto::arrow_array::Int64Array>()
+            .context("count")?
+            .value(0) as u64;
+    }
     ensure!(
         stored == pushed,
         "pushed and acknowledged {pushed} exchanges but {stored} are stored"
@@ -404,6 +424,23 @@ async fn ingest(
     let per_exchange = batch_bytes / batch as f64;
     println!("| metric | value |");
     println!("| --- | --- |");
+    println!(
+        "| disk: fdatasync'd sequential write, one fdatasync per {:.0} KiB (a push) | {:.0} MB/s = {:.0} exchanges/s |",
+        batch_bytes / 1024.0,
+        limits.disk_push / 1e6,
+        limits.disk_push / per_exchange_bytes(batch_bytes, batch)
+    );
+    println!(
+        "| disk: fdatasync'd sequential write, 4 MiB writes | {:.0} MB/s = {:.0} exchanges/s |",
+        limits.disk_4m / 1e6,
+        limits.disk_4m / per_exchange_bytes(batch_bytes, batch)
+    );
+    println!(
+        "| protobuf decode, one core | {:.0} MB/s = {:.0} exchanges/s |",
+        limits.decode_exchanges * per_exchange_bytes(batch_bytes, batch) / 1e6,
+        limits.decode_exchanges
+    );
+    println!("| collectors | {} |", folders.len());
     println!("| exchanges/s acknowledged (durable) | {rate:.0} |");
     println!(
         "| MB/s acknowledged (encoded protobuf) | {:.1} |",
@@ -421,9 +458,62 @@ async fn ingest(
     );
     println!();
     println!(
-        "({pushers} pushers, {batch} exchanges per push, {body_bytes} B request + {body_bytes} B response bodies, {seconds} s measured after {warmup} s warm-up; collector defaults, data on local disk)"
+        "({pushers} pushers, {batch} exchanges per push, {body_bytes} B request + {body_bytes} B response bodies, {seconds} s measured after {warmup} s warm-up; collector defaults, data on local disk; the disk figures are measured in the collectors' temporary folder just before)"
     );
     Ok(())
+}
+
+fn per_exchange_bytes(batch_bytes: f64, batch: usize) -> f64 {
+    batch_bytes / batch as f64
+}
+
+/// What the machine allows, measured before the collectors get busy.
+struct Limits {
+    /// Bytes/s written sequentially with one fdatasync per push-sized write.
+    disk_push: f64,
+    /// Bytes/s written sequentially in 4 MiB writes, one fdatasync at the end.
+    disk_4m: f64,
+    /// Exchanges/s `ExchangeBatch::decode` gets through on one core.
+    decode_exchanges: f64,
+}
+
+fn machine_limits(batches: &[Bytes], dir: &Path) -> Result<Limits> {
+    use std::io::Write as _;
+    let write = |chunk: usize, total: usize, sync_each: bool| -> Result<f64> {
+        let path = dir.join("limit.bin");
+        let mut file = std::fs::File::create(&path)?;
+        let data = vec![0x5au8; chunk];
+        let began = Instant::now();
+        let mut written = 0;
+        while written < total {
+            file.write_all(&data)?;
+            if sync_each {
+                file.sync_data()?;
+            }
+            written += chunk;
+        }
+        file.sync_data()?;
+        let rate = written as f64 / began.elapsed().as_secs_f64();
+        drop(file);
+        std::fs::remove_file(&path)?;
+        Ok(rate)
+    };
+    let push = batches[0].len();
+    let disk_push = write(push, 512 << 20, true)?;
+    let disk_4m = write(4 << 20, 1 << 30, false)?;
+    let began = Instant::now();
+    let mut decoded = 0usize;
+    while began.elapsed() < Duration::from_secs(2) {
+        for bytes in batches {
+            let batch = ExchangeBatch::decode(bytes.clone())?;
+            decoded += batch.exchanges.len();
+        }
+    }
+    Ok(Limits {
+        disk_push,
+        disk_4m,
+        decode_exchanges: decoded as f64 / began.elapsed().as_secs_f64(),
+    })
 }
 
 const QUERIES: [(&str, &str, &str); 3] = [
@@ -496,6 +586,9 @@ async fn query(rows: usize, dataset: &Path, python: &Path, runs: usize) -> Resul
         max_rows: 0,
         concurrency: 1,
     };
+    // As a collector does after each flush: readers may cache the listing until the next change.
+    let handle = tapedeck_collector::store::open_store(dataset, None)?;
+    handle.changes.publish(&handle.store, 1).await?;
     let engine = open_offline(dataset, None, &args).await?;
     let mut ours = Vec::new();
     for (name, sql, _) in QUERIES {

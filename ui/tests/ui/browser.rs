@@ -389,3 +389,100 @@ async fn scenario(server: &Server, browser: &Browser) -> Result<()> {
     browser.screenshot("snapshots").await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_replay_page_shows_the_three_way_view_and_marking_noise_changes_the_verdict()
+-> Result<()> {
+    let temp = tempfile::tempdir()?;
+    let (server, noise) = crate::replays::report_server(temp.path()).await?;
+    let browser = Browser::start().await?;
+    let result = replay_scenario(&server, &browser, &noise).await;
+    let quit = browser.quit().await;
+    server.stop().await?;
+    result.and(quit)
+}
+
+async fn replay_scenario(
+    server: &Server,
+    browser: &Browser,
+    noise: &std::path::Path,
+) -> Result<()> {
+    // At laptop width; reports only (no traffic): the page opens on the first report.
+    browser
+        .post("window/rect", json!({ "width": 1280, "height": 800 }))
+        .await?;
+    browser.open(&server.url("/")).await?;
+    let verdict = browser
+        .until("document.querySelector('#verdict-report')?.dataset.verdict")
+        .await?;
+    ensure!(verdict == json!("fail"), "{verdict}");
+    ensure!(browser.url().await?.contains("view=replays"));
+    let now = browser
+        .until("document.querySelector('#verdict-now')?.dataset.verdict")
+        .await?;
+    ensure!(now == json!("fail"), "{now}");
+    // The gate's statistics, both arms' distributions side by side, the three-way view.
+    browser
+        .until("document.querySelector('#gate .goal[data-goal^=\"errors\"] table.gate tr[data-row=\"overall\"]')")
+        .await?;
+    let dist = browser
+        .until(&format!(
+            "document.querySelectorAll('#distributions figure[data-endpoint=\"{}\"] td.barcell').length",
+            crate::replays::ENDPOINT
+        ))
+        .await?;
+    ensure!(dist == json!(20), "{dist}");
+    let row = browser
+        .until("[...document.querySelectorAll('#three-way tr[data-field=\"$.build\"]')].map(r => [...r.cells].slice(1, 5).map(c => c.textContent))[0]")
+        .await?;
+    ensure!(
+        row == json!(["\"v1\"", "\"v1\"", "\"v2\"", "differs"]),
+        "{row}"
+    );
+    let overflow = browser
+        .script(
+            "return document.documentElement.scrollWidth - document.documentElement.clientWidth",
+        )
+        .await?;
+    ensure!(
+        overflow.as_i64().is_some_and(|o| o <= 0),
+        "wider than 1280 px by {overflow}"
+    );
+    browser.screenshot("replay").await?;
+
+    // Mark $.build as noise from the keyboard: Enter on the focused button.
+    let button = browser
+        .find("#three-way tr[data-field=\"$.build\"] button.mark")
+        .await?;
+    browser
+        .post(
+            &format!("element/{button}/value"),
+            json!({ "text": "\u{E007}" }),
+        )
+        .await?;
+    let now = browser
+        .until("document.querySelector('#verdict-now')?.dataset.verdict === 'pass' && document.querySelector('#noise-message')?.textContent")
+        .await?;
+    ensure!(
+        now.as_str().is_some_and(|m| m.contains("verdict now pass")),
+        "{now}"
+    );
+    let outcome = browser
+        .until("document.querySelector('#three-way tr[data-field=\"$.build\"]')?.dataset.outcome")
+        .await?;
+    ensure!(outcome == json!("noise"), "{outcome}");
+    ensure!(
+        browser
+            .script("return document.querySelector('#verdict-report').dataset.verdict")
+            .await?
+            == json!("fail")
+    );
+    let written: Value = serde_json::from_str(&std::fs::read_to_string(noise)?)?;
+    ensure!(
+        written["rules"][0]["endpoint"] == crate::replays::ENDPOINT
+            && written["rules"][0]["field"] == "$.build",
+        "{written}"
+    );
+    browser.screenshot("replay-marked").await?;
+    Ok(())
+}

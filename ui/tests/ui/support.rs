@@ -27,16 +27,29 @@ impl Server {
     /// Serves the shop; with `writable`, snapshots may be cut into and edited in a temporary
     /// `--snapshots` directory.
     pub(crate) async fn start(writable: bool) -> Result<Server> {
+        Server::start_with(writable, Vec::new(), None, true).await
+    }
+
+    /// Serves `reports` (`--report`) with `noise` (`--noise`), and the shop when `traffic`
+    /// (else no data directory: the replay pages alone).
+    pub(crate) async fn start_with(
+        writable: bool,
+        reports: Vec<PathBuf>,
+        noise: Option<PathBuf>,
+        traffic: bool,
+    ) -> Result<Server> {
         let temp = tempfile::tempdir()?;
         let data = temp.path().join("data");
-        std::fs::create_dir_all(&data)?;
-        let store = tapedeck_collector::store::open_store(&data, None)?;
-        tapedeck_collector::writer::write_exchanges(
-            &store.store,
-            tapedeck_collector::writer::random_writer_id(),
-            &shop(),
-        )
-        .await?;
+        if traffic {
+            std::fs::create_dir_all(&data)?;
+            let store = tapedeck_collector::store::open_store(&data, None)?;
+            tapedeck_collector::writer::write_exchanges(
+                &store.store,
+                tapedeck_collector::writer::random_writer_id(),
+                &shop(),
+            )
+            .await?;
+        }
         let snapshots = writable.then(|| temp.path().join("snapshots"));
         if let Some(dir) = &snapshots {
             std::fs::create_dir_all(dir)?;
@@ -48,6 +61,8 @@ impl Server {
             store: None,
             listen: "127.0.0.1:0".parse()?,
             snapshots: snapshots.clone(),
+            reports,
+            noise,
             limits: tapedeck_collector::query::QueryArgs {
                 timeout: 60,
                 memory: 1 << 30,
@@ -128,12 +143,26 @@ pub(crate) async fn request(
     path: &str,
     body: Option<&str>,
 ) -> Result<(u16, Vec<u8>)> {
+    request_with(addr, method, path, body, None).await
+}
+
+/// [`request`] with an `authorization` header.
+pub(crate) async fn request_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    authorization: Option<&str>,
+) -> Result<(u16, Vec<u8>)> {
     let mut stream = tokio::net::TcpStream::connect(addr)
         .await
         .with_context(|| format!("connecting to {addr}"))?;
     let body = body.unwrap_or("");
+    let auth = authorization
+        .map(|a| format!("Authorization: {a}\r\n"))
+        .unwrap_or_default();
     let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
         body.len()
     );
     stream.write_all(head.as_bytes()).await?;

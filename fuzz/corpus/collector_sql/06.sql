@@ -1,0 +1,1 @@
+SELECT service, path FROM exchanges WHERE start_time > TIMESTAMP '2030-01-01T00:00:00Z'

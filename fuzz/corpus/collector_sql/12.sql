@@ -1,0 +1,1 @@
+SELECT header(request_headers, 1) FROM exchanges

@@ -1,0 +1,1 @@
+SELECT body_text(status) FROM exchanges

@@ -1,0 +1,1 @@
+SELECT count(*) FROM exchanges WHERE start_time > 'yesterday'

@@ -1,0 +1,1 @@
+COPY exchanges TO '/tmp/exchanges.parquet'

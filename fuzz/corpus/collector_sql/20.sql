@@ -1,0 +1,1 @@
+INSERT INTO exchanges SELECT * FROM exchanges

@@ -1,0 +1,1 @@
+SELECT direction, method, authority, path, status FROM exchanges ORDER BY start_time DESC LIMIT 20

@@ -1,0 +1,1 @@
+SELECT path, status, count(*) FROM exchanges WHERE service = 'orders' AND start_time > now() - INTERVAL '1 hour' GROUP BY 1, 2

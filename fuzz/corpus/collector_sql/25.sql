@@ -1,0 +1,1 @@
+SELECT header(request_headers, 'user-agent'), body_text(response_body) FROM exchanges LIMIT 5

@@ -1,0 +1,1 @@
+SELECT status, count(*) FROM exchanges GROUP BY ALL

@@ -1,0 +1,1 @@
+WITH t AS (SELECT status FROM exchanges) SELECT max(status) FROM t

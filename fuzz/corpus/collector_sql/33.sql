@@ -1,0 +1,1 @@
+SELECT * FROM information_schema.df_settings LIMIT 3

@@ -1,0 +1,1 @@
+SELECT id FROM exchanges WHERE id = $1

@@ -1,0 +1,1 @@
+COPY exchanges TO '/tmp/tapedeck-fuzz-copy.parquet'

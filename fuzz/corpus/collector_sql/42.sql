@@ -1,0 +1,1 @@
+CREATE EXTERNAL TABLE canary STORED AS CSV LOCATION '/tmp/tapedeck-fuzz-canary/secret.csv'

@@ -1,0 +1,1 @@
+DELETE FROM exchanges WHERE status = 200

@@ -1,0 +1,1 @@
+UPDATE exchanges SET status = 500

@@ -1,0 +1,1 @@
+SELECT * FROM 'file:///tmp/tapedeck-fuzz-canary/secret.json'

@@ -1,0 +1,1 @@
+SELECT * FROM '/tmp/tapedeck-fuzz-canary/secret.parquet'

@@ -1,0 +1,1 @@
+SELECT * FROM exchanges UNION ALL SELECT * FROM '/tmp/tapedeck-fuzz-canary/secret.csv'

@@ -1,0 +1,170 @@
+//! The capture path under faults (docs/soak.md): the real Envoy with `filter.wasm`, paced client
+//! load, and the real collector (`tapedeck collector`, a child process) killed with SIGKILL and
+//! restarted, frozen, refusing (`RESOURCE_EXHAUSTED` from a full buffer and from its free-disk
+//! floor) and stopped, one phase each, about a minute of load in all.
+//!
+//! Needs Envoy, `filter.wasm` and the debug `tapedeck` binary (`cargo build -p tapedeck`, or
+//! `$TAPEDECK_BIN`); `./x test` builds all three.
+
+use anyhow::Result;
+use std::time::Duration;
+use tapedeck_e2e::soak::{self, Fault, Plan, Report, mib};
+
+/// A fault phase's client p99 may be at most this many times the no-fault phase's …
+const LATENCY_FACTOR: f64 = 3.0;
+/// … plus this much (a debug build on a shared 2-core machine: scheduling noise).
+const LATENCY_SLACK: Duration = Duration::from_millis(25);
+/// Envoy's resident memory may grow this much above its peak in the no-fault phase (the
+/// outbox is bounded at 256 KiB per VM; one VM here).
+const ENVOY_GROWTH: u64 = 16 * 1024 * 1024;
+/// The collector's resident memory may exceed its idle size by its buffer bound times this …
+const COLLECTOR_BUFFER_FACTOR: u64 = 2;
+/// … plus this much (Parquet writing, the write-ahead log's group commit, allocator slack).
+const COLLECTOR_SLACK: u64 = 96 * 1024 * 1024;
+
+fn check(report: &Report, plan: &Plan) {
+    let table = report.table();
+    eprintln!("{table}");
+    let base = report.baseline().expect("a no-fault phase");
+    let bound = base.p99.mul_f64(LATENCY_FACTOR) + LATENCY_SLACK;
+    let mut total_dropped = 0;
+    for phase in &report.phases {
+        let name = phase.name;
+        // No request fails, none slows beyond the bound.
+        assert_eq!(phase.failed, 0, "{name}: requests failed\n{table}");
+        assert!(phase.sent > 0, "{name}: no load\n{table}");
+        assert!(
+            phase.p99 <= bound,
+            "{name}: client p99 {:?} above {bound:?} (no-fault p99 {:?} x {LATENCY_FACTOR} + {LATENCY_SLACK:?})\n{table}",
+            phase.p99,
+            base.p99
+        );
+        // Conservation at the filter, exact: every request was captured or dropped for a full
+        // outbox, and every captured exchange was acknowledged or dropped for a failed push.
+        assert_eq!(
+            phase.captured + phase.queue_full,
+            phase.sent,
+            "{name}: captured + queue_full != requests\n{table}"
+        );
+        assert_eq!(
+            phase.acked + phase.send_failed,
+            phase.captured,
+            "{name}: acked + send_failed != captured\n{table}"
+        );
+        total_dropped += phase.queue_full + phase.send_failed;
+        // At the collector: nothing stored twice, nothing acknowledged lost, nothing stored that
+        // was not pushed.
+        assert_eq!(
+            phase.stored_ids, phase.stored,
+            "{name}: an exchange stored twice\n{table}"
+        );
+        assert!(
+            phase.stored >= phase.acked,
+            "{name}: {} acknowledged exchanges are not in the store\n{table}",
+            phase.acked - phase.stored
+        );
+        assert!(
+            phase.stored <= phase.acked + phase.send_failed,
+            "{name}: more stored than pushed\n{table}"
+        );
+        if !matches!(Fault::from_name(name), Some(fault) if fault.may_lose_acks()) {
+            // Only a kill or a push timeout can store what the filter counts as failed.
+            assert_eq!(
+                phase.stored, phase.acked,
+                "{name}: stored != acknowledged\n{table}"
+            );
+        }
+    }
+    let by_name = |name: &str| {
+        report
+            .phases
+            .iter()
+            .find(|p| p.name == name)
+            .unwrap_or_else(|| panic!("no phase {name}"))
+    };
+    // Each fault did happen, and was counted by its reason.
+    assert!(
+        by_name("none").queue_full + by_name("none").send_failed == 0,
+        "{table}"
+    );
+    assert!(
+        by_name("after").queue_full + by_name("after").send_failed == 0,
+        "{table}"
+    );
+    assert!(
+        by_name("kill").send_failed > 0,
+        "the kills cost no push\n{table}"
+    );
+    assert!(by_name("down").send_failed > 0, "{table}");
+    assert!(
+        by_name("diskfloor")
+            .rejected
+            .get("disk_full")
+            .copied()
+            .unwrap_or(0)
+            > 0,
+        "the free-disk floor refused nothing\n{table}"
+    );
+    assert!(
+        by_name("bufferfull")
+            .rejected
+            .get("buffer_full")
+            .copied()
+            .unwrap_or(0)
+            > 0,
+        "the full buffer refused nothing\n{table}"
+    );
+    assert_eq!(
+        report.stored_rows,
+        report.phases.iter().map(|p| p.stored).sum::<u64>(),
+        "rows of no phase in the store"
+    );
+    // The collector heard of drops through `dropped_since_last`, never of more than happened.
+    assert!(report.reported_dropped > 0, "{table}");
+    assert!(
+        report.reported_dropped <= total_dropped,
+        "the collector was told of {} drops, {total_dropped} happened",
+        report.reported_dropped
+    );
+
+    // Envoy's memory stays flat: queued captures are bounded.
+    let envoy_base = by_name("none").envoy_peak_rss;
+    let envoy_peak = report
+        .phases
+        .iter()
+        .map(|p| p.envoy_peak_rss)
+        .max()
+        .unwrap_or(0);
+    assert!(
+        envoy_peak <= envoy_base + ENVOY_GROWTH,
+        "Envoy grew from {:.1} MiB to {:.1} MiB\n{table}",
+        mib(envoy_base),
+        mib(envoy_peak)
+    );
+    // The collector stays within its buffer bound.
+    let collector_peak = report
+        .phases
+        .iter()
+        .map(|p| p.collector_peak_rss)
+        .max()
+        .unwrap_or(0);
+    let collector_bound = report.collector_idle_rss
+        + plan.buffer_max_bytes * COLLECTOR_BUFFER_FACTOR
+        + COLLECTOR_SLACK;
+    assert!(
+        collector_peak <= collector_bound,
+        "the collector peaked at {:.1} MiB, above {:.1} MiB (idle {:.1} MiB + {COLLECTOR_BUFFER_FACTOR} x buffer {:.1} MiB + slack)\n{table}",
+        mib(collector_peak),
+        mib(collector_bound),
+        mib(report.collector_idle_rss),
+        mib(plan.buffer_max_bytes)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capture_survives_collector_faults_without_failing_a_request() -> Result<()> {
+    let plan = Plan::ci(soak::find_tapedeck()?);
+    let report = soak::run(&plan).await?;
+    check(&report, &plan);
+    Ok(())
+}
