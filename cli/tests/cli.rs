@@ -24,6 +24,7 @@ fn free_port() -> Result<SocketAddr> {
 struct Collector {
     child: Child,
     grpc: SocketAddr,
+    http: SocketAddr,
 }
 
 async fn start_collector(data: &Path, extra: &[&str]) -> Result<Collector> {
@@ -54,7 +55,7 @@ async fn start_collector(data: &Path, extra: &[&str]) -> Result<Collector> {
             let mut answer = String::new();
             let _ = stream.read_to_string(&mut answer).await;
             if answer.starts_with("HTTP/1.1 200") {
-                return Ok(Collector { child, grpc });
+                return Ok(Collector { child, grpc, http });
             }
         }
         ensure!(
@@ -785,6 +786,104 @@ async fn a_snapshot_through_a_running_collector_matches_the_library() -> Result<
             "{file} differs between the collector's snapshot and the library's"
         );
     }
+
+    // `tapedeck snapshot push | list | pull`: the same snapshot kept by the collector by its id
+    // and read back byte for byte; the token guards it.
+    let http_url = format!("http://{}", collector.http);
+    let pushed = tapedeck(&[
+        os("snapshot"),
+        os("push"),
+        through_collector.as_os_str(),
+        os("--collector"),
+        os(&http_url),
+        os("--token"),
+        os("s3cret"),
+    ])
+    .await?;
+    ensure!(
+        pushed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pushed.stderr)
+    );
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(through_collector.join("snapshot.json"))?)?;
+    let id = String::from_utf8(pushed.stdout)?.trim().to_owned();
+    ensure!(
+        Some(id.as_str()) == manifest["id"].as_str(),
+        "push printed {id:?}, the snapshot's id is {}",
+        manifest["id"]
+    );
+    let listed = tapedeck(&[
+        os("snapshot"),
+        os("list"),
+        os("--json"),
+        os("--collector"),
+        os(&http_url),
+        os("--token"),
+        os("s3cret"),
+    ])
+    .await?;
+    ensure!(listed.status.success());
+    let listing: serde_json::Value = serde_json::from_slice(&listed.stdout)?;
+    let ids: Vec<&str> = listing["snapshots"]
+        .as_array()
+        .map(|all| all.iter().filter_map(|m| m["id"].as_str()).collect())
+        .unwrap_or_default();
+    ensure!(ids == [id.as_str()], "listed {ids:?}");
+    let pulled = temp.path().join("pulled");
+    let output = tapedeck(&[
+        os("snapshot"),
+        os("pull"),
+        os(&id),
+        os("--out"),
+        pulled.as_os_str(),
+        os("--collector"),
+        os(&http_url),
+        os("--token"),
+        os("s3cret"),
+    ])
+    .await?;
+    ensure!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for file in ["snapshot.json", "inbound.jsonl", "outbound.jsonl"] {
+        ensure!(
+            std::fs::read(pulled.join(file))? == std::fs::read(through_collector.join(file))?,
+            "{file} differs after push and pull"
+        );
+    }
+    // Without the token, and for an id the collector does not hold, the commands fail and say why.
+    let refused = tapedeck(&[
+        os("snapshot"),
+        os("push"),
+        through_collector.as_os_str(),
+        os("--collector"),
+        os(&http_url),
+    ])
+    .await?;
+    ensure!(
+        !refused.status.success(),
+        "a push without the token was stored"
+    );
+    let unknown = tapedeck(&[
+        os("snapshot"),
+        os("pull"),
+        os("0000000000000000"),
+        os("--out"),
+        temp.path().join("unknown").as_os_str(),
+        os("--collector"),
+        os(&http_url),
+        os("--token"),
+        os("s3cret"),
+    ])
+    .await?;
+    ensure!(!unknown.status.success(), "an unknown id was pulled");
+    ensure!(
+        !String::from_utf8_lossy(&unknown.stderr).trim().is_empty(),
+        "pulling an unknown id failed without saying why"
+    );
     collector.child.kill().await?;
     Ok(())
 }

@@ -299,6 +299,11 @@ impl QueryEngine {
         use datafusion::execution::FunctionRegistry as _;
         state.register_udf(Arc::new(header_udf()))?;
         state.register_udf(Arc::new(body_text_udf()))?;
+        for name in functions::SIZED_BY_ARGUMENT {
+            if let Some(inner) = state.scalar_functions().get(name).cloned() {
+                state.register_udf(Arc::new(functions::bounded(inner, args.memory)))?;
+            }
+        }
         let context = SessionContext::new_with_state(state);
         context.register_table(
             TABLE_NAME,

@@ -777,6 +777,43 @@ async fn a_hungry_query_stops_at_the_memory_limit() {
     );
 }
 
+/// A function whose output size is an argument (`repeat`, `lpad`, `rpad`) is refused before it
+/// builds more than the memory limit: the pool does not see a scalar function's output and the
+/// timeout cannot stop a running kernel (the `collector_sql` fuzz target found
+/// `repeat('x', 2147483647)` building 2 GiB in 31 s under a 64 MiB, 2 s limit).
+#[tokio::test]
+async fn functions_sized_by_an_argument_stay_under_the_memory_limit() {
+    let args = QueryArgs {
+        memory: 1024 * 1024,
+        timeout: 2,
+        ..QueryArgs::default()
+    };
+    let engine = engine(Arc::new(InMemory::new()), Arc::new(Buffer::new()), &args);
+    for sql in [
+        "SELECT length(repeat('x', 2147483647))",
+        "SELECT length(lpad('x', 2147483647))",
+        "SELECT length(rpad('x', 2147483647, 'yz'))",
+        "SELECT sum(length(repeat('ab', 10000))) FROM range(100)",
+    ] {
+        let started = std::time::Instant::now();
+        let message = error(&engine, sql).await.to_string();
+        assert!(
+            message.contains("more than the query memory limit of 1048576 bytes"),
+            "{sql}: {message}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(2), "{sql}");
+    }
+    // Within the limit they run as before.
+    assert_eq!(
+        count(&engine, "SELECT CAST(length(repeat('ab', 1000)) AS BIGINT)").await,
+        2000
+    );
+    assert_eq!(
+        count(&engine, "SELECT CAST(length(lpad('x', 5)) AS BIGINT)").await,
+        5
+    );
+}
+
 #[tokio::test]
 async fn results_are_capped_at_max_rows() {
     let args = QueryArgs {

@@ -1,1 +1,1 @@
-SELECT length(repeat('x', 1000000))
+SELECT length(repeat('x', 2147483647))
