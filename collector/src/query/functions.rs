@@ -223,13 +223,13 @@ fn type_list(types: &[DataType]) -> String {
 
 /// The functions whose output size the caller chooses by an argument: `repeat(text, n)`,
 /// `lpad(text, n[, fill])` and `rpad(text, n[, fill])`.
-pub const SIZED_BY_ARGUMENT: [&str; 3] = ["repeat", "lpad", "rpad"];
+pub(super) const SIZED_BY_ARGUMENT: [&str; 3] = ["repeat", "lpad", "rpad"];
 
 /// `inner` (one of [`SIZED_BY_ARGUMENT`]) refusing a call whose output would be larger than
 /// `limit` bytes before it builds it. The query's memory pool does not see a scalar function's
 /// output and its timeout cannot interrupt a running kernel, so `repeat('x', 2147483647)` built
 /// 2 GiB in 31 s under a 64 MiB, 2 s limit (found by the `collector_sql` fuzz target).
-pub fn bounded(inner: Arc<ScalarUDF>, limit: u64) -> ScalarUDF {
+pub(super) fn bounded(inner: Arc<ScalarUDF>, limit: u64) -> ScalarUDF {
     let repeat = inner.name() == "repeat";
     ScalarUDF::new_from_impl(Bounded {
         inner,
