@@ -110,7 +110,7 @@ fn check(report: &Report, plan: &Plan) {
     // up. The refusal itself is asserted deterministically in the collector's ingest tests, and
     // the filter's handling of RESOURCE_EXHAUSTED by the disk-floor phase above; here the phase
     // is held to conservation and to the client's bounds like every other.
-    if by_name("bufferfull").rejected.get("buffer_full").is_none() {
+    if !by_name("bufferfull").rejected.contains_key("buffer_full") {
         eprintln!("soak: the 4 KiB buffer was never found full in this run (the flusher kept up)");
     }
     assert_eq!(
