@@ -487,8 +487,7 @@ impl Shared {
 struct Root {
     shared: Option<Rc<Shared>>,
     /// Pushes under way: call token → exchanges in the batch.
-    /// Pushes awaiting their answer: the batch's exchanges and the earlier drops it reports.
-    in_flight: HashMap<u32, (u64, u64)>,
+    in_flight: HashMap<u32, u64>,
     authorization: Option<Vec<u8>>,
     last_warning: u64,
     /// The host-call counters' metric ids (feature `host-call-counts`).
@@ -565,11 +564,10 @@ impl Root {
                 timeout,
             ) {
                 Ok(token) => {
-                    self.in_flight
-                        .insert(token, (batch.exchanges, batch.carried_drops));
+                    self.in_flight.insert(token, batch.exchanges);
                 }
                 Err(status) => {
-                    self.failed(&shared, batch.exchanges, batch.carried_drops);
+                    self.failed(&shared, batch.exchanges);
                     self.warn(&format!(
                         "tapedeck: cannot push to collector cluster {:?} ({status:?}); {} exchanges dropped",
                         shared.config.collector.cluster, batch.exchanges
@@ -585,14 +583,11 @@ impl Root {
         );
     }
 
-    /// A push that failed: its exchanges are dropped (`send_failed`), and they and the earlier
-    /// drops the batch reported go back to the outbox, so the next batch that reaches the
-    /// collector reports them all (the collector's drop count stays exact).
-    fn failed(&self, shared: &Shared, exchanges: u64, carried_drops: u64) {
+    fn failed(&self, shared: &Shared, exchanges: u64) {
         shared.metrics.batch_failures.add(1);
         shared.metrics.dropped_send_failed.add(exchanges);
         if let Ok(mut outbox) = shared.outbox.try_borrow_mut() {
-            outbox.dropped(exchanges.saturating_add(carried_drops));
+            outbox.dropped(exchanges);
         }
     }
 }
@@ -638,7 +633,7 @@ fn resolve_identity(config: &Config) -> Identity {
 
 impl Context for Root {
     fn on_grpc_call_response(&mut self, token_id: u32, status_code: u32, _response_size: usize) {
-        let (exchanges, carried_drops) = self.in_flight.remove(&token_id).unwrap_or((0, 0));
+        let exchanges = self.in_flight.remove(&token_id).unwrap_or(0);
         let Some(shared) = self.shared.clone() else {
             return;
         };
@@ -646,7 +641,7 @@ impl Context for Root {
             shared.metrics.batches_sent.add(1);
             shared.metrics.sent.add(exchanges);
         } else {
-            self.failed(&shared, exchanges, carried_drops);
+            self.failed(&shared, exchanges);
             let detail = hostcalls::get_grpc_status()
                 .ok()
                 .and_then(|(_, message)| message)

@@ -54,9 +54,6 @@ pub struct Batch {
     pub bytes: Vec<u8>,
     /// Exchanges in it.
     pub exchanges: u64,
-    /// The earlier drops it reports (`dropped_since_last`): if the push fails, they go back to
-    /// the outbox with the batch's own exchanges, so the next batch still reports them.
-    pub carried_drops: u64,
 }
 
 impl Outbox {
@@ -151,17 +148,16 @@ impl Outbox {
         bytes.extend_from_slice(filter_version.as_bytes());
         encode_key(3, WireType::Varint, &mut bytes);
         encode_varint(self.sequence, &mut bytes);
-        let carried_drops = std::mem::take(&mut self.dropped_since_last);
-        if carried_drops > 0 {
+        if self.dropped_since_last > 0 {
             encode_key(4, WireType::Varint, &mut bytes);
-            encode_varint(carried_drops, &mut bytes);
+            encode_varint(self.dropped_since_last, &mut bytes);
+            self.dropped_since_last = 0;
         }
         encode_key(5, WireType::SixtyFourBit, &mut bytes);
         bytes.extend_from_slice(&sent_unix_nanos.to_le_bytes());
         Some(Batch {
             bytes,
             exchanges: pending.exchanges,
-            carried_drops,
         })
     }
 }
@@ -208,22 +204,6 @@ mod tests {
             ExchangeBatch::decode(outbox.next_batch(44, "0.1.0").unwrap().bytes.as_slice())
                 .unwrap();
         assert_eq!((decoded.sequence, decoded.dropped_since_last), (2, 0));
-    }
-
-    #[test]
-    fn a_failed_batch_gives_back_the_drops_it_reported() {
-        let mut outbox = Outbox::new(1, 1 << 20, 1 << 20);
-        outbox.push(exchange("/a")).unwrap();
-        assert_eq!(outbox.push(exchange("/b")), Err(Dropped::QueueFull));
-        let batch = outbox.next_batch(1, "v").unwrap();
-        assert_eq!((batch.exchanges, batch.carried_drops), (1, 1));
-        // The push failed: what the host does is give back its exchanges and carried drops.
-        outbox.dropped(batch.exchanges + batch.carried_drops);
-        outbox.push(exchange("/c")).unwrap();
-        let next = outbox.next_batch(2, "v").unwrap();
-        assert_eq!(next.carried_drops, 2);
-        let decoded = ExchangeBatch::decode(next.bytes.as_slice()).unwrap();
-        assert_eq!(decoded.dropped_since_last, 2);
     }
 
     #[test]
