@@ -13,6 +13,7 @@
 //! byte-identical output for the same input, whatever order the rows came in. [`read`] loads a
 //! snapshot and [`validate`] lists every problem of one, each with its file and line.
 
+pub mod archive;
 mod build;
 pub mod model;
 mod read;

@@ -90,6 +90,18 @@ pub struct CollectorArgs {
     )]
     pub flush_rows: usize,
 
+    /// Codec of the Parquet pages a flush writes: `lz4` (LZ4_RAW: far less CPU per exchange,
+    /// larger fresh files) or `zstd` (level 1). Compaction always rewrites closed hours with
+    /// zstd, so data at rest is as compact either way.
+    #[arg(
+        long,
+        env = "TAPEDECK_FLUSH_COMPRESSION",
+        value_name = "CODEC",
+        value_enum,
+        default_value_t = crate::writer::FlushCompression::Lz4
+    )]
+    pub flush_compression: crate::writer::FlushCompression,
+
     /// Memory the buffer may hold, in bytes; above it pushes get RESOURCE_EXHAUSTED.
     #[arg(
         long,
@@ -200,6 +212,7 @@ impl Default for CollectorArgs {
             max_push_bytes: 64 * MIB,
             flush_interval: 10,
             flush_rows: 200_000,
+            flush_compression: crate::writer::FlushCompression::Lz4,
             buffer_max_bytes: 512 * MIB,
             min_free_disk: 512 * MIB,
             retention: Retention(Some(Duration::from_secs(7 * 24 * 3600))),
@@ -269,6 +282,7 @@ mod tests {
         assert_eq!(parsed.max_push_bytes, 64 * MIB);
         assert_eq!(parsed.flush_interval, 10);
         assert_eq!(parsed.flush_rows, 200_000);
+        assert_eq!(parsed.flush_compression, defaults.flush_compression);
         assert_eq!(parsed.buffer_max_bytes, 512 * MIB);
         assert_eq!(parsed.min_free_disk, 512 * MIB);
         assert_eq!(parsed.retention, defaults.retention);

@@ -46,8 +46,6 @@ use arrow_flight::{
     Action, FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse,
     IpcMessage, SchemaAsIpc, Ticket,
 };
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as BASE64;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::error::ArrowError;
@@ -62,6 +60,7 @@ use tonic::service::Interceptor;
 use tonic::transport::{Endpoint, Server};
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::auth::{Schemes, credentials_match};
 use crate::query::{QueryEngine, QueryError};
 
 /// Largest message the client accepts (one record batch message); the server splits batches
@@ -222,38 +221,14 @@ impl Interceptor for Auth {
             .metadata()
             .get("authorization")
             .and_then(|value| value.to_str().ok());
-        if header.is_some_and(|header| credentials_match(header, token)) {
+        if header.is_some_and(|header| {
+            credentials_match(header.as_bytes(), token.as_bytes(), Schemes::BearerOrBasic)
+        }) {
             Ok(request)
         } else {
             Err(Status::unauthenticated("missing or wrong bearer token"))
         }
     }
-}
-
-/// Whether an `authorization` header carries the token (as a bearer token, or as the password
-/// of basic authentication).
-pub fn credentials_match(header: &str, token: &str) -> bool {
-    let Some((scheme, value)) = header.trim().split_once(' ') else {
-        return false;
-    };
-    let value = value.trim();
-    if scheme.eq_ignore_ascii_case("bearer") {
-        return constant_time_eq(value.as_bytes(), token.as_bytes());
-    }
-    if scheme.eq_ignore_ascii_case("basic") {
-        let Ok(decoded) = BASE64.decode(value) else {
-            return false;
-        };
-        let Some(colon) = decoded.iter().position(|b| *b == b':') else {
-            return false;
-        };
-        return constant_time_eq(&decoded[colon + 1..], token.as_bytes());
-    }
-    false
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// The Flight SQL service.

@@ -21,6 +21,7 @@ use tapedeck_proto::{Direction, Exchange, ExchangeBatch, Message, Protocol, Push
 use tokio::sync::{Notify, RwLock};
 use tonic::{Request, Response, Status};
 
+use crate::auth::{Schemes, credentials_match};
 use crate::buffer::Buffer;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
@@ -76,6 +77,7 @@ pub struct CaptureService {
     metrics: Arc<Metrics>,
     wake_flush: Arc<Notify>,
     sequences: Mutex<SequenceTracker>,
+    vms: Mutex<vms::VmTracker>,
 }
 
 impl CaptureService {
@@ -97,6 +99,7 @@ impl CaptureService {
             metrics,
             wake_flush,
             sequences: Mutex::new(SequenceTracker::default()),
+            vms: Mutex::new(vms::VmTracker::new(unix_nanos_now())),
         }
     }
 
@@ -182,17 +185,37 @@ impl CaptureService {
             .metadata()
             .get("authorization")
             .map(|value| value.as_bytes());
-        if presented.is_some_and(|value| bearer_matches(value, token.as_bytes())) {
+        if presented
+            .is_some_and(|value| credentials_match(value, token.as_bytes(), Schemes::Bearer))
+        {
             Ok(())
         } else {
             Err(Error::Unauthenticated)
         }
     }
 
-    fn account(&self, peer: Option<SocketAddr>, batch: &ExchangeBatch) {
-        self.metrics
-            .filter_dropped_exchanges
-            .inc_by(batch.dropped_since_last);
+    /// Accounts for a push on arrival: which filter VM sent it (a VM start, the workload's
+    /// last push) and gaps in its sequence. Its drop report (`dropped_since_last`) is counted
+    /// only once the batch is stored ([`CaptureService::account_stored`]): a filter whose push
+    /// failed or was refused carries the report forward to its next batch.
+    fn account(&self, peer: Option<SocketAddr>, sender: &vms::Sender, batch: &ExchangeBatch) {
+        if !sender.workload.is_empty() {
+            if self
+                .vms
+                .lock()
+                .unwrap_or_else(|poison| poison.into_inner())
+                .observe(sender)
+            {
+                self.metrics
+                    .filter_vm_started(&sender.workload, &sender.namespace);
+                tracing::info!(workload = %sender.workload, namespace = %sender.namespace, vm = %sender.vm_id, "A filter VM started.");
+            }
+            self.metrics.filter_pushed(
+                &sender.workload,
+                &sender.namespace,
+                unix_nanos_now() as f64 / 1e9,
+            );
+        }
         let Some(peer) = peer else { return };
         let lost = self
             .sequences
@@ -204,6 +227,21 @@ impl CaptureService {
             tracing::warn!(%peer, lost, sequence = batch.sequence, "Batches were lost on the way from a filter.");
         }
     }
+
+    /// Counts the drop report of a batch that was stored.
+    fn account_stored(&self, dropped_since_last: u64) {
+        self.metrics
+            .filter_dropped_exchanges
+            .inc_by(dropped_since_last);
+    }
+}
+
+fn unix_nanos_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| {
+            u64::try_from(since.as_nanos()).unwrap_or(u64::MAX)
+        })
 }
 
 #[tonic::async_trait]
@@ -226,13 +264,17 @@ impl CaptureService {
             return Err(error.into());
         }
         let peer = request.remote_addr();
+        let sender = vms::Sender::from_metadata(request.metadata());
         let Received { batch, bytes } = request.into_inner();
-        self.account(peer, &batch);
-        let sequence = batch.sequence;
+        self.account(peer, &sender, &batch);
+        let (sequence, dropped) = (batch.sequence, batch.dropped_since_last);
         match self.store_received(batch, bytes).await {
-            Ok(accepted) => Ok(Response::new(PushAck {
-                accepted: accepted as u64,
-            })),
+            Ok(accepted) => {
+                self.account_stored(dropped);
+                Ok(Response::new(PushAck {
+                    accepted: accepted as u64,
+                }))
+            }
             Err(error) => {
                 self.metrics.batch_rejected(error.reason());
                 tracing::debug!(%error, sequence, "Refused a batch.");
@@ -401,27 +443,6 @@ impl tonic::codec::Encoder for AckEncoder {
 /// How prost decode errors start, as tonic reports them.
 const DECODE_FAILURE: &str = "failed to decode Protobuf message";
 
-/// Whether an `authorization` value is `Bearer <token>` (scheme in any case), comparing the
-/// token in constant time.
-pub(crate) fn bearer_matches(value: &[u8], token: &[u8]) -> bool {
-    const SCHEME: &[u8] = b"bearer ";
-    if value.len() < SCHEME.len() || !value[..SCHEME.len()].eq_ignore_ascii_case(SCHEME) {
-        return false;
-    }
-    constant_time_eq(&value[SCHEME.len()..], token)
-}
-
-/// Compares two byte strings in time that depends only on their lengths.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    let mut difference = u8::from(a.len() != b.len());
-    for i in 0..a.len().max(b.len()) {
-        let x = a.get(i).copied().unwrap_or(0);
-        let y = b.get(i).copied().unwrap_or(0);
-        difference |= x ^ y;
-    }
-    std::hint::black_box(difference) == 0
-}
-
 /// Checks every exchange of a batch; the first problem refuses the batch, naming the exchange.
 pub fn validate(batch: &ExchangeBatch) -> Result<()> {
     for (index, exchange) in batch.exchanges.iter().enumerate() {
@@ -587,3 +608,4 @@ impl SequenceTracker {
 
 #[cfg(test)]
 mod tests;
+pub mod vms;

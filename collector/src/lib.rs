@@ -12,6 +12,7 @@
 //! Used by the `tapedeck collector`, `tapedeck sql` and `tapedeck import` commands and the
 //! end-to-end tests.
 
+pub mod auth;
 pub mod buffer;
 pub mod cache;
 pub mod config;
@@ -183,14 +184,17 @@ pub async fn run_with(
         // Readers that cached a listing with those files list again.
         store.changes.publish(&store.store, names.writer()).await?;
     }
-    let flusher = Arc::new(Flusher::new(
-        store.clone(),
-        buffer.clone(),
-        wal.clone(),
-        gate.clone(),
-        metrics.clone(),
-        names.clone(),
-    ));
+    let flusher = Arc::new(
+        Flusher::new(
+            store.clone(),
+            buffer.clone(),
+            wal.clone(),
+            gate.clone(),
+            metrics.clone(),
+            names.clone(),
+        )
+        .with_compression(args.flush_compression),
+    );
     flusher.observe_buffer();
     let wake_flush = Arc::new(Notify::new());
     let flush_task = tasks.spawn({

@@ -27,6 +27,14 @@ pub const BYTES_RECEIVED: &str = "tapedeck_collector_received_bytes";
 pub const FILTER_DROPPED_EXCHANGES: &str = "tapedeck_collector_filter_dropped_exchanges";
 /// Batches that never arrived, from gaps in the filters' batch sequence numbers.
 pub const BATCHES_LOST: &str = "tapedeck_collector_batches_lost";
+/// Filter VMs that started while this collector ran, by `workload` and `namespace`: a new VM id
+/// in the push metadata whose start is not before the collector's. A proxy restart, or a
+/// `FAIL_RELOAD` reload after a VM crashed, steps it.
+pub const FILTER_VM_STARTS: &str = "tapedeck_collector_filter_vm_starts";
+/// When a filter of the `workload` (in `namespace`) last pushed, Unix seconds: every VM pushes at
+/// least every `queue.heartbeat_interval_ms` (10 s unless set), so a gauge that stops advancing
+/// is a workload whose filter VMs stopped (a VM that died under `FAIL_OPEN`).
+pub const FILTER_LAST_PUSH_SECONDS: &str = "tapedeck_collector_filter_last_push_timestamp_seconds";
 /// fsyncs of the write-ahead log.
 pub const WAL_FSYNCS: &str = "tapedeck_collector_wal_fsyncs";
 /// Time one write-ahead log write + fsync took.
@@ -61,6 +69,8 @@ pub const QUERIES: &str = "tapedeck_collector_queries";
 pub const QUERY_SECONDS: &str = "tapedeck_collector_query_seconds";
 
 type Labels = [(&'static str, &'static str); 1];
+/// `workload` and `namespace` of a filter.
+type WorkloadLabels = Vec<(String, String)>;
 
 /// The collector's metric handles. Share it behind an `Arc`.
 #[derive(Debug)]
@@ -77,6 +87,8 @@ pub struct Metrics {
     pub filter_dropped_exchanges: Counter,
     /// [`BATCHES_LOST`].
     pub batches_lost: Counter,
+    filter_vm_starts: Family<WorkloadLabels, Counter>,
+    filter_last_push: Family<WorkloadLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     /// [`WAL_FSYNCS`].
     pub wal_fsyncs: Counter,
     /// [`WAL_FSYNC_SECONDS`].
@@ -161,6 +173,18 @@ impl Metrics {
         );
         let queries = Family::<Labels, Counter>::default();
         registry.register(QUERIES, "Queries run, by outcome.", queries.clone());
+        let filter_vm_starts = Family::<WorkloadLabels, Counter>::default();
+        registry.register(
+            FILTER_VM_STARTS,
+            "Filter VMs that started while the collector ran, by workload.",
+            filter_vm_starts.clone(),
+        );
+        let filter_last_push = Family::default();
+        registry.register(
+            FILTER_LAST_PUSH_SECONDS,
+            "When a filter of the workload last pushed, Unix seconds.",
+            filter_last_push.clone(),
+        );
         let mut histogram = |name: &str, help: &str, buckets: Vec<f64>| {
             let histogram = Histogram::new(buckets);
             registry.register(name, help, histogram.clone());
@@ -206,6 +230,8 @@ impl Metrics {
             bytes_received,
             filter_dropped_exchanges,
             batches_lost,
+            filter_vm_starts,
+            filter_last_push,
             wal_fsyncs,
             wal_fsync_seconds,
             wal_group_size,
@@ -239,6 +265,28 @@ impl Metrics {
             .map_or(0, |counter| counter.get())
     }
 
+    /// Counts a filter VM start of `workload` in `namespace` ([`FILTER_VM_STARTS`]).
+    pub fn filter_vm_started(&self, workload: &str, namespace: &str) {
+        self.filter_vm_starts
+            .get_or_create(&workload_labels(workload, namespace))
+            .inc();
+    }
+
+    /// Filter VM starts of `workload` in `namespace` seen so far.
+    pub fn filter_vm_starts(&self, workload: &str, namespace: &str) -> u64 {
+        self.filter_vm_starts
+            .get(&workload_labels(workload, namespace))
+            .map_or(0, |counter| counter.get())
+    }
+
+    /// Records a push from a filter of `workload` in `namespace` at `unix_seconds`
+    /// ([`FILTER_LAST_PUSH_SECONDS`]).
+    pub fn filter_pushed(&self, workload: &str, namespace: &str, unix_seconds: f64) {
+        self.filter_last_push
+            .get_or_create(&workload_labels(workload, namespace))
+            .set(unix_seconds);
+    }
+
     /// Records one finished query (Flight SQL or `tapedeck sql`).
     pub fn query_finished(&self, duration: Duration, ok: bool) {
         let outcome = if ok { "ok" } else { "error" };
@@ -253,6 +301,13 @@ impl Metrics {
         let _ = encode(&mut text, &self.registry);
         text
     }
+}
+
+fn workload_labels(workload: &str, namespace: &str) -> WorkloadLabels {
+    vec![
+        ("workload".to_string(), workload.to_string()),
+        ("namespace".to_string(), namespace.to_string()),
+    ]
 }
 
 #[cfg(test)]

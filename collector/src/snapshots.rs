@@ -1,7 +1,8 @@
 //! Snapshots by id, kept in the collector's own object store (local folder or S3, the store
 //! the Parquet files go to) and served on its HTTP port: the API `tapedeck_mesh::snapshots`
 //! describes and is the client of (`PUT /v1/snapshots/{id}`, `GET /v1/snapshots`,
-//! `GET /v1/snapshots/{id}/{file}`), behind the collector's bearer token.
+//! `GET /v1/snapshots/{id}/{file}`), behind the collector's bearer token. The archive an upload
+//! carries is the analyzer's ([`tapedeck_analyzer::snapshot::archive`]).
 //!
 //! Layout under the store's root:
 //!
@@ -37,8 +38,10 @@ use object_store::path::Path as StorePath;
 use object_store::{ObjectStore, ObjectStoreExt as _, PutMode, PutOptions, PutPayload};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
+use tapedeck_analyzer::snapshot::archive::{API_PATH, FILES, untar};
 use tapedeck_analyzer::snapshot::{self, Manifest};
-use tapedeck_mesh::snapshots::{API_PATH, FILES, untar};
+
+use crate::auth::{Schemes, credentials_match};
 
 /// The folder of the store snapshots are kept under.
 pub const PREFIX: &str = "snapshots";
@@ -104,7 +107,7 @@ fn refused(snapshots: &Snapshots, headers: &HeaderMap) -> Option<Response> {
         .get(header::AUTHORIZATION)
         .map(|v| v.as_bytes())
         .unwrap_or_default();
-    if crate::ingest::bearer_matches(presented, token.as_bytes()) {
+    if credentials_match(presented, token.as_bytes(), Schemes::Bearer) {
         None
     } else {
         Some(error(

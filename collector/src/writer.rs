@@ -7,7 +7,8 @@
 //! closed segments. Without the gate it then, in order:
 //! 1. records a flush intent in the log folder ([`crate::wal::FlushIntent`]: the closed segments
 //!    and the exact path of every file the flush will write), durably;
-//! 2. writes one zstd Parquet file per partition ([`write_partition`]), makes it durable
+//! 2. writes one Parquet file per partition ([`write_partition`]; pages compressed with
+//!    `--flush-compression`, LZ4 unless set: compaction rewrites them with zstd), makes it durable
 //!    ([`StoreHandle::sync`]: fsync of the file and its folders on a local store, where
 //!    `object_store` itself does not), and forgets each sealed entry once its file is in the
 //!    store;
@@ -126,12 +127,37 @@ impl FileNamer {
     }
 }
 
-fn writer_properties() -> WriterProperties {
+/// How a flush compresses the Parquet pages of the files it writes. Compaction always writes
+/// zstd ([`ZSTD_LEVEL`]), so data at rest ends up as compact either way once its hour is
+/// compacted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum FlushCompression {
+    /// `LZ4_RAW`: much less CPU per page than zstd, larger fresh files.
+    #[default]
+    Lz4,
+    /// zstd at [`ZSTD_LEVEL`], as compaction writes.
+    Zstd,
+}
+
+impl FlushCompression {
+    /// The Parquet codec.
+    pub fn codec(self) -> Compression {
+        match self {
+            Self::Lz4 => Compression::LZ4_RAW,
+            Self::Zstd => zstd(),
+        }
+    }
+}
+
+/// zstd at [`ZSTD_LEVEL`]: what compaction writes.
+fn zstd() -> Compression {
+    Compression::ZSTD(ZstdLevel::try_new(ZSTD_LEVEL).expect("1 is a valid zstd level"))
+}
+
+fn writer_properties(compression: Compression) -> WriterProperties {
     use tapedeck_proto::arrow::columns;
     let mut builder = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(
-            ZstdLevel::try_new(ZSTD_LEVEL).expect("1 is a valid zstd level"),
-        ))
+        .set_compression(compression)
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS));
     // Ids and bodies are (nearly) all distinct: a dictionary only costs hashing there, and zstd
     // compresses them anyway.
@@ -141,16 +167,17 @@ fn writer_properties() -> WriterProperties {
     builder.build()
 }
 
-/// Writes record batches of the `exchanges` table as one Parquet file of a partition. The file
-/// appears whole or not at all (one put, or one completed multipart upload). Returns its size
-/// in bytes.
+/// Writes record batches of the `exchanges` table as one Parquet file of a partition, its pages
+/// compressed with `compression`. The file appears whole or not at all (one put, or one
+/// completed multipart upload). Returns its size in bytes.
 pub async fn write_partition(
     store: &Arc<dyn ObjectStore>,
     partition: &PartitionKey,
     name: &FileName,
     batches: &[RecordBatch],
+    compression: FlushCompression,
 ) -> Result<usize> {
-    let mut file = FileWriter::create(store, partition.file(name))?;
+    let mut file = FileWriter::create(store, partition.file(name), compression.codec())?;
     let written = async {
         for batch in batches {
             file.write(batch).await?;
@@ -171,11 +198,11 @@ struct FileWriter {
 }
 
 impl FileWriter {
-    fn create(store: &Arc<dyn ObjectStore>, path: Path) -> Result<Self> {
+    fn create(store: &Arc<dyn ObjectStore>, path: Path, compression: Compression) -> Result<Self> {
         let writer = AsyncArrowWriter::try_new(
             BufWriter::new(store.clone(), path.clone()),
             schema(),
-            Some(writer_properties()),
+            Some(writer_properties(compression)),
         )
         .map_err(|source| Error::Parquet {
             path: path.to_string(),
@@ -241,7 +268,8 @@ pub async fn write_exchanges(
     for (partition, group) in groups {
         let batch = to_record_batch(&group)?;
         let name = names.next_name();
-        write_partition(store, &partition, &name, &[batch]).await?;
+        // Imports are not on the ingest path: as compact as compaction's output.
+        write_partition(store, &partition, &name, &[batch], FlushCompression::Zstd).await?;
         paths.push(partition.file(&name));
     }
     Ok(paths)
@@ -351,6 +379,7 @@ pub struct Flusher {
     metrics: Arc<Metrics>,
     names: Arc<FileNamer>,
     pinned: Arc<PinnedFiles>,
+    compression: FlushCompression,
     /// Only the flush loop and the final flush touch it.
     state: tokio::sync::Mutex<FlushState>,
     #[cfg(test)]
@@ -377,10 +406,18 @@ impl Flusher {
             metrics,
             names,
             pinned: Arc::default(),
+            compression: FlushCompression::default(),
             state: tokio::sync::Mutex::new(FlushState::default()),
             #[cfg(test)]
             crash: std::sync::Mutex::new(None),
         }
+    }
+
+    /// Compresses the pages of the files it writes with `compression` (default
+    /// [`FlushCompression::Lz4`]).
+    pub fn with_compression(mut self, compression: FlushCompression) -> Self {
+        self.compression = compression;
+        self
     }
 
     /// The files compaction must leave alone (see [`compact_except`]).
@@ -566,6 +603,7 @@ impl Flusher {
                 &sealed.partition,
                 &sealed.file,
                 &sealed.batches,
+                self.compression,
             )
             .await
             {
@@ -1186,7 +1224,8 @@ async fn merge(
     output: &FileName,
 ) -> Result<usize> {
     let merged_path = partition.file(output);
-    let mut merged = FileWriter::create(store, merged_path.clone())?;
+    // zstd whatever the flush wrote: the merged file is what stays at rest.
+    let mut merged = FileWriter::create(store, merged_path.clone(), zstd())?;
     let written = async {
         let mut rows = 0;
         for (_, meta) in files {

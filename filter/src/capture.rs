@@ -599,6 +599,64 @@ fn lossy(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// What becomes of a stream, decided at its request headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// The match rules leave it out.
+    FilteredOut,
+    /// Sampling leaves it out.
+    SampledOut,
+    /// Captured.
+    Kept,
+}
+
+/// Decides a stream from its request headers as the proxy serialized them, the way
+/// [`StreamCapture::start_map`] followed by [`Matcher::matches`] and [`Sampler::keep`] would,
+/// but without building the capture: a stream left out costs a scan of the buffer and no
+/// allocation. `random` is drawn only when the match rules let the stream in (as before).
+/// `None` when the map is malformed.
+pub fn decide(
+    serialized: &[u8],
+    matcher: &Matcher,
+    sampler: &Sampler,
+    random: impl FnOnce() -> u64,
+) -> Option<Decision> {
+    let mut path: &[u8] = b"";
+    let mut authority: &[u8] = b"";
+    let mut trace_id = String::new();
+    let mut request_id = None;
+    crate::headers::for_each_pair(serialized, |name, value| match name {
+        b":path" => path = value,
+        b":authority" => authority = value,
+        _ if name.starts_with(b":") => {}
+        _ => {
+            if name == TRACEPARENT_HEADER.as_bytes() && trace_id.is_empty() {
+                trace_id = traceparent_trace_id(value).unwrap_or_default();
+            } else if name == REQUEST_ID_HEADER.as_bytes() && request_id.is_none() {
+                request_id = Some(value);
+            }
+        }
+    })?;
+    if !matcher.is_empty() && !matcher.matches(&lossy(path), &lossy(authority)) {
+        return Some(Decision::FilteredOut);
+    }
+    let random = random();
+    let kept = if trace_id.is_empty() {
+        let request_id = request_id.unwrap_or_default();
+        match std::str::from_utf8(request_id) {
+            Ok(text) => sampler.keep(text, random),
+            Err(_) => sampler.keep(&lossy(request_id), random),
+        }
+    } else {
+        sampler.keep(&trace_id, random)
+    };
+    Some(if kept {
+        Decision::Kept
+    } else {
+        Decision::SampledOut
+    })
+}
+
 /// Which exchanges are considered at all.
 #[derive(Debug, Clone, Default)]
 pub struct Matcher {
@@ -618,6 +676,14 @@ impl Matcher {
             include_authorities: lower(&config.include_authorities),
             exclude_authorities: lower(&config.exclude_authorities),
         }
+    }
+
+    /// Whether there are no rules (every exchange matches).
+    pub fn is_empty(&self) -> bool {
+        self.include_paths.is_empty()
+            && self.exclude_paths.is_empty()
+            && self.include_authorities.is_empty()
+            && self.exclude_authorities.is_empty()
     }
 
     /// Whether an exchange with this path and authority is captured.

@@ -189,6 +189,11 @@ pub struct Queue {
     /// Pushes under way at once, at most; while at the limit the queue only fills.
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
+    /// A VM that has handled a request and pushed nothing for this long, in milliseconds,
+    /// pushes a batch without exchanges (a heartbeat), so that the collector can tell a quiet
+    /// VM from a dead one.
+    #[serde(default = "default_heartbeat_interval_ms")]
+    pub heartbeat_interval_ms: u64,
 }
 
 fn default_max_exchanges() -> usize {
@@ -206,6 +211,9 @@ fn default_flush_interval_ms() -> u64 {
 fn default_max_in_flight() -> usize {
     4
 }
+fn default_heartbeat_interval_ms() -> u64 {
+    10_000
+}
 
 impl Default for Queue {
     fn default() -> Self {
@@ -215,6 +223,7 @@ impl Default for Queue {
             batch_max_bytes: default_batch_max_bytes(),
             flush_interval_ms: default_flush_interval_ms(),
             max_in_flight: default_max_in_flight(),
+            heartbeat_interval_ms: default_heartbeat_interval_ms(),
         }
     }
 }

@@ -29,6 +29,52 @@ fn read_u32(buf: &[u8], at: usize) -> Option<usize> {
     Some(u32::from_le_bytes(bytes) as usize)
 }
 
+/// Pairs in the proxy-wasm serialized form (a header map, or the initial metadata of a gRPC
+/// call the module starts).
+pub fn serialize<N: AsRef<[u8]>, V: AsRef<[u8]>>(pairs: &[(N, V)]) -> Vec<u8> {
+    let len = |n: usize| u32::try_from(n).unwrap_or(u32::MAX).to_le_bytes();
+    let mut buf = Vec::new();
+    buf.extend_from_slice(&len(pairs.len()));
+    for (name, value) in pairs {
+        buf.extend_from_slice(&len(name.as_ref().len()));
+        buf.extend_from_slice(&len(value.as_ref().len()));
+    }
+    for (name, value) in pairs {
+        buf.extend_from_slice(name.as_ref());
+        buf.push(0);
+        buf.extend_from_slice(value.as_ref());
+        buf.push(0);
+    }
+    buf
+}
+
+/// Calls `each` on every pair of a serialized map, in order, without copying or allocating;
+/// `None` when the map is malformed (exactly when [`HeaderMap::parse`] refuses it).
+pub fn for_each_pair<'a>(buf: &'a [u8], mut each: impl FnMut(&'a [u8], &'a [u8])) -> Option<()> {
+    if buf.is_empty() {
+        return Some(());
+    }
+    let count = read_u32(buf, 0)?;
+    let mut data = count.checked_mul(8)?.checked_add(4)?;
+    if data > buf.len() {
+        return None;
+    }
+    for i in 0..count {
+        let name_len = read_u32(buf, 4 + i * 8)?;
+        let value_len = read_u32(buf, 8 + i * 8)?;
+        let name_start = data;
+        let value_start = name_start.checked_add(name_len)?.checked_add(1)?;
+        data = value_start.checked_add(value_len)?.checked_add(1)?;
+        if data > buf.len() {
+            return None;
+        }
+        let name = buf.get(name_start..name_start + name_len)?;
+        let value = buf.get(value_start..value_start + value_len)?;
+        each(name, value);
+    }
+    Some(())
+}
+
 impl HeaderMap {
     /// Takes a serialized map from the proxy. `None` when it is malformed.
     pub fn parse(buf: Vec<u8>) -> Option<Self> {
@@ -70,20 +116,8 @@ impl HeaderMap {
 
     /// Serializes pairs the way the proxy does (for tests and callers that hold pairs).
     pub fn from_pairs<N: AsRef<[u8]>, V: AsRef<[u8]>>(pairs: &[(N, V)]) -> Self {
-        let mut buf = Vec::new();
-        buf.extend_from_slice(&(pairs.len() as u32).to_le_bytes());
-        for (name, value) in pairs {
-            buf.extend_from_slice(&(name.as_ref().len() as u32).to_le_bytes());
-            buf.extend_from_slice(&(value.as_ref().len() as u32).to_le_bytes());
-        }
-        for (name, value) in pairs {
-            buf.extend_from_slice(name.as_ref());
-            buf.push(0);
-            buf.extend_from_slice(value.as_ref());
-            buf.push(0);
-        }
         // Well-formed by construction.
-        Self::parse(buf).unwrap_or_default()
+        Self::parse(serialize(pairs)).unwrap_or_default()
     }
 
     fn slice(&self, (start, len): (u32, u32)) -> &[u8] {
@@ -176,5 +210,24 @@ mod tests {
             assert_eq!(HeaderMap::parse(good[..cut].to_vec()), None, "cut at {cut}");
         }
         assert_eq!(HeaderMap::parse(vec![0xff, 0xff, 0xff, 0xff]), None);
+    }
+
+    #[test]
+    fn scanning_a_serialized_map_sees_what_parsing_sees() {
+        let good = serialize(&[(":path", "/x"), ("a", ""), ("b", "2")]);
+        let mut seen = Vec::new();
+        assert_eq!(for_each_pair(&good, |n, v| seen.push((n, v))), Some(()));
+        let parsed = HeaderMap::parse(good.clone()).expect("well formed");
+        assert_eq!(seen, parsed.iter().collect::<Vec<_>>());
+        assert_eq!(for_each_pair(&[], |_, _| ()), Some(()));
+        for cut in 1..good.len() {
+            let part = &good[..cut];
+            assert_eq!(
+                for_each_pair(part, |_, _| ()).is_some(),
+                HeaderMap::parse(part.to_vec()).is_some(),
+                "cut at {cut}"
+            );
+        }
+        assert_eq!(for_each_pair(&[0xff, 0xff, 0xff, 0xff], |_, _| ()), None);
     }
 }

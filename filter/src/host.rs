@@ -5,33 +5,35 @@
 //! (no copy, no lock, no shared-queue host call), and that VM's root context flushes on its own
 //! tick with `dispatch_grpc_call`. Bounds therefore hold per worker.
 //!
-//! Every host call here returns a `Result` (the SDK's `hostcalls`, or this module's `raw` calls
-//! on the data path, which also turn a status the SDK would panic on into an error); a failure
-//! is counted and the stream goes on untouched (`Action::Continue` everywhere).
+//! Every host call here returns a `Result` (`abi.rs`'s `hostcalls`, named as the proxy-wasm SDK
+//! named them, or this module's `raw` calls on the data path); a failure is counted and the
+//! stream goes on untouched (`Action::Continue` everywhere).
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use proxy_wasm::hostcalls;
-use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType};
+use crate::abi::hostcalls;
+use crate::abi::traits::{Context, HttpContext, RootContext};
+use crate::abi::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType};
 use tapedeck_proto::{CAPTURE_PUSH_METHOD, CAPTURE_SERVICE, Direction};
 
-use crate::capture::{FILTER_VERSION, Identity, Matcher, Rng, Sampler, StreamCapture, StreamEnd};
+use crate::capture::{
+    self, Decision, FILTER_VERSION, Identity, Matcher, Rng, Sampler, StreamCapture, StreamEnd,
+};
 use crate::config::Config;
 use crate::headers::HeaderMap;
 use crate::metrics;
-use crate::queue::Outbox;
+use crate::queue::{Batch, Outbox};
 use crate::redact::Redactor;
 
 /// How often the same kind of warning may be logged, at most.
 const WARN_INTERVAL_NANOS: u64 = 10_000_000_000;
 
 pub(crate) fn start() {
-    proxy_wasm::set_log_level(LogLevel::Info);
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
+    crate::abi::log_panics();
+    crate::abi::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
 }
 
 fn now_nanos() -> u64 {
@@ -48,10 +50,9 @@ fn log(level: LogLevel, message: &str) {
     let _ = hostcalls::log(level, message);
 }
 
-/// The data-returning host calls of the data path, called directly rather than through the
-/// SDK's `hostcalls`: the result is taken as the one buffer the host wrote (no per-header
-/// `String`/`Vec` as `get_map_bytes` makes), property paths are serialized once as constants,
-/// and a status the SDK does not expect is an error here instead of a panic.
+/// The data-returning host calls of the data path, called directly: the result is taken as the
+/// one buffer the host wrote (no per-header `String`/`Vec`), property paths are serialized once
+/// as constants, and an unexpected status is an error, never a panic.
 mod raw {
     use std::ptr::null_mut;
 
@@ -91,8 +92,8 @@ mod raw {
     const NOT_FOUND: u32 = 1;
 
     /// Takes ownership of what the host returned. The host got the memory from the module's
-    /// `proxy_on_memory_allocate` (the SDK's), which hands out a boxed `[u8]` of exactly the
-    /// size asked for: a `Vec` of that length and capacity owns it.
+    /// `proxy_on_memory_allocate` (`abi.rs`), an allocation of exactly the size asked for with
+    /// alignment 1 from the global allocator: a `Vec` of that length and capacity owns it.
     fn owned(data: *mut u8, size: usize) -> Option<Vec<u8>> {
         if data.is_null() {
             return None;
@@ -118,7 +119,7 @@ mod raw {
 
     /// At most `max` bytes of a buffer from `start`.
     pub(super) fn buffer(
-        buffer: proxy_wasm::types::BufferType,
+        buffer: crate::abi::types::BufferType,
         start: usize,
         max: usize,
     ) -> Result<Option<Vec<u8>>, u32> {
@@ -158,7 +159,7 @@ mod raw {
     }
 
     /// A header map in the proxy's serialized form.
-    pub(super) fn map(map: proxy_wasm::types::MapType) -> Result<Vec<u8>, u32> {
+    pub(super) fn map(map: crate::abi::types::MapType) -> Result<Vec<u8>, u32> {
         let mut data = null_mut();
         let mut size = 0;
         count(Call::HeaderMap);
@@ -207,8 +208,8 @@ mod calls {
     /// the proxy.
     #[cfg(feature = "host-call-counts")]
     pub(super) fn publish(ids: &mut Option<Vec<Option<u32>>>) {
-        use proxy_wasm::hostcalls;
-        use proxy_wasm::types::MetricType;
+        use crate::abi::hostcalls;
+        use crate::abi::types::MetricType;
         let ids = ids.get_or_insert_with(|| {
             crate::metrics::HOST_CALLS
                 .iter()
@@ -320,7 +321,7 @@ fn int_property(path: &[u8]) -> Option<i64> {
 }
 
 /// Test builds only (feature `panic-on-demand`, never shipped): panics when the request carries
-/// `x-tapedeck-test-panic`, as the proxy-wasm SDK does on a host status it does not expect, so
+/// `x-tapedeck-test-panic`, as the proxy-wasm SDK did on a host status it did not expect, so
 /// that tests can measure what the proxy's failure policy does to a dead VM.
 #[cfg(feature = "panic-on-demand")]
 #[allow(clippy::panic, reason = "this test-only feature exists to panic")]
@@ -395,6 +396,7 @@ struct Metrics {
     batch_failures: Counter,
     errors: Counter,
     queue_bytes: Option<u32>,
+    drops_unreported: Option<u32>,
 }
 
 impl Metrics {
@@ -411,11 +413,16 @@ impl Metrics {
             batch_failures: Counter::define(metrics::BATCH_SEND_FAILURES),
             errors: Counter::define(metrics::CAPTURE_ERRORS),
             queue_bytes: hostcalls::define_metric(MetricType::Gauge, metrics::QUEUE_BYTES).ok(),
+            drops_unreported: hostcalls::define_metric(
+                MetricType::Gauge,
+                metrics::DROPS_UNREPORTED,
+            )
+            .ok(),
         }
     }
 
-    /// Hands the gathered increments and the queue gauge to the proxy.
-    fn publish(&self, queue_bytes: usize) {
+    /// Hands the gathered increments and the gauges to the proxy.
+    fn publish(&self, queue_bytes: usize, drops_unreported: u64) {
         for counter in [
             &self.captured,
             &self.sampled_out,
@@ -432,6 +439,9 @@ impl Metrics {
         }
         if let Some(id) = self.queue_bytes {
             let _ = hostcalls::record_metric(id, queue_bytes as u64);
+        }
+        if let Some(id) = self.drops_unreported {
+            let _ = hostcalls::record_metric(id, drops_unreported);
         }
     }
 }
@@ -486,9 +496,22 @@ impl Shared {
 #[derive(Debug, Default)]
 struct Root {
     shared: Option<Rc<Shared>>,
-    /// Pushes under way: call token → exchanges in the batch.
-    in_flight: HashMap<u32, u64>,
-    authorization: Option<Vec<u8>>,
+    /// Pushes under way: call token → (exchanges in the batch, the drop report it carries).
+    in_flight: HashMap<u32, (u64, u64)>,
+    /// The gRPC metadata of every push: the bearer token, if any, and who sends (this VM's id
+    /// and start, the workload's identity), so that the collector sees a VM start and a VM
+    /// that went quiet even from batches without exchanges.
+    push_metadata: Vec<(&'static str, Vec<u8>)>,
+    /// This VM's random id (16 hex digits), new at every VM start.
+    vm_id: String,
+    /// When this VM started, nanoseconds since the Unix epoch.
+    vm_started: u64,
+    /// When the last push was dispatched (a heartbeat follows `heartbeat_interval_ms` later).
+    last_push: u64,
+    /// Whether this VM has handled a stream: only such a VM sends heartbeats. Envoy also runs
+    /// the plugin's root context on its main thread, which never sees a request; its
+    /// heartbeats would keep a workload's last push advancing after its worker VMs died.
+    served: Cell<bool>,
     last_warning: u64,
     /// The host-call counters' metric ids (feature `host-call-counts`).
     #[cfg(feature = "host-call-counts")]
@@ -519,11 +542,12 @@ impl Root {
             config.queue.max_bytes,
             config.queue.batch_max_bytes,
         );
-        self.authorization = config
-            .collector
-            .token
-            .as_ref()
-            .map(|token| format!("Bearer {token}").into_bytes());
+        self.push_metadata = push_metadata(
+            config.collector.token.as_deref(),
+            &self.vm_id,
+            self.vm_started,
+            &identity,
+        );
         Ok(Rc::new(Shared {
             redactor: Redactor::new(&config),
             matcher: Matcher::new(&config.matching),
@@ -550,44 +574,78 @@ impl Root {
                 Err(_) => None,
             };
             let Some(batch) = batch else { break };
-            let metadata: Vec<(&str, &[u8])> = match &self.authorization {
-                Some(value) => vec![("authorization", value.as_slice())],
-                None => Vec::new(),
+            self.push(&shared, batch, timeout);
+        }
+        // Nothing to push: an empty batch still goes when a drop report waits (so that the
+        // collector hears of drops without waiting for the next capture) or when this VM has
+        // pushed nothing for the heartbeat interval (so that a VM that died shows as a
+        // workload that went quiet, and a new VM as a new id).
+        if self.in_flight.len() < queue.max_in_flight {
+            let now = now_nanos();
+            let heartbeat_due = self.served.get()
+                && now.saturating_sub(self.last_push)
+                    >= queue.heartbeat_interval_ms.saturating_mul(1_000_000);
+            let batch = match shared.outbox.try_borrow_mut() {
+                Ok(mut outbox)
+                    if outbox.is_empty() && (outbox.unreported() > 0 || heartbeat_due) =>
+                {
+                    Some(outbox.empty_batch(now, FILTER_VERSION))
+                }
+                _ => None,
             };
-            calls::count(calls::Call::Grpc);
-            match hostcalls::dispatch_grpc_call(
-                &shared.config.collector.cluster,
-                CAPTURE_SERVICE,
-                CAPTURE_PUSH_METHOD,
-                metadata,
-                Some(&batch.bytes),
-                timeout,
-            ) {
-                Ok(token) => {
-                    self.in_flight.insert(token, batch.exchanges);
-                }
-                Err(status) => {
-                    self.failed(&shared, batch.exchanges);
-                    self.warn(&format!(
-                        "tapedeck: cannot push to collector cluster {:?} ({status:?}); {} exchanges dropped",
-                        shared.config.collector.cluster, batch.exchanges
-                    ));
-                }
+            if let Some(batch) = batch {
+                self.push(&shared, batch, timeout);
             }
         }
-        shared.metrics.publish(
-            shared
-                .outbox
-                .try_borrow()
-                .map_or(0, |outbox| outbox.bytes()),
-        );
+        let (queue_bytes, unreported) = shared
+            .outbox
+            .try_borrow()
+            .map_or((0, 0), |outbox| (outbox.bytes(), outbox.unreported()));
+        let in_flight_reports: u64 = self.in_flight.values().map(|(_, reported)| reported).sum();
+        shared
+            .metrics
+            .publish(queue_bytes, unreported.saturating_add(in_flight_reports));
     }
 
-    fn failed(&self, shared: &Shared, exchanges: u64) {
+    /// Dispatches one batch; a dispatch that fails at once counts as a failed push.
+    fn push(&mut self, shared: &Shared, batch: Batch, timeout: Duration) {
+        let metadata: Vec<(&str, &[u8])> = self
+            .push_metadata
+            .iter()
+            .map(|(name, value)| (*name, value.as_slice()))
+            .collect();
+        calls::count(calls::Call::Grpc);
+        self.last_push = now_nanos();
+        match hostcalls::dispatch_grpc_call(
+            &shared.config.collector.cluster,
+            CAPTURE_SERVICE,
+            CAPTURE_PUSH_METHOD,
+            metadata,
+            Some(&batch.bytes),
+            timeout,
+        ) {
+            Ok(token) => {
+                self.in_flight
+                    .insert(token, (batch.exchanges, batch.reported));
+            }
+            Err(status) => {
+                self.failed(shared, batch.exchanges, batch.reported);
+                self.warn(&format!(
+                    "tapedeck: cannot push to collector cluster {:?} ({status:?}); {} exchanges dropped",
+                    shared.config.collector.cluster, batch.exchanges
+                ));
+            }
+        }
+    }
+
+    /// A push failed (or was refused): its exchanges are dropped, and its drop report was not
+    /// counted by the collector (it counts the reports of the batches it stores), so both go
+    /// into the next batch's report.
+    fn failed(&self, shared: &Shared, exchanges: u64, reported: u64) {
         shared.metrics.batch_failures.add(1);
         shared.metrics.dropped_send_failed.add(exchanges);
         if let Ok(mut outbox) = shared.outbox.try_borrow_mut() {
-            outbox.dropped(exchanges);
+            outbox.dropped(exchanges.saturating_add(reported));
         }
     }
 }
@@ -617,6 +675,33 @@ fn node_property(path: &[&str]) -> String {
     string_property(&serialize(b"node"))
 }
 
+/// The metadata of every push (see [`Root::push_metadata`]); values the proxy could not send
+/// as a header (not visible ASCII) are left out.
+fn push_metadata(
+    token: Option<&str>,
+    vm_id: &str,
+    vm_started: u64,
+    identity: &Identity,
+) -> Vec<(&'static str, Vec<u8>)> {
+    let mut metadata = Vec::new();
+    if let Some(token) = token {
+        metadata.push(("authorization", format!("Bearer {token}").into_bytes()));
+    }
+    let fields = [
+        (tapedeck_proto::PUSH_VM_ID, vm_id.to_string()),
+        (tapedeck_proto::PUSH_VM_STARTED, vm_started.to_string()),
+        (tapedeck_proto::PUSH_WORKLOAD, identity.workload.clone()),
+        (tapedeck_proto::PUSH_NAMESPACE, identity.namespace.clone()),
+        (tapedeck_proto::PUSH_POD, identity.pod.clone()),
+    ];
+    for (name, value) in fields {
+        if !value.is_empty() && value.bytes().all(|b| b.is_ascii_graphic()) {
+            metadata.push((name, value.into_bytes()));
+        }
+    }
+    metadata
+}
+
 fn resolve_identity(config: &Config) -> Identity {
     let metadata = |key: &str| node_property(&["metadata", key]);
     let pick = |configured: &Option<String>, found: String| configured.clone().unwrap_or(found);
@@ -633,7 +718,7 @@ fn resolve_identity(config: &Config) -> Identity {
 
 impl Context for Root {
     fn on_grpc_call_response(&mut self, token_id: u32, status_code: u32, _response_size: usize) {
-        let exchanges = self.in_flight.remove(&token_id).unwrap_or(0);
+        let (exchanges, reported) = self.in_flight.remove(&token_id).unwrap_or((0, 0));
         let Some(shared) = self.shared.clone() else {
             return;
         };
@@ -641,7 +726,7 @@ impl Context for Root {
             shared.metrics.batches_sent.add(1);
             shared.metrics.sent.add(exchanges);
         } else {
-            self.failed(&shared, exchanges);
+            self.failed(&shared, exchanges, reported);
             let detail = hostcalls::get_grpc_status()
                 .ok()
                 .and_then(|(_, message)| message)
@@ -655,6 +740,15 @@ impl Context for Root {
 
 impl RootContext for Root {
     fn on_vm_start(&mut self, _vm_configuration_size: usize) -> bool {
+        let now = now_nanos();
+        // The OS's randomness (WASI `random_get`, which Envoy serves) through the standard
+        // library's hasher keys, mixed with the clock.
+        let seed =
+            std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), now);
+        let mut rng = Rng::new(seed ^ now);
+        self.vm_id = rng.id()[..8].iter().map(|b| format!("{b:02x}")).collect();
+        self.vm_started = now;
+        self.last_push = now;
         true
     }
 
@@ -695,6 +789,7 @@ impl RootContext for Root {
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        self.served.set(true);
         Some(Box::new(Stream {
             shared: self.shared.clone(),
             capture: None,
@@ -773,23 +868,40 @@ impl HttpContext for Stream {
         if !shared.config.capture.enabled {
             return Action::Continue;
         }
-        let Some(headers) = self.map(MapType::HttpRequestHeaders) else {
+        let Ok(serialized) = raw::map(MapType::HttpRequestHeaders) else {
+            self.error();
             return Action::Continue;
         };
-        // The clock is read only for streams that are kept, and not at all where the stream-end
-        // expression gives the start: a stream that the match rules or sampling leave out
-        // costs the request headers and nothing more.
-        let mut capture =
-            StreamCapture::start_map(0, shared.config.capture.max_body_bytes, headers);
-        if !shared.matcher.matches(capture.path(), capture.authority()) {
-            shared.metrics.filtered_out.add(1);
-        } else if !shared.sampler.keep(capture.trace_id(), shared.random()) {
-            shared.metrics.sampled_out.add(1);
+        // Decided from the serialized map as the proxy wrote it: a stream that the match rules
+        // or sampling leave out costs the read of its request headers and a scan of them, and
+        // builds nothing (no parsed map, no capture). Without rules and at rate 1 every stream
+        // is kept, and the scan is skipped (the random draw is still made, as before).
+        let decision = if shared.sampler.rate() >= 1.0 && shared.matcher.is_empty() {
+            let _ = shared.random();
+            Some(Decision::Kept)
         } else {
-            if shared.stream_end_expression.is_none() {
-                capture.started_at(now_nanos());
+            capture::decide(&serialized, &shared.matcher, &shared.sampler, || {
+                shared.random()
+            })
+        };
+        match decision {
+            Some(Decision::FilteredOut) => shared.metrics.filtered_out.add(1),
+            Some(Decision::SampledOut) => shared.metrics.sampled_out.add(1),
+            Some(Decision::Kept) => {
+                let Some(headers) = HeaderMap::parse(serialized) else {
+                    self.error();
+                    return Action::Continue;
+                };
+                // The clock is read only for streams that are kept, and not at all where the
+                // stream-end expression gives the start.
+                let mut capture =
+                    StreamCapture::start_map(0, shared.config.capture.max_body_bytes, headers);
+                if shared.stream_end_expression.is_none() {
+                    capture.started_at(now_nanos());
+                }
+                self.capture = Some(capture);
             }
-            self.capture = Some(capture);
+            None => self.error(),
         }
         Action::Continue
     }

@@ -7,7 +7,9 @@
 //! while the stream flows, memory is bounded, and whatever cannot be sent is dropped and counted.
 //!
 //! The capture logic ([`capture`], [`redact`], [`queue`], [`config`]) is plain Rust tested on the
-//! host; `host.rs` (built only for `wasm32`) moves bytes between the proxy and that logic.
+//! host; `host.rs` (built only for `wasm32`) moves bytes between the proxy and that logic, and
+//! `abi.rs` is the module's side of the proxy-wasm ABI (our own, not the SDK's: it exports only
+//! the callbacks the filter uses).
 #![cfg_attr(
     not(test),
     deny(
@@ -26,9 +28,6 @@ pub mod queue;
 pub mod redact;
 
 #[cfg(target_arch = "wasm32")]
-mod host;
-
+mod abi;
 #[cfg(target_arch = "wasm32")]
-proxy_wasm::main! {{
-    host::start();
-}}
+mod host;

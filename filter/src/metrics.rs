@@ -23,6 +23,10 @@ pub const BATCH_SEND_FAILURES: &str = "tapedeck.batch_send_failures";
 pub const CAPTURE_ERRORS: &str = "tapedeck.capture_errors";
 /// Gauge: encoded bytes waiting in this VM's outbox.
 pub const QUEUE_BYTES: &str = "tapedeck.queue_bytes";
+/// Gauge: exchanges dropped that no stored batch has reported to the collector yet (waiting
+/// for the next batch, or riding a push still under way). 0 once the collector has heard of
+/// every drop.
+pub const DROPS_UNREPORTED: &str = "tapedeck.drops_unreported";
 
 /// Host calls by kind (`header_map`, `buffer`, `property`, `foreign`, `clock`,
 /// `grpc_call`, and `allocation` for the proxy's calls back into the VM to hand data over):

@@ -54,6 +54,10 @@ pub struct Batch {
     pub bytes: Vec<u8>,
     /// Exchanges in it.
     pub exchanges: u64,
+    /// The drop report it carries (`dropped_since_last`). The collector counts a report only
+    /// when it stores the batch; a batch that fails or is refused gives its report back to the
+    /// outbox ([`Outbox::dropped`]) so that the next batch carries it.
+    pub reported: u64,
 }
 
 impl Outbox {
@@ -129,6 +133,17 @@ impl Outbox {
         self.items == 0
     }
 
+    /// Drops counted but not yet put in a batch's report.
+    pub fn unreported(&self) -> u64 {
+        self.dropped_since_last
+    }
+
+    /// A batch without exchanges (a heartbeat, or the carrier of a drop report when nothing is
+    /// queued): the batch's own fields only, with the next sequence number.
+    pub fn empty_batch(&mut self, sent_unix_nanos: u64, filter_version: &str) -> Batch {
+        self.seal(Pending::default(), sent_unix_nanos, filter_version)
+    }
+
     /// Takes the oldest exchanges, up to the batch byte bound (at least one), as an encoded
     /// `ExchangeBatch`: the batch's records were written when the exchanges were queued, so
     /// only the batch's own fields are appended here.
@@ -140,25 +155,31 @@ impl Outbox {
         };
         self.items -= pending.exchanges as usize;
         self.bytes -= pending.exchange_bytes;
+        self.reserve = (pending.bytes.len() + BATCH_TRAILER_BYTES).min(self.batch_max_bytes + 64);
+        Some(self.seal(pending, sent_unix_nanos, filter_version))
+    }
+
+    /// Appends the batch's own fields to `pending`'s records; the batch takes the drop report.
+    fn seal(&mut self, pending: Pending, sent_unix_nanos: u64, filter_version: &str) -> Batch {
         let mut bytes = pending.bytes;
-        self.reserve = (bytes.len() + BATCH_TRAILER_BYTES).min(self.batch_max_bytes + 64);
         self.sequence += 1;
         encode_key(2, WireType::LengthDelimited, &mut bytes);
         encode_varint(filter_version.len() as u64, &mut bytes);
         bytes.extend_from_slice(filter_version.as_bytes());
         encode_key(3, WireType::Varint, &mut bytes);
         encode_varint(self.sequence, &mut bytes);
-        if self.dropped_since_last > 0 {
+        let reported = std::mem::take(&mut self.dropped_since_last);
+        if reported > 0 {
             encode_key(4, WireType::Varint, &mut bytes);
-            encode_varint(self.dropped_since_last, &mut bytes);
-            self.dropped_since_last = 0;
+            encode_varint(reported, &mut bytes);
         }
         encode_key(5, WireType::SixtyFourBit, &mut bytes);
         bytes.extend_from_slice(&sent_unix_nanos.to_le_bytes());
-        Some(Batch {
+        Batch {
             bytes,
             exchanges: pending.exchanges,
-        })
+            reported,
+        }
     }
 }
 
@@ -204,6 +225,35 @@ mod tests {
             ExchangeBatch::decode(outbox.next_batch(44, "0.1.0").unwrap().bytes.as_slice())
                 .unwrap();
         assert_eq!((decoded.sequence, decoded.dropped_since_last), (2, 0));
+    }
+
+    #[test]
+    fn a_failed_batch_gives_its_report_to_the_next_one() {
+        let mut outbox = Outbox::new(10, 1 << 20, 1 << 20);
+        outbox.push(exchange("/a")).unwrap();
+        outbox.dropped(2);
+        let failed = outbox.next_batch(1, "v").unwrap();
+        assert_eq!((failed.exchanges, failed.reported), (1, 2));
+        assert_eq!(outbox.unreported(), 0);
+        // The push failed: its exchange is now a drop too, and its report rides again.
+        outbox.dropped(failed.exchanges + failed.reported);
+        assert_eq!(outbox.unreported(), 3);
+        // Nothing queued: an empty batch carries the report.
+        let carrier = outbox.empty_batch(2, "v");
+        assert_eq!((carrier.exchanges, carrier.reported), (0, 3));
+        let decoded = ExchangeBatch::decode(carrier.bytes.as_slice()).unwrap();
+        assert!(decoded.exchanges.is_empty());
+        assert_eq!(
+            (
+                decoded.sequence,
+                decoded.dropped_since_last,
+                decoded.sent_unix_nanos
+            ),
+            (2, 3, 2)
+        );
+        assert_eq!(outbox.unreported(), 0);
+        let heartbeat = ExchangeBatch::decode(outbox.empty_batch(3, "v").bytes.as_slice()).unwrap();
+        assert_eq!((heartbeat.sequence, heartbeat.dropped_since_last), (3, 0));
     }
 
     #[test]

@@ -4,28 +4,24 @@
 //! The fuzzed bytes are a request to the responder's fixture snapshot (payments, inventory,
 //! auth over HTTP and the ledger over gRPC, with `capture.proto` descriptors so that gRPC
 //! messages are decoded field by field): host, method, path, headers and body, each arbitrary,
-//! kept only as far as an HTTP server could receive them. The request goes through what the
-//! server does with one (`fields::flatten`, `Session::of`, `template::endpoint`,
-//! `Matcher::decide`), then the served response is built (`Consistency::edit`,
-//! `served_headers`). Checked:
+//! kept only as far as an HTTP server could receive them. The request is decided by the
+//! server's own `server::decide` (authority, fields, endpoint, session, `Matcher::decide`), then
+//! the served response is built (`Consistency::edit`, `served_headers`). Checked:
 //! - nothing panics;
 //! - a miss for an unknown host is exactly a host the snapshot does not know;
 //! - a match serves a recording of the request's own host, method and endpoint, with a score
 //!   in [0, 1], and an exact match has no differing field;
 //! - the served `content-length` is the served body's length.
 
-use std::collections::HashMap;
 use std::sync::OnceLock;
 
 use tapedeck_analyzer::replay::jwt::JwtKey;
 use tapedeck_analyzer::snapshot::{self, Spec};
-use tapedeck_proto::Header;
 use tapedeck_responder::consistency::Consistency;
-use tapedeck_responder::fields::{self, Descriptors};
+use tapedeck_responder::fields::Descriptors;
 use tapedeck_responder::fixture;
-use tapedeck_responder::matcher::{
-    Decision, LiveFields, LiveRequest, MatchKind, Matcher, MissReason, Session,
-};
+use tapedeck_responder::matcher::{Decision, MatchKind, Matcher, MissReason};
+use tapedeck_responder::server;
 use tapedeck_responder::store::{Store, served_headers};
 
 struct Fixture {
@@ -109,12 +105,13 @@ pub(crate) fn check(data: &[u8]) {
     {
         return;
     }
-    let mut headers = Vec::new();
+    // The request as the server receives it (the authority in `host`, as HTTP/1.1 sends it).
+    let mut request = http::Request::builder()
+        .method(method.as_str())
+        .uri(path.as_str())
+        .header(http::header::HOST, authority.as_str());
     if flags & 1 != 0 {
-        headers.push(Header {
-            name: "content-type".into(),
-            value: b"application/grpc".to_vec(),
-        });
+        request = request.header(http::header::CONTENT_TYPE, "application/grpc");
     }
     for line in header_lines.lines() {
         let Some((name, value)) = line.split_once(':') else {
@@ -126,41 +123,20 @@ pub(crate) fn check(data: &[u8]) {
         ) else {
             continue;
         };
-        headers.push(Header {
-            name: name.as_str().to_owned(),
-            value: value.as_bytes().to_vec(),
-        });
+        request = request.header(name, value);
     }
+    let Ok(request) = request.body(()) else {
+        return;
+    };
+    let (parts, ()) = request.into_parts();
     let truncated = flags & 2 != 0;
-    let mut live_fields: LiveFields = HashMap::new();
-    for field in fields::flatten(&path, &headers, &body, truncated) {
-        live_fields
-            .entry(field.key)
-            .or_default()
-            .push((field.value, field.number));
-    }
-    let header_text = |wanted: &str| {
-        headers
-            .iter()
-            .find(|h| h.name == wanted)
-            .and_then(|h| std::str::from_utf8(&h.value).ok())
-    };
-    let session = Session::of(
-        header_text(tapedeck_proto::TRACEPARENT_HEADER),
-        header_text("x-b3-traceid"),
-        header_text(tapedeck_proto::REQUEST_ID_HEADER),
-    );
-    let endpoint = tapedeck_analyzer::template::endpoint(&method, &path);
-    let live = LiveRequest {
-        authority: &authority,
-        method: &method,
-        path: &path,
-        endpoint: &endpoint,
-        fields: &live_fields,
-        session: &session,
-    };
+    // What the server decides for it, by the server's own function.
+    let decided = server::decide(&fixture.matcher, &parts, &body, truncated);
+    assert_eq!(decided.authority, authority, "the authority read back");
+    assert_eq!(decided.method, method, "the method read back");
+    let endpoint = &decided.endpoint;
     let host = store.host(&authority);
-    match fixture.matcher.decide(&live) {
+    match decided.decision {
         Decision::Miss { reason, candidates } => {
             assert_eq!(
                 reason == MissReason::UnknownHost,
@@ -175,7 +151,7 @@ pub(crate) fn check(data: &[u8]) {
             let rec = fixture.matcher.recording(&chosen);
             assert_eq!(Some(rec.host), host, "served another host's recording");
             assert_eq!(
-                rec.endpoint, endpoint,
+                &rec.endpoint, endpoint,
                 "served another endpoint's recording"
             );
             assert!(

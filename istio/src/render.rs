@@ -231,6 +231,13 @@ pub fn plugin_config(sample: f64, token: &str, hash_key: &str) -> Value {
 /// the application and would only test the mesh on replay, and identity headers the authn
 /// filters add are already there. On the outbound side the same position is just before the
 /// router, so the recorded request is the one sent upstream.
+///
+/// `failStrategy: FAIL_OPEN`, decided (docs/soak.md, "The choice"): in Istio the same field also
+/// decides what a failed module fetch does, and istio-agent (`pkg/wasm/convert.go`,
+/// `httpWasmFailOpen`) replaces a module it cannot fetch with an allow-all RBAC filter only
+/// under `FAIL_OPEN`; under `FAIL_RELOAD` (as under `FAIL_CLOSE`) with a deny-all one, so a
+/// registry outage would refuse every request of the captured workloads. A filter VM that dies
+/// under `FAIL_OPEN` is not silent: the collector's last-push gauge for the workload stops.
 pub fn wasm_plugin(
     namespace: &str,
     selector: &BTreeMap<String, String>,
@@ -266,7 +273,9 @@ pub fn wasm_plugin(
 
 /// The Envoy Wasm filter config the `EnvoyFilter` ships (its `EXTENSION_CONFIG` patch): the
 /// module from `wasm` (istio-agent downloads it and hands Envoy a local file) and the plugin
-/// configuration as a JSON string, failing open like the `WasmPlugin`.
+/// configuration as a JSON string, failing open like the `WasmPlugin`, for the same reason (this
+/// config also reaches Envoy over ECDS through istio-agent's fetch, which turns a failed fetch
+/// into a deny-all filter under any `failure_policy` but `FAIL_OPEN`).
 pub fn envoy_wasm_config(wasm: &WasmSource, config_json: &str) -> Value {
     let mut remote = json!({"http_uri": {"uri": wasm.url, "timeout": "30s"}});
     if let Some(sha) = &wasm.sha256 {

@@ -73,6 +73,8 @@ fn filter_config(doc: &Value) -> Config {
                 .and_then(|p| p.iter().find(|p| p["applyTo"] == "EXTENSION_CONFIG"))
                 .expect("an EXTENSION_CONFIG patch");
             let config = &patch["patch"]["value"]["typed_config"]["config"];
+            // Not FAIL_RELOAD: istio-agent turns a module it cannot fetch into a deny-all
+            // filter under any policy but FAIL_OPEN (docs/soak.md, "The choice").
             assert_eq!(config["failure_policy"], "FAIL_OPEN");
             config["configuration"]["value"]
                 .as_str()
@@ -208,6 +210,8 @@ fn rendered_wasmplugin_install_validates_and_carries_a_fresh_key() {
         spec["url"],
         "oci://registry.example.com/tapedeck/filter:1.2.3"
     );
+    // FAIL_OPEN, not FAIL_RELOAD: in Istio the strategy also decides what a failed module fetch
+    // does, and only FAIL_OPEN lets traffic pass then (docs/soak.md, "The choice").
     assert_eq!(
         (&spec["failStrategy"], &spec["type"], &spec["phase"]),
         (&json!("FAIL_OPEN"), &json!("HTTP"), &json!("STATS"))

@@ -39,6 +39,18 @@ pub use tonic;
 pub const CAPTURE_SERVICE: &str = "tapedeck.capture.v1.Capture";
 /// The method that pushes one batch.
 pub const CAPTURE_PUSH_METHOD: &str = "Push";
+/// Push metadata (gRPC request headers of `Capture/Push`) naming the filter VM that sent the
+/// batch: a random id, new at every VM start (a proxy restart, a reload after a crash).
+pub const PUSH_VM_ID: &str = "tapedeck-vm-id";
+/// Push metadata: when the sending filter VM started, nanoseconds since the Unix epoch (decimal).
+pub const PUSH_VM_STARTED: &str = "tapedeck-vm-started";
+/// Push metadata: the sending proxy's workload (as the exchanges' `workload`), so that a batch
+/// without exchanges (a heartbeat) still says who sent it.
+pub const PUSH_WORKLOAD: &str = "tapedeck-workload";
+/// Push metadata: the workload's namespace.
+pub const PUSH_NAMESPACE: &str = "tapedeck-namespace";
+/// Push metadata: the pod (or the proxy's node id).
+pub const PUSH_POD: &str = "tapedeck-pod";
 
 /// Headers that are redacted by default, before anything leaves the pod.
 pub const DEFAULT_REDACTED_HEADERS: &[&str] = &[

@@ -441,14 +441,36 @@ fn grpc_status(headers: &HeaderMap, trailers: Option<&HeaderMap>) -> Option<Stri
         .map(str::to_owned)
 }
 
-async fn handle(
-    state: Arc<State>,
-    req: Request<Incoming>,
-) -> std::result::Result<Response<RespBody>, BoxError> {
-    let arrived = Instant::now();
-    let seq = state.seq.fetch_add(1, Ordering::Relaxed);
-    inc(&state.metrics.requests);
-    let (parts, body) = req.into_parts();
+/// One request as the server decided it: what it names, and the matcher's decision.
+#[derive(Debug)]
+pub struct Decided {
+    /// The request's authority (the URI's, else the `host` header; empty when neither).
+    pub authority: String,
+    /// The method.
+    pub method: String,
+    /// The path and query (`/` when the URI has none).
+    pub path: String,
+    /// `METHOD /template` ([`tapedeck_analyzer::template::endpoint`]).
+    pub endpoint: String,
+    /// Whether the request is gRPC (by its content type).
+    pub grpc: bool,
+    /// The session its trace headers name.
+    pub session: Session,
+    /// What the matcher decided.
+    pub decision: Decision,
+}
+
+/// Decides one received request exactly as the server does before it serves anything: the
+/// authority, path and method from `parts`, the request's fields (`fields::flatten` over its
+/// headers and `body`; `over_limit` when the body was larger than `--max-body-bytes` and was
+/// not kept), its endpoint and session, then [`Matcher::decide`]. Faults, consistency edits
+/// and the response come after, in the server.
+pub fn decide(
+    matcher: &Matcher,
+    parts: &http::request::Parts,
+    body: &[u8],
+    over_limit: bool,
+) -> Decided {
     let authority = parts
         .uri
         .authority()
@@ -467,16 +489,6 @@ async fn handle(
         .map_or("/", |p| p.as_str())
         .to_owned();
     let method = parts.method.as_str().to_owned();
-    let (body, over_limit) = match Limited::new(body, state.max_body_bytes).collect().await {
-        Ok(collected) => (collected.to_bytes(), false),
-        Err(error) => {
-            if error.is::<http_body_util::LengthLimitError>() {
-                (Bytes::new(), true)
-            } else {
-                return Err(error);
-            }
-        }
-    };
     let headers: Vec<Header> = parts
         .headers
         .iter()
@@ -487,7 +499,7 @@ async fn handle(
         .collect();
     let grpc = fields::is_grpc(&headers);
     let mut live_fields: LiveFields = HashMap::new();
-    for field in fields::flatten(&path, &headers, &body, over_limit) {
+    for field in fields::flatten(&path, &headers, body, over_limit) {
         live_fields
             .entry(field.key)
             .or_default()
@@ -500,15 +512,52 @@ async fn handle(
         header_text(B3_TRACE_ID_HEADER),
         header_text(tapedeck_proto::REQUEST_ID_HEADER),
     );
-    let live = LiveRequest {
+    let decision = matcher.decide(&LiveRequest {
         authority: &authority,
         method: &method,
         path: &path,
         endpoint: &endpoint,
         fields: &live_fields,
         session: &session,
+    });
+    Decided {
+        authority,
+        method,
+        path,
+        endpoint,
+        grpc,
+        session,
+        decision,
+    }
+}
+
+async fn handle(
+    state: Arc<State>,
+    req: Request<Incoming>,
+) -> std::result::Result<Response<RespBody>, BoxError> {
+    let arrived = Instant::now();
+    let seq = state.seq.fetch_add(1, Ordering::Relaxed);
+    inc(&state.metrics.requests);
+    let (parts, body) = req.into_parts();
+    let (body, over_limit) = match Limited::new(body, state.max_body_bytes).collect().await {
+        Ok(collected) => (collected.to_bytes(), false),
+        Err(error) => {
+            if error.is::<http_body_util::LengthLimitError>() {
+                (Bytes::new(), true)
+            } else {
+                return Err(error);
+            }
+        }
     };
-    let decision = state.matcher.decide(&live);
+    let Decided {
+        authority,
+        method,
+        path,
+        endpoint,
+        grpc,
+        session,
+        decision,
+    } = decide(&state.matcher, &parts, &body, over_limit);
     let store = &state.matcher.store;
     let host = store.host(&authority);
     let plan = if state.chaos.is_empty() {

@@ -48,12 +48,20 @@ pub mod stat {
     pub const SEND_FAILED: &str = "tapedeck.exchanges_dropped.send_failed";
     /// Bytes waiting in the outbox.
     pub const QUEUE_BYTES: &str = "tapedeck.queue_bytes";
+    /// Drops no stored batch has reported to the collector yet.
+    pub const DROPS_UNREPORTED: &str = "tapedeck.drops_unreported";
+    /// Pushes the collector acknowledged.
+    pub const BATCHES_SENT: &str = "tapedeck.batches_sent";
 }
 
 /// The collector metric counting the drops filters reported (`dropped_since_last`).
 const COLLECTOR_FILTER_DROPPED: &str = "tapedeck_collector_filter_dropped_exchanges_total";
 /// The collector metric counting refused batches, by reason.
 const COLLECTOR_REJECTED: &str = "tapedeck_collector_batches_rejected_total";
+/// The collector metric counting stored batches.
+const COLLECTOR_BATCHES: &str = "tapedeck_collector_batches_received_total";
+/// How long the soak waits for the filter's drop reports to reach a running collector.
+const REPORT_WAIT: Duration = Duration::from_secs(20);
 
 /// Finds the `tapedeck` binary: `$TAPEDECK_BIN`, else `debug/tapedeck` under
 /// `$CARGO_TARGET_DIR` (or the workspace's `target`).
@@ -226,6 +234,16 @@ pub struct PhaseReport {
     pub stored_ids: u64,
     /// Collector: refused batches by reason, in this phase.
     pub rejected: HashMap<String, u64>,
+    /// Collector: drops it was told about in this phase (`dropped_since_last` of the batches it
+    /// stored, summed over its lifetimes). Every phase ends with every drop reported (the
+    /// filter's `drops_unreported` at 0), so this equals `queue_full + send_failed` unless a
+    /// batch was stored and its answer lost (see [`PhaseReport::unacked_batches`]).
+    pub reported: u64,
+    /// Collector: batches it stored in this phase (summed over its lifetimes; a SIGKILLed
+    /// lifetime's batches after its last reading are missing).
+    pub stored_batches: u64,
+    /// Filter: pushes the collector acknowledged in this phase.
+    pub acked_batches: u64,
     /// Envoy's peak resident memory during the phase, bytes.
     pub envoy_peak_rss: u64,
     /// The collector's peak resident memory during the phase, bytes (0 while it was down).
@@ -237,6 +255,21 @@ impl PhaseReport {
     /// or a timeout): `stored - acked`.
     pub fn stored_unacked(&self) -> i64 {
         self.stored as i64 - self.acked as i64
+    }
+
+    /// Drops that happened at the filter: `queue_full + send_failed`.
+    pub fn dropped(&self) -> u64 {
+        self.queue_full + self.send_failed
+    }
+
+    /// Batches the collector stored (and counted) whose answer the filter never got:
+    /// `stored_batches - acked_batches`, at least 0. Such a batch's drop report is counted by
+    /// the collector and, its push having failed, carried forward by the filter again: the one
+    /// case where the collector is told of a drop twice. A SIGKILL cannot cause it (the killed
+    /// lifetime's count after its last reading is lost with it, and the soak reads it only when
+    /// no report is on the way); a push that outlived the filter's timeout on a live collector can.
+    pub fn unacked_batches(&self) -> u64 {
+        self.stored_batches.saturating_sub(self.acked_batches)
     }
 }
 
@@ -251,8 +284,8 @@ pub struct Report {
     pub collector_rss: Vec<(f64, u64, usize)>,
     /// The collector's resident memory when it was first ready, before any load.
     pub collector_idle_rss: u64,
-    /// Drops the collector was told about (`dropped_since_last`), summed over its lifetimes
-    /// (read before every planned stop; a SIGKILLed lifetime's last pushes may be missing).
+    /// Drops the collector was told about (`dropped_since_last` of the batches it stored),
+    /// summed over its lifetimes, each read when no drop report was on its way.
     pub reported_dropped: u64,
     /// Filter totals at the end: captured + queue_full == every request.
     pub total_requests: u64,
@@ -270,13 +303,13 @@ impl Report {
     pub fn table(&self) -> String {
         let base = self.baseline().map_or(Duration::ZERO, |b| b.p99);
         let mut out = String::from(
-            "| scenario | requests sent | failed | p50 ms | p99 ms | p99 / no-fault | max ms | captured | acked | stored | stored unacked | dropped queue_full | dropped send_failed | refused batches | Envoy peak RSS MiB | collector peak RSS MiB |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+            "| scenario | requests sent | failed | p50 ms | p99 ms | p99 / no-fault | max ms | captured | acked | stored | stored unacked | dropped queue_full | dropped send_failed | drops reported to collector | refused batches | Envoy peak RSS MiB | collector peak RSS MiB |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
         );
         for p in &self.phases {
             let mut rejected: Vec<_> = p.rejected.iter().map(|(k, v)| format!("{k} {v}")).collect();
             rejected.sort();
             out += &format!(
-                "| {} | {} | {} | {:.1} | {:.1} | {:.2} | {:.1} | {} | {} | {} | {} | {} | {} | {} | {:.1} | {:.1} |\n",
+                "| {} | {} | {} | {:.1} | {:.1} | {:.2} | {:.1} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} | {:.1} |\n",
                 p.name,
                 p.sent,
                 p.failed,
@@ -294,6 +327,7 @@ impl Report {
                 p.stored_unacked(),
                 p.queue_full,
                 p.send_failed,
+                p.reported,
                 if rejected.is_empty() {
                     "-".to_string()
                 } else {
@@ -598,6 +632,7 @@ struct Counters {
     acked: u64,
     queue_full: u64,
     send_failed: u64,
+    acked_batches: u64,
 }
 
 impl Counters {
@@ -608,7 +643,12 @@ impl Counters {
             acked: get(stat::SENT),
             queue_full: get(stat::QUEUE_FULL),
             send_failed: get(stat::SEND_FAILED),
+            acked_batches: get(stat::BATCHES_SENT),
         }
+    }
+
+    fn dropped(self) -> u64 {
+        self.queue_full + self.send_failed
     }
 
     fn minus(self, before: Self) -> Self {
@@ -617,13 +657,15 @@ impl Counters {
             acked: self.acked - before.acked,
             queue_full: self.queue_full - before.queue_full,
             send_failed: self.send_failed - before.send_failed,
+            acked_batches: self.acked_batches - before.acked_batches,
         }
     }
 }
 
 /// Waits until the filter has settled every request so far: each one counted as captured or
 /// dropped for a full outbox, and each captured one acknowledged or dropped for a failed push
-/// (the outbox empty, nothing in flight).
+/// (the outbox empty, nothing in flight), and every drop reported to the (running, accepting)
+/// collector in a batch it stored.
 async fn settle(rig: &Rig, requests: u64, timeout: Duration) -> Result<Counters> {
     let stats = rig
         .envoy
@@ -632,10 +674,42 @@ async fn settle(rig: &Rig, requests: u64, timeout: Duration) -> Result<Counters>
             c.captured + c.queue_full == requests
                 && c.acked + c.send_failed == c.captured
                 && stat_by_suffix(stats, stat::QUEUE_BYTES).unwrap_or(1) == 0
+                && stat_by_suffix(stats, stat::DROPS_UNREPORTED).unwrap_or(1) == 0
         })
         .await
         .with_context(|| format!("waiting for the filter to settle {requests} requests"))?;
     Ok(Counters::read(&stats))
+}
+
+/// Waits until no drop report is on its way (every drop so far reported in a batch the running
+/// collector stored and acknowledged, so counted there), then runs `read` and checks that no
+/// drop happened meanwhile: once this returns, the collector's drop count is complete, and
+/// stays so until the next drop. Used before a collector lifetime ends (SIGKILL or SIGTERM), so
+/// that no report is lost with it.
+async fn quiesce_reports(rig: &Rig, collectors: &mut Collectors) -> Result<()> {
+    let quiet = |stats: &HashMap<String, u64>| {
+        stat_by_suffix(stats, stat::DROPS_UNREPORTED).unwrap_or(1) == 0
+    };
+    let deadline = Instant::now() + REPORT_WAIT;
+    loop {
+        let before = rig
+            .envoy
+            .wait_for_stats(deadline.saturating_duration_since(Instant::now()), quiet)
+            .await
+            .context("waiting for the filter's drop reports to reach the collector")?;
+        collectors.close_reports().await?;
+        let after = rig.envoy.stats().await?;
+        if quiet(&after) && Counters::read(&after).dropped() == Counters::read(&before).dropped() {
+            return Ok(());
+        }
+        // A drop happened while the collector was read: its report may be counted in the
+        // lifetime just read, or not yet; read again once it is.
+        collectors.reopen_reports();
+        ensure!(
+            Instant::now() < deadline,
+            "the filter kept dropping while the collector was read"
+        );
+    }
 }
 
 /// The collector, its ports and data directory, and what its lifetimes reported.
@@ -649,6 +723,17 @@ struct Collectors {
     running: Option<CollectorProcess>,
     pid: Arc<AtomicU32>,
     reported_dropped: u64,
+    stored_batches: u64,
+    rejected: HashMap<String, u64>,
+    /// The running lifetime's reports, once read by [`Collectors::close_reports`].
+    closed: Option<LifetimeReports>,
+}
+
+/// One collector lifetime's report counters.
+#[derive(Debug, Clone, Default)]
+struct LifetimeReports {
+    dropped: u64,
+    batches: u64,
     rejected: HashMap<String, u64>,
 }
 
@@ -671,15 +756,13 @@ impl Collectors {
     }
 
     /// Reads the running collector's report counters (they restart with each lifetime).
-    async fn read_reports(&mut self) -> Result<(u64, HashMap<String, u64>)> {
+    async fn read_reports(&mut self) -> Result<LifetimeReports> {
         let Some(process) = &self.running else {
-            return Ok((0, HashMap::new()));
+            return Ok(LifetimeReports::default());
         };
         let metrics = process.metrics().await?;
-        let dropped = metrics
-            .get(COLLECTOR_FILTER_DROPPED)
-            .copied()
-            .unwrap_or(0.0) as u64;
+        let get = |name: &str| metrics.get(name).copied().unwrap_or(0.0) as u64;
+        let (dropped, batches) = (get(COLLECTOR_FILTER_DROPPED), get(COLLECTOR_BATCHES));
         let rejected = metrics
             .iter()
             .filter_map(|(name, value)| {
@@ -690,31 +773,56 @@ impl Collectors {
                 Some((reason.to_string(), *value as u64))
             })
             .collect();
-        Ok((dropped, rejected))
+        Ok(LifetimeReports {
+            dropped,
+            batches,
+            rejected,
+        })
     }
 
-    /// Ends the running lifetime's accounting (before it is stopped or killed).
+    /// Reads the running lifetime's final accounting (before it is stopped or killed); what it
+    /// counts after this is not summed.
     async fn close_reports(&mut self) -> Result<()> {
-        let (dropped, rejected) = self.read_reports().await?;
-        self.reported_dropped += dropped;
-        for (reason, count) in rejected {
+        self.closed = Some(self.read_reports().await?);
+        Ok(())
+    }
+
+    /// Forgets a [`Collectors::close_reports`] reading: the lifetime goes on.
+    fn reopen_reports(&mut self) {
+        self.closed = None;
+    }
+
+    /// Adds the running lifetime's reports to the sums, read now or as closed.
+    async fn end_lifetime(&mut self) -> Result<()> {
+        let last = match self.closed.take() {
+            Some(closed) => closed,
+            None => self.read_reports().await?,
+        };
+        self.reported_dropped += last.dropped;
+        self.stored_batches += last.batches;
+        for (reason, count) in last.rejected {
             *self.rejected.entry(reason).or_default() += count;
         }
         Ok(())
     }
 
-    /// The reports so far, the running lifetime included.
-    async fn reports(&mut self) -> Result<(u64, HashMap<String, u64>)> {
-        let (dropped, rejected) = self.read_reports().await?;
+    /// The reports so far, the running lifetime included: (drops reported, batches stored,
+    /// refused batches by reason).
+    async fn reports(&mut self) -> Result<(u64, u64, HashMap<String, u64>)> {
+        let now = self.read_reports().await?;
         let mut all = self.rejected.clone();
-        for (reason, count) in rejected {
+        for (reason, count) in now.rejected {
             *all.entry(reason).or_default() += count;
         }
-        Ok((self.reported_dropped + dropped, all))
+        Ok((
+            self.reported_dropped + now.dropped,
+            self.stored_batches + now.batches,
+            all,
+        ))
     }
 
     async fn kill9(&mut self) -> Result<()> {
-        self.close_reports().await?;
+        self.end_lifetime().await?;
         self.pid.store(0, Ordering::Relaxed);
         if let Some(process) = self.running.take() {
             process.kill9().await?;
@@ -723,7 +831,7 @@ impl Collectors {
     }
 
     async fn stop(&mut self) -> Result<()> {
-        self.close_reports().await?;
+        self.end_lifetime().await?;
         self.pid.store(0, Ordering::Relaxed);
         if let Some(process) = self.running.take() {
             process.terminate().await?;
@@ -759,14 +867,23 @@ async fn sample_memory(
     (envoy_rss, collector_rss)
 }
 
-/// Runs the fault script of one phase while its load runs; leaves the collector running.
-async fn fault_script(collectors: &mut Collectors, fault: Fault, plan: &Plan) -> Result<()> {
+/// Runs the fault script of one phase while its load runs; leaves the collector running, or,
+/// for `BufferFull` and `DiskFloor`, the refusing one ([`restore`] puts the normal one back
+/// once the load has ended). Before a lifetime ends, its drop count is made complete
+/// ([`quiesce_reports`]).
+async fn fault_script(
+    collectors: &mut Collectors,
+    fault: Fault,
+    plan: &Plan,
+    rig: &Rig,
+) -> Result<()> {
     let phase = plan.phase;
     match fault {
         Fault::None | Fault::After => tokio::time::sleep(phase).await,
         Fault::Kill => {
             for _ in 0..2 {
                 tokio::time::sleep(phase / 3).await;
+                quiesce_reports(rig, collectors).await?;
                 collectors.kill9().await?;
                 collectors.start(&[]).await?;
             }
@@ -793,19 +910,32 @@ async fn fault_script(collectors: &mut Collectors, fault: Fault, plan: &Plan) ->
                 vec!["--min-free-disk".to_string(), (1u64 << 60).to_string()]
             };
             let end = Instant::now() + phase;
+            quiesce_reports(rig, collectors).await?;
             collectors.stop().await?;
             collectors.start(&extra).await?;
             tokio::time::sleep_until(end).await;
-            collectors.stop().await?;
-            collectors.start(&[]).await?;
         }
         Fault::Down => {
+            quiesce_reports(rig, collectors).await?;
             collectors.stop().await?;
             tokio::time::sleep(phase).await;
             collectors.start(&[]).await?;
         }
     }
     Ok(())
+}
+
+/// After the load of a `BufferFull` or `DiskFloor` phase: the normal collector back. The
+/// buffer-full one, no longer loaded, flushes and accepts again, so the drop reports reach it
+/// first; the disk-floor one refuses every push and so counts no report.
+async fn restore(collectors: &mut Collectors, fault: Fault, rig: &Rig) -> Result<()> {
+    match fault {
+        Fault::BufferFull => quiesce_reports(rig, collectors).await?,
+        Fault::DiskFloor => {}
+        _ => return Ok(()),
+    }
+    collectors.stop().await?;
+    collectors.start(&[]).await
 }
 
 /// Runs the soak; fails only when it cannot run (the report carries what it measured).
@@ -825,7 +955,9 @@ pub async fn run(plan: &Plan) -> Result<Report> {
         running: None,
         pid: Arc::new(AtomicU32::new(0)),
         reported_dropped: 0,
+        stored_batches: 0,
         rejected: HashMap::new(),
+        closed: None,
     };
     collectors.start(&[]).await?;
     let collector_idle_rss = rss_bytes(collectors.pid.load(Ordering::Relaxed)).unwrap_or(0);
@@ -862,6 +994,7 @@ pub async fn run(plan: &Plan) -> Result<Report> {
     let mut before = Counters::default();
     let mut requests = 0;
     let mut rejected_before: HashMap<String, u64> = HashMap::new();
+    let (mut reported_before, mut batches_before) = (0, 0);
     for (index, &fault) in plan.phases.iter().enumerate() {
         phase_index.store(index, Ordering::Relaxed);
         let load = tokio::spawn(load(
@@ -873,8 +1006,9 @@ pub async fn run(plan: &Plan) -> Result<Report> {
             plan.body_bytes,
             None,
         ));
-        fault_script(&mut collectors, fault, plan).await?;
+        fault_script(&mut collectors, fault, plan, &rig).await?;
         let result = load.await.context("the load task died")?;
+        restore(&mut collectors, fault, &rig).await?;
         if let Some(failure) = &result.first_failure {
             eprintln!(
                 "soak {}: {} requests failed; first: {failure}",
@@ -892,7 +1026,10 @@ pub async fn run(plan: &Plan) -> Result<Report> {
         .await?;
         let counters = after.minus(before);
         before = after;
-        let (_, rejected_now) = collectors.reports().await?;
+        let (reported_now, batches_now, rejected_now) = collectors.reports().await?;
+        let (reported, stored_batches) =
+            (reported_now - reported_before, batches_now - batches_before);
+        (reported_before, batches_before) = (reported_now, batches_now);
         let rejected = rejected_now
             .iter()
             .filter_map(|(reason, count)| {
@@ -915,11 +1052,14 @@ pub async fn run(plan: &Plan) -> Result<Report> {
             queue_full: counters.queue_full,
             send_failed: counters.send_failed,
             rejected,
+            reported,
+            stored_batches,
+            acked_batches: counters.acked_batches,
             ..PhaseReport::default()
         });
     }
     report.total_requests = requests;
-    let (reported, _) = collectors.reports().await?;
+    let (reported, _, _) = collectors.reports().await?;
     collectors.stop().await?;
     report.reported_dropped = reported;
     stop_sampling.store(true, Ordering::Relaxed);
@@ -964,7 +1104,8 @@ fn peak(samples: &[(f64, u64, usize)], phase: usize) -> u64 {
         .unwrap_or(0)
 }
 
-fn free_port() -> Result<SocketAddr> {
+/// A free port on 127.0.0.1 (bound once, then released).
+pub fn free_port() -> Result<SocketAddr> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     Ok(listener.local_addr()?)
 }

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::time::Duration;
 use tapedeck_e2e::soak::{self, LoadResult};
-use tapedeck_e2e::{Rig, RigBuilder};
+use tapedeck_e2e::{Collector, Rig, RigBuilder};
 use tapedeck_local::process::stat_by_suffix;
 use tapedeck_local::sample::full_body;
 use tapedeck_local::sink;
@@ -238,5 +238,137 @@ async fn a_crash_loop_under_fail_reload_fails_the_triggering_requests_and_keeps_
     assert!(outcome.reload_success >= TRIGGERS / 2, "{outcome:?}");
     assert_eq!(outcome.after_failed, 0, "{outcome:?}");
     assert_eq!(outcome.after_captured, AFTER, "{outcome:?}");
+    Ok(())
+}
+
+/// The collector's names for what a dead or reloaded VM looks like (docs/soak.md).
+const VM_STARTS: &str =
+    "tapedeck_collector_filter_vm_starts_total{workload=\"soak-vm\",namespace=\"test\"}";
+const LAST_PUSH: &str = "tapedeck_collector_filter_last_push_timestamp_seconds{workload=\"soak-vm\",namespace=\"test\"}";
+/// The filter's heartbeat in these tests: an idle VM pushes at least this often.
+const HEARTBEAT: Duration = Duration::from_millis(200);
+
+/// The real collector (`tapedeck collector`) and Envoy with the panic-on-demand filter under
+/// `policy`, pushing to it with a short heartbeat.
+async fn with_collector(policy: &str) -> Result<(soak::CollectorProcess, Rig, tempfile::TempDir)> {
+    let data = tempfile::Builder::new()
+        .prefix("tapedeck-soak-vm-")
+        .tempdir()?;
+    let (grpc, http) = (soak::free_port()?, soak::free_port()?);
+    let collector = soak::CollectorProcess::start(
+        &soak::find_tapedeck()?,
+        data.path(),
+        grpc,
+        http,
+        &["--flush-interval".to_string(), "2".to_string()],
+    )
+    .await?;
+    let rig = RigBuilder::new()
+        .wasm(panic_wasm()?)
+        .wasm_config(json!({"failure_policy": policy}))
+        .collector(Collector::At(grpc))
+        .plugin(json!({
+            "workload": "soak-vm",
+            "namespace": "test",
+            "queue": {"heartbeat_interval_ms": HEARTBEAT.as_millis() as u64},
+        }))
+        .start()
+        .await?;
+    // A VM heartbeats once it has handled a request (Envoy's main-thread VM never does).
+    for _ in 0..3 {
+        let reply = rig.get("/hello").await?;
+        ensure!(reply.status == 200, "a plain request got {}", reply.status);
+    }
+    Ok((collector, rig, data))
+}
+
+/// The collector's VM-start counter and last-push gauge for the test's workload.
+async fn vm_metrics(collector: &soak::CollectorProcess) -> Result<(f64, f64)> {
+    let metrics = collector.metrics().await?;
+    let get = |name: &str| metrics.get(name).copied().unwrap_or(0.0);
+    Ok((get(VM_STARTS), get(LAST_PUSH)))
+}
+
+/// Watches the collector for `window`, sampling every tenth of a heartbeat: the VM-start counter
+/// at the end and how often the last-push gauge moved.
+async fn watch(collector: &soak::CollectorProcess, window: Duration) -> Result<(f64, usize)> {
+    let end = tokio::time::Instant::now() + window;
+    let (mut starts, mut last) = vm_metrics(collector).await?;
+    let mut advances = 0;
+    while tokio::time::Instant::now() < end {
+        tokio::time::sleep(HEARTBEAT / 10).await;
+        let (now_starts, now_last) = vm_metrics(collector).await?;
+        if now_last > last {
+            advances += 1;
+        }
+        (starts, last) = (now_starts, now_last);
+    }
+    Ok((starts, advances))
+}
+
+/// Sends one request with the panic header (the VM dies in it: 503 under every policy), then
+/// `plain` plain requests; returns how many of those failed.
+async fn crash_then(rig: &Rig, plain: usize) -> Result<usize> {
+    let request = rig
+        .request("GET", "/hello")
+        .header(PANIC_HEADER, "1")
+        .body(full_body(""))?;
+    let reply = rig.send(request).await?;
+    ensure!(
+        reply.status == 503,
+        "the crashing request got {}",
+        reply.status
+    );
+    let mut failed = 0;
+    for _ in 0..plain {
+        if !matches!(rig.get("/hello").await, Ok(reply) if reply.status == 200) {
+            failed += 1;
+        }
+    }
+    Ok(failed)
+}
+
+#[tokio::test]
+async fn a_reloaded_vm_steps_the_collectors_vm_start_counter_by_one() -> Result<()> {
+    let (collector, rig, _data) = with_collector("FAIL_RELOAD").await?;
+    // Idle, the VM that served the requests pushes heartbeats: the gauge advances.
+    let (before, advances) = watch(&collector, HEARTBEAT * 10).await?;
+    ensure!(
+        advances >= 3,
+        "an idle filter pushed {advances} times in 10 heartbeats"
+    );
+    ensure!(before >= 1.0, "the collector saw no VM start ({before})");
+    assert_eq!(crash_then(&rig, 5).await?, 0);
+    // The reload is a new VM id: one more start, and no other.
+    let (after, advances) = watch(&collector, HEARTBEAT * 10).await?;
+    eprintln!("FAIL_RELOAD: VM starts {before} -> {after}; pushes after: {advances}");
+    assert_eq!(after, before + 1.0, "VM starts {before} -> {after}");
+    assert!(
+        advances >= 3,
+        "the new VM pushed {advances} times in 10 heartbeats"
+    );
+    assert!(rig.stat("vm_reload_success").await? >= 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_dead_vm_under_fail_open_stops_the_collectors_last_push_gauge() -> Result<()> {
+    let (collector, rig, _data) = with_collector("FAIL_OPEN").await?;
+    let (before, advances) = watch(&collector, HEARTBEAT * 10).await?;
+    ensure!(
+        advances >= 3,
+        "an idle filter pushed {advances} times in 10 heartbeats"
+    );
+    // Traffic passes the dead VM, and nothing of it reaches the collector any more: pushes
+    // under way at the crash settle within two heartbeats, then the gauge stands still.
+    assert_eq!(crash_then(&rig, 5).await?, 0);
+    watch(&collector, HEARTBEAT * 2).await?;
+    let (_, stale) = vm_metrics(&collector).await?;
+    let (after, advances) = watch(&collector, HEARTBEAT * 10).await?;
+    let (_, still) = vm_metrics(&collector).await?;
+    eprintln!("FAIL_OPEN: VM starts {before} -> {after}; last push {stale} -> {still}");
+    assert_eq!(advances, 0, "the last-push gauge moved after the VM died");
+    assert_eq!(still, stale);
+    assert_eq!(after, before, "a VM start was counted under FAIL_OPEN");
     Ok(())
 }

@@ -9,6 +9,7 @@ use std::time::Instant;
 use axum::extract::{Path, Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
+use datafusion::arrow::array::RecordBatch;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use tapedeck_proto::{Direction, Exchange, Header, Message, REDACTED_PREFIX};
@@ -112,7 +113,17 @@ pub(crate) async fn list(
         from: params.from.clone(),
         to: params.to.clone(),
     };
-    let mut parts = conditions(&filter)?;
+    let now = now_nanos();
+    let mut parts = filter
+        .conditions(now)
+        .map_err(|error| ApiError::bad_request(error.to_string()))?;
+    // The range and cursor alone (no predicate): what the newest-first window is cut from.
+    let mut range = Filter {
+        q: None,
+        ..filter.clone()
+    }
+    .conditions(now)
+    .map_err(|error| ApiError::bad_request(error.to_string()))?;
     let limit = number("limit", params.limit.as_deref())?
         .unwrap_or(PAGE)
         .clamp(1, MAX_PAGE);
@@ -120,18 +131,22 @@ pub(crate) async fn list(
     let skip = number("skip", params.skip.as_deref())?.unwrap_or(0);
     let after = number("after", params.after.as_deref())?;
     if let Some(before) = before {
-        parts.push(format!("start_time <= {}", timestamp(before)));
+        let bound = format!("start_time <= {}", timestamp(before));
+        parts.push(bound.clone());
+        range.push(bound);
     }
     if let Some(after) = after {
         parts.push(format!("start_time > {}", timestamp(after)));
     }
     let offset = if before.is_some() { skip } else { 0 };
-    let sql = format!(
-        "SELECT {LIST_COLUMNS} FROM exchanges{} ORDER BY start_time DESC, id DESC LIMIT {limit} OFFSET {offset}",
-        where_clause(&parts)
-    );
     let began = Instant::now();
-    let batches = ui.backend.query(&sql).await?;
+    let (batches, sql) = if after.is_some() {
+        // Rows newer than the newest shown: the range is already the newest files.
+        let sql = list_sql(&parts, limit, offset);
+        (ui.backend.query(&sql).await?, sql)
+    } else {
+        newest_first(&ui, &parts, &range, limit, offset).await?
+    };
     let elapsed_ms = began.elapsed().as_secs_f64() * 1000.0;
     let rows = rows(&batches);
     // The cursor: the last row's start time, and how many rows at that very start time were
@@ -158,6 +173,73 @@ pub(crate) async fn list(
         "elapsed_ms": elapsed_ms,
         "sql": sql,
     })))
+}
+
+/// The statement of one list page.
+fn list_sql(conditions: &[String], limit: u64, offset: u64) -> String {
+    format!(
+        "SELECT {LIST_COLUMNS} FROM exchanges{} ORDER BY start_time DESC, id DESC LIMIT {limit} OFFSET {offset}",
+        where_clause(conditions)
+    )
+}
+
+/// The first window a newest-first page is looked for in, before the whole range.
+const FIRST_WINDOW_NS: u64 = 3_600 * 1_000_000_000;
+/// How much wider each next window is when a window held less than a page.
+const WINDOW_GROWTH: u64 = 16;
+
+/// A page of the newest rows (of `conditions`, `offset` rows skipped), looked for in the newest
+/// hour of `range` first, then in windows 16 times wider, then in the whole range.
+///
+/// `ORDER BY start_time DESC LIMIT n` over the whole store is a top-k over every row's start
+/// time: on 10 million exchanges it reads every file. The store is partitioned by hour and the
+/// collector prunes files by `start_time`, so a window reads only its hours: when the window
+/// `start_time >= t` holds `offset + limit` rows, they are exactly the page (every row outside
+/// it started before `t`); otherwise the next, wider window is asked. The window starts at the
+/// newest start time of the range (`max(start_time)`, one column read), so a store whose
+/// traffic stopped days ago is as quick as a live one.
+async fn newest_first(
+    ui: &Ui,
+    conditions: &[String],
+    range: &[String],
+    limit: u64,
+    offset: u64,
+) -> Result<(Vec<RecordBatch>, String), ApiError> {
+    let bounds = ui
+        .backend
+        .query(&format!(
+            "SELECT CAST(min(start_time) AS BIGINT) AS oldest, CAST(max(start_time) AS BIGINT) AS newest FROM exchanges{}",
+            where_clause(range)
+        ))
+        .await?;
+    let bound = |name: &str| {
+        rows(&bounds).first().and_then(|row| match row.get(name) {
+            Some(Value::String(text)) => text.parse::<u64>().ok(),
+            Some(Value::Number(number)) => number.as_u64(),
+            _ => None,
+        })
+    };
+    let (Some(oldest), Some(newest)) = (bound("oldest"), bound("newest")) else {
+        // Nothing in the range: the plain statement answers that at once.
+        let sql = list_sql(conditions, limit, offset);
+        return Ok((ui.backend.query(&sql).await?, sql));
+    };
+    let mut window = FIRST_WINDOW_NS;
+    loop {
+        let start = newest.saturating_sub(window);
+        let whole = start <= oldest;
+        let mut bounded = conditions.to_vec();
+        if !whole {
+            bounded.push(format!("start_time >= {}", timestamp(start)));
+        }
+        let sql = list_sql(&bounded, limit, offset);
+        let batches = ui.backend.query(&sql).await?;
+        let count: usize = batches.iter().map(|b| b.num_rows()).sum();
+        if whole || count as u64 >= limit {
+            return Ok((batches, sql));
+        }
+        window = window.saturating_mul(WINDOW_GROWTH);
+    }
 }
 
 /// `GET /api/exchanges/{id}?t=NANOS`: one exchange, every column, with bodies rendered for

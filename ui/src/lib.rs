@@ -258,7 +258,8 @@ pub fn mounted(ui: Arc<Ui>, token: Option<String>) -> Router {
     }
 }
 
-/// Lets a request through when it carries the token ([`tapedeck_collector::flight::credentials_match`]).
+/// Lets a request through when it carries the token as the Flight SQL port takes it
+/// ([`tapedeck_collector::auth::credentials_match`], bearer or basic).
 async fn require_token(
     token: String,
     request: axum::extract::Request,
@@ -268,7 +269,13 @@ async fn require_token(
         .headers()
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    if presented.is_some_and(|h| tapedeck_collector::flight::credentials_match(h, &token)) {
+    if presented.is_some_and(|h| {
+        tapedeck_collector::auth::credentials_match(
+            h.as_bytes(),
+            token.as_bytes(),
+            tapedeck_collector::auth::Schemes::BearerOrBasic,
+        )
+    }) {
         return next.run(request).await;
     }
     (

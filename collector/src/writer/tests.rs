@@ -102,6 +102,91 @@ async fn write_exchanges_puts_one_zstd_file_per_partition() {
     assert!(matches!(column, Compression::ZSTD(_)), "{column:?}");
 }
 
+/// The codec of every column chunk of the Parquet file at `path`.
+async fn codecs(store: &Arc<dyn ObjectStore>, path: &Path) -> HashSet<String> {
+    let bytes = store.get(path).await.unwrap().bytes().await.unwrap();
+    let reader = parquet::file::reader::SerializedFileReader::new(bytes).unwrap();
+    let metadata = parquet::file::reader::FileReader::metadata(&reader);
+    let mut codecs = HashSet::new();
+    for group in metadata.row_groups() {
+        for column in group.columns() {
+            let codec = match column.compression() {
+                Compression::ZSTD(_) => "zstd".to_string(),
+                other => other.to_string(),
+            };
+            codecs.insert(codec);
+        }
+    }
+    codecs
+}
+
+#[tokio::test]
+async fn lz4_flushed_files_are_queryable_and_compacted_into_zstd() {
+    let data = tempfile::tempdir().unwrap();
+    let store = open_store(data.path(), None).unwrap().store;
+    let names = FileNamer::new(9, 1);
+    let partition = key("orders", T13);
+    let mut expected = Vec::new();
+    for i in 0..3u8 {
+        let batch = vec![exchange("orders", T13 + u64::from(i), i)];
+        let name = names.next_name();
+        let records = to_record_batch(&batch).unwrap();
+        write_partition(&store, &partition, &name, &[records], FlushCompression::Lz4)
+            .await
+            .unwrap();
+        assert_eq!(
+            codecs(&store, &partition.file(&name)).await,
+            HashSet::from(["LZ4_RAW".to_string()])
+        );
+        expected.extend(batch);
+    }
+    // Read back by the Parquet reader and by the SQL engine.
+    assert_eq!(read_partition(&store, &partition).await, expected);
+    let count = |engine: crate::query::QueryEngine| async move {
+        let (_, batches) = engine
+            .sql("SELECT count(*) AS n FROM exchanges WHERE service = 'orders'")
+            .await
+            .unwrap();
+        batches[0]
+            .column(0)
+            .as_any()
+            .downcast_ref::<tapedeck_proto::arrow_array::Int64Array>()
+            .unwrap()
+            .value(0)
+    };
+    let query = crate::query::QueryArgs::default();
+    let engine = crate::query::open_offline(data.path(), None, &query)
+        .await
+        .unwrap();
+    assert_eq!(count(engine).await, 3);
+
+    let now = UNIX_EPOCH + Duration::from_nanos(T13 + HOUR + HOUR / 2);
+    let report = compact(&store, &names, 3, now, &Metrics::new())
+        .await
+        .unwrap();
+    assert_eq!(report.files, 3);
+    let after = list_partitions(&store).await.unwrap();
+    let files = &after[&partition];
+    assert_eq!(files.len(), 1);
+    assert!(files[0].0.compacted);
+    assert_eq!(
+        codecs(&store, &files[0].1.location).await,
+        HashSet::from(["zstd".to_string()])
+    );
+    assert_eq!(read_partition(&store, &partition).await, expected);
+    let engine = crate::query::open_offline(data.path(), None, &query)
+        .await
+        .unwrap();
+    assert_eq!(count(engine).await, 3);
+}
+
+#[test]
+fn flushes_default_to_lz4_and_zstd_is_compactions_codec() {
+    assert_eq!(FlushCompression::default(), FlushCompression::Lz4);
+    assert_eq!(FlushCompression::Lz4.codec(), Compression::LZ4_RAW);
+    assert_eq!(FlushCompression::Zstd.codec(), zstd());
+}
+
 #[tokio::test]
 async fn compaction_merges_closed_hours_with_enough_files() {
     let data = tempfile::tempdir().unwrap();
@@ -175,6 +260,7 @@ async fn write_exchanges_named(
         &PartitionKey::of(&exchanges[0]),
         &names.next_name(),
         &[batch],
+        FlushCompression::Lz4,
     )
     .await
     .unwrap();

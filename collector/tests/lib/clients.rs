@@ -166,9 +166,10 @@ print(json.dumps(out, default=lambda v: v.decode() if isinstance(v, bytes) else 
 "#;
 
 /// `collector/duckdb/exchanges.sql` on a bucket of `moto_server`, with DuckDB's `httpfs`:
-/// flushed files of two writers, a committed compaction whose inputs are still there, and an
-/// uncommitted compaction output; DuckDB sees every row exactly once, as the collector does,
-/// and the README's header and body SQL works.
+/// flushed files of three writers (one with LZ4 pages, as `--flush-compression lz4` writes), a
+/// committed compaction whose inputs are still there, and an uncommitted compaction output;
+/// DuckDB sees every row exactly once, as the collector does, and the README's header and body
+/// SQL works.
 #[tokio::test]
 async fn duckdb_recipe_reads_the_bucket_exactly_once() {
     let moto = Moto::start().await;
@@ -187,9 +188,17 @@ async fn duckdb_recipe_reads_the_bucket_exactly_once() {
     writer::write_exchanges(shared, 2, &[exchange(3, "orders", T13 + 1)])
         .await
         .unwrap();
-    writer::write_exchanges(shared, 3, &[exchange(4, "orders", T13 + HOUR)])
-        .await
-        .unwrap();
+    // Hour 14 is never compacted here: DuckDB reads it as a flush wrote it, LZ4_RAW pages.
+    let fresh = exchange(4, "orders", T13 + HOUR);
+    writer::write_partition(
+        shared,
+        &PartitionKey::of(&fresh),
+        &writer::FileNamer::new(3, 1).next_name(),
+        &[tapedeck_proto::arrow::to_record_batch(&[fresh]).unwrap()],
+        writer::FlushCompression::Lz4,
+    )
+    .await
+    .unwrap();
     // Compaction of hour 13 of orders: committed, its two inputs deleted only on a later pass.
     let metrics = tapedeck_collector::metrics::Metrics::new();
     let names = writer::FileNamer::new(9, 1);

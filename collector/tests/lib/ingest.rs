@@ -338,3 +338,73 @@ async fn http_serves_health_readiness_and_metrics() {
     drop(client);
     collector.stop().await.unwrap();
 }
+
+/// A batch's drop report counts only when the batch is stored: a filter gives a refused batch's
+/// report to its next batch, so counting it on arrival would count it twice. Pushes name their
+/// filter VM in the metadata: a VM id new since the collector started counts as a VM start of its
+/// workload, and every push sets the workload's last-push time.
+#[tokio::test]
+async fn drop_reports_count_when_stored_and_vm_starts_are_counted_by_workload() {
+    use tapedeck_proto::{PUSH_NAMESPACE, PUSH_VM_ID, PUSH_VM_STARTED, PUSH_WORKLOAD};
+    let data = tempfile::tempdir().unwrap();
+    let collector = Collector::start(args(data.path())).await;
+    let mut client = collector.client().await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let push = |sequence: u64, dropped: u64, vm: &str, started: u64| {
+        let mut pushed = batch(sequence, vec![exchange(sequence as u8, "orders", T13)]);
+        pushed.dropped_since_last = dropped;
+        let mut request = tonic::Request::new(pushed);
+        let metadata = request.metadata_mut();
+        metadata.insert(PUSH_VM_ID, vm.parse().unwrap());
+        metadata.insert(PUSH_VM_STARTED, started.to_string().parse().unwrap());
+        metadata.insert(PUSH_WORKLOAD, "shop".parse().unwrap());
+        metadata.insert(PUSH_NAMESPACE, "default".parse().unwrap());
+        request
+    };
+    // Stored: its report counts. A VM that started before the collector is not a start.
+    within(
+        "push",
+        client.push(push(1, 5, "aaaa", now - 3_600_000_000_000)),
+    )
+    .await
+    .unwrap();
+    // Refused (an exchange without a valid id): its report does not count.
+    let mut refused = push(2, 7, "aaaa", now - 3_600_000_000_000);
+    refused.get_mut().exchanges[0].id = vec![1, 2, 3];
+    let status = within("push", client.push(refused)).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    // A VM that started after the collector (a reload): one start, however often it pushes.
+    // (Its start is taken now: the pushes above were answered, so the collector's ingest, and
+    // its start time, already existed.)
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    for sequence in 3..=4 {
+        within("push", client.push(push(sequence, 0, "bbbb", now + 1)))
+            .await
+            .unwrap();
+    }
+    let dropped = format!("{}_total", metrics::FILTER_DROPPED_EXCHANGES);
+    assert_eq!(collector.metric(&dropped).await, 5.0);
+    let starts = format!(
+        "{}_total{{workload=\"shop\",namespace=\"default\"}}",
+        metrics::FILTER_VM_STARTS
+    );
+    assert_eq!(collector.metric(&starts).await, 1.0);
+    let last_push = format!(
+        "{}{{workload=\"shop\",namespace=\"default\"}}",
+        metrics::FILTER_LAST_PUSH_SECONDS
+    );
+    let seconds = collector.metric(&last_push).await;
+    assert!(
+        (seconds - now as f64 / 1e9).abs() < 60.0,
+        "last push {seconds}, now {}",
+        now as f64 / 1e9
+    );
+    drop(client);
+    collector.stop().await.unwrap();
+}

@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 
 use object_store::path::Path as StorePath;
 use object_store::{ObjectStoreExt as _, PutPayload};
+use tapedeck_analyzer::snapshot::archive::{FILES, tar};
 use tapedeck_collector::snapshots::PREFIX;
-use tapedeck_mesh::snapshots::{Client, FILES, SnapshotError, tar};
+use tapedeck_mesh::snapshots::{Client, SnapshotError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

@@ -426,3 +426,77 @@ fn the_time_to_response_headers_is_relative_to_a_start_learnt_last() {
         (1_000_000_000, 100, 900)
     );
 }
+
+/// The decision taken from the serialized request headers alone is the one the capture, the
+/// match rules and the sampler give, for every mix of trace headers, paths and authorities
+/// (duplicates, invalid traceparents, invalid UTF-8 request ids), and draws `random` only when
+/// the match rules let the stream in.
+#[test]
+fn deciding_from_the_serialized_headers_agrees_with_the_capture() {
+    let ruled = Matcher::new(
+        &config(
+            r#", "match": {"include_paths": ["/api/"], "exclude_authorities": ["admin.shop"]}"#,
+        )
+        .matching,
+    );
+    let matchers = [Matcher::default(), ruled];
+    let traceparents: [&[u8]; 3] = [
+        b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        b"garbage",
+        b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+    ];
+    let request_ids: [&[u8]; 3] = [b"r-1", b"r-\xff\xfe", b"r-2"];
+    let paths: [&[u8]; 3] = [b"/api/orders", b"/other", b"/api/x\xff"];
+    let authorities: [&[u8]; 2] = [b"orders.shop", b"admin.shop:80"];
+    let mut cases = 0;
+    for rate in [0.0, 0.3, 0.7, 1.0] {
+        let sampler = Sampler::new(rate);
+        for matcher in &matchers {
+            for mask in 0u32..64 {
+                let mut headers = vec![h(":method", b"GET")];
+                let pick = |bit: u32| mask & (1 << bit) != 0;
+                headers.push(h(":path", paths[usize::from(pick(0))]));
+                if pick(1) {
+                    headers.push(h(":path", paths[2]));
+                }
+                headers.push(h(":authority", authorities[usize::from(pick(2))]));
+                if pick(3) {
+                    headers.push(h("traceparent", traceparents[1]));
+                }
+                if pick(4) {
+                    headers.push(h("traceparent", traceparents[usize::from(pick(0)) * 2]));
+                }
+                for (i, id) in request_ids.iter().enumerate() {
+                    if mask.wrapping_add(i as u32) % 3 != 0 {
+                        headers.push(h("x-request-id", id));
+                    }
+                }
+                for random in [0, u64::MAX / 2, u64::MAX] {
+                    let map = HeaderMap::from_pairs(&headers);
+                    let capture = StreamCapture::start_map(0, 16, map);
+                    let expected = if !matcher.matches(capture.path(), capture.authority()) {
+                        Decision::FilteredOut
+                    } else if !sampler.keep(capture.trace_id(), random) {
+                        Decision::SampledOut
+                    } else {
+                        Decision::Kept
+                    };
+                    let mut drawn = false;
+                    let serialized = crate::headers::serialize(&headers);
+                    let decided = decide(&serialized, matcher, &sampler, || {
+                        drawn = true;
+                        random
+                    });
+                    assert_eq!(decided, Some(expected), "{headers:?} at {rate}");
+                    assert_eq!(drawn, expected != Decision::FilteredOut);
+                    cases += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(cases, 4 * 2 * 64 * 3);
+    assert_eq!(
+        decide(&[1, 0, 0, 0], &matchers[0], &Sampler::new(0.5), || 0),
+        None
+    );
+}

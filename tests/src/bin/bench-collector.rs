@@ -11,7 +11,7 @@
 //! SQL engine and with DuckDB (PyPI `duckdb`, from the project's `.venv`) on the same files in
 //! the same run, best of three each, both with 2 threads.
 //!
-//! Run with `./x bench collector` (builds in release).
+//! Run with `./x bench ingest` and `./x bench query` (builds in release).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -22,6 +22,7 @@ use anyhow::{Context as _, Result, bail, ensure};
 use bytes::{Buf as _, BufMut as _, Bytes};
 use clap::{Parser, Subcommand};
 use tapedeck_collector::query::{QueryArgs, open_offline};
+use tapedeck_collector::writer::FlushCompression;
 use tapedeck_collector::{CollectorArgs, Listeners};
 use tapedeck_proto::prost::Message as _;
 use tapedeck_proto::tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
@@ -67,6 +68,9 @@ enum Bench {
         /// Collectors in this process, each with its own data folder; pushers take turns.
         #[arg(long, default_value_t = 1)]
         collectors: usize,
+        /// The collector's --flush-compression (codec of freshly flushed Parquet pages).
+        #[arg(long, value_enum, default_value_t = FlushCompression::Lz4)]
+        flush_compression: FlushCompression,
     },
     /// Queries over N exchanges, beside DuckDB.
     Query {
@@ -97,9 +101,11 @@ async fn main() -> Result<()> {
             flush_interval,
             buffer_max_bytes,
             collectors,
+            flush_compression,
         } => {
             let args = CollectorArgs {
                 flush_interval,
+                flush_compression,
                 buffer_max_bytes,
                 flush_rows: if flush_interval > 10 {
                     usize::MAX
@@ -420,6 +426,13 @@ async fn ingest(
         stored == pushed,
         "pushed and acknowledged {pushed} exchanges but {stored} are stored"
     );
+    // The flushed files (no hour closes within a run, so nothing is compacted).
+    let (parquet_files, parquet_bytes) = folders.iter().try_fold((0u64, 0u64), |sum, data| {
+        parquet_size(
+            &data.path().join(tapedeck_collector::config::STORE_DIR),
+            sum,
+        )
+    })?;
     let rate = in_window as f64 / elapsed;
     let per_exchange = batch_bytes / batch as f64;
     println!("| metric | value |");
@@ -449,6 +462,12 @@ async fn ingest(
     println!("| bytes per exchange (encoded) | {per_exchange:.0} |");
     println!("| stored = pushed after shutdown | {stored} = {pushed} |");
     println!(
+        "| flushed Parquet ({:?} pages) | {parquet_files} files, {:.1} MB, {:.0} B per exchange |",
+        base.flush_compression,
+        parquet_bytes as f64 / 1e6,
+        parquet_bytes as f64 / stored.max(1) as f64
+    );
+    println!(
         "| final flush at shutdown | {:.2} s |",
         final_flush.as_secs_f64()
     );
@@ -461,6 +480,20 @@ async fn ingest(
         "({pushers} pushers, {batch} exchanges per push, {body_bytes} B request + {body_bytes} B response bodies, {seconds} s measured after {warmup} s warm-up; collector defaults, data on local disk; the disk figures are measured in the collectors' temporary folder just before)"
     );
     Ok(())
+}
+
+/// Adds the count and bytes of the `.parquet` files under `dir` to `sum`.
+fn parquet_size(dir: &Path, mut sum: (u64, u64)) -> Result<(u64, u64)> {
+    for entry in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
+        let entry = entry?;
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            sum = parquet_size(&entry.path(), sum)?;
+        } else if entry.path().extension().is_some_and(|ext| ext == "parquet") {
+            sum = (sum.0 + 1, sum.1 + entry.metadata()?.len());
+        }
+    }
+    Ok(sum)
 }
 
 fn per_exchange_bytes(batch_bytes: f64, batch: usize) -> f64 {

@@ -14,16 +14,16 @@ use tapedeck_e2e::soak::{self, Plan, mib};
 #[derive(Debug, Parser)]
 struct Args {
     /// The `tapedeck` binary the collector runs as (a release build).
-    #[arg(long)]
+    #[arg(long, env = "TAPEDECK_BIN")]
     tapedeck: PathBuf,
     /// Minutes of load in all, shared evenly by the phases.
-    #[arg(long, default_value_t = 5.0)]
+    #[arg(long, env = "TAPEDECK_SOAK_MINUTES", default_value_t = 5.0)]
     minutes: f64,
     /// Requests per second.
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, env = "TAPEDECK_SOAK_RATE", default_value_t = 500)]
     rate: u32,
     /// Client connections.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, env = "TAPEDECK_SOAK_CONNECTIONS", default_value_t = 8)]
     connections: usize,
 }
 
@@ -49,6 +49,24 @@ async fn main() -> Result<()> {
     );
     let report = soak::run(&plan).await?;
     println!("{}", report.table());
+    // Conservation at the collector, per phase (docs/soak.md): drops reported = drops happened,
+    // unless a batch was stored and its answer lost on a live collector.
+    for phase in &report.phases {
+        println!(
+            "conservation {}: dropped {} (queue_full {} + send_failed {}), reported to the collector {}, batches stored unacknowledged {}{}",
+            phase.name,
+            phase.dropped(),
+            phase.queue_full,
+            phase.send_failed,
+            phase.reported,
+            phase.unacked_batches(),
+            if phase.reported == phase.dropped() {
+                ", exact"
+            } else {
+                ", NOT exact"
+            }
+        );
+    }
     println!(
         "requests {}, stored rows {}, drops the collector was told of {}, collector idle RSS {:.1} MiB",
         report.total_requests,

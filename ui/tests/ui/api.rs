@@ -7,6 +7,10 @@ use serde_json::{Value, json};
 
 use crate::support::{Server, encode, shop};
 
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 fn ids(page: &Value) -> Vec<String> {
     page["rows"]
         .as_array()
@@ -65,6 +69,80 @@ async fn the_list_pages_newest_first_with_every_exchange_once() -> Result<()> {
         ids(&newer).len() == starts.iter().filter(|s| **s > oldest).count(),
         "{newer}"
     );
+    server.stop().await
+}
+
+/// A store whose newest hour holds fewer rows than a page: the list looks in wider windows
+/// (`newest_first`) and still answers exactly the rows and order of one query over everything,
+/// page after page, with a filter and within a range.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_are_exact_when_the_newest_hours_hold_few_rows() -> Result<()> {
+    const HOUR: u64 = 3_600_000_000_000;
+    // The shop's 44 exchanges moved one per hour and a half, so the newest hour holds less than
+    // a page of 3 (and, for the filter, the next windows too).
+    let mut exchanges = shop();
+    let base = exchanges
+        .iter()
+        .map(|e| e.start_unix_nanos)
+        .min()
+        .unwrap_or(0);
+    for (i, exchange) in exchanges.iter_mut().enumerate() {
+        exchange.start_unix_nanos = base + i as u64 * (HOUR * 3 / 2);
+    }
+    // Two exchanges share a start time, so the cursor's skip is exercised across windows.
+    exchanges[40].start_unix_nanos = exchanges[41].start_unix_nanos;
+    let server = Server::start_on(false, Vec::new(), None, Some(exchanges.clone())).await?;
+    // What one ORDER BY over everything gives: newest first, ties by id, descending.
+    let expected = |keep: &dyn Fn(&tapedeck_proto::Exchange) -> bool| {
+        let mut rows: Vec<(u64, String)> = exchanges
+            .iter()
+            .filter(|e| keep(e))
+            .map(|e| (e.start_unix_nanos, hex(&e.id)))
+            .collect();
+        rows.sort_by(|a, b| b.cmp(a));
+        rows.into_iter().map(|(_, id)| id).collect::<Vec<_>>()
+    };
+    let newest = exchanges
+        .iter()
+        .map(|e| e.start_unix_nanos)
+        .max()
+        .unwrap_or(0);
+    let from = tapedeck_har::time::format_exact(newest - 30 * HOUR);
+    for (query, keep) in [
+        (
+            String::new(),
+            Box::new(|_: &tapedeck_proto::Exchange| true) as Box<dyn Fn(&_) -> bool>,
+        ),
+        (
+            format!("&q={}", encode("status = 201")),
+            Box::new(|e: &tapedeck_proto::Exchange| e.status == 201),
+        ),
+        (
+            format!("&from={}", encode(&from)),
+            Box::new(move |e: &tapedeck_proto::Exchange| e.start_unix_nanos >= newest - 30 * HOUR),
+        ),
+    ] {
+        let want = expected(&*keep);
+        ensure!(want.len() > 3, "{query}: the case needs more than a page");
+        let mut seen = Vec::new();
+        let mut path = format!("/api/exchanges?limit=3{query}");
+        for _ in 0..50 {
+            let (status, page) = server.get(&path).await?;
+            ensure!(status == 200, "{page}");
+            seen.extend(ids(&page));
+            match page["next"].as_object() {
+                Some(next) => {
+                    path = format!(
+                        "/api/exchanges?limit=3{query}&before={}&skip={}",
+                        next["before"].as_str().unwrap_or(""),
+                        next["skip"].as_str().unwrap_or("")
+                    );
+                }
+                None => break,
+            }
+        }
+        ensure!(seen == want, "{query}: {seen:?}\nwanted {want:?}");
+    }
     server.stop().await
 }
 

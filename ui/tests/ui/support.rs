@@ -38,15 +38,25 @@ impl Server {
         noise: Option<PathBuf>,
         traffic: bool,
     ) -> Result<Server> {
+        Server::start_on(writable, reports, noise, traffic.then(shop)).await
+    }
+
+    /// Serves `exchanges` (when given) as [`Server::start_with`] serves the shop.
+    pub(crate) async fn start_on(
+        writable: bool,
+        reports: Vec<PathBuf>,
+        noise: Option<PathBuf>,
+        exchanges: Option<Vec<Exchange>>,
+    ) -> Result<Server> {
         let temp = tempfile::tempdir()?;
         let data = temp.path().join("data");
-        if traffic {
+        if let Some(exchanges) = exchanges {
             std::fs::create_dir_all(&data)?;
             let store = tapedeck_collector::store::open_store(&data, None)?;
             tapedeck_collector::writer::write_exchanges(
                 &store.store,
                 tapedeck_collector::writer::random_writer_id(),
-                &shop(),
+                &exchanges,
             )
             .await?;
         }
