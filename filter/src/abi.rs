@@ -57,7 +57,7 @@ pub(crate) extern "C" fn proxy_on_memory_allocate(size: usize) -> *mut u8 {
 }
 
 /// Takes ownership of what the host wrote into memory from [`proxy_on_memory_allocate`].
-fn take(data: *mut u8, size: usize) -> Option<Vec<u8>> {
+pub(crate) fn take(data: *mut u8, size: usize) -> Option<Vec<u8>> {
     if data.is_null() {
         return None;
     }
@@ -152,52 +152,60 @@ pub(crate) mod types {
     }
 }
 
-/// The host calls the filter makes outside the data path (which has its own in `host::raw`),
-/// with the SDK's names and signatures; a status the filter does not expect is an `Err`, never
-/// a panic.
-pub(crate) mod hostcalls {
-    use std::ptr::null_mut;
-    use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-    use super::take;
-    use super::types::{BufferType, LogLevel, MapType, MetricType, Status};
-
+/// Every host function the module imports, declared once: the calls outside the data path
+/// ([`hostcalls`]) and the data path's own (`host::raw`) both go through these.
+pub(crate) mod ffi {
     #[link(wasm_import_module = "env")]
     unsafe extern "C" {
-        fn proxy_log(level: u32, message_data: *const u8, message_size: usize) -> u32;
-        fn proxy_get_current_time_nanoseconds(return_time: *mut u64) -> u32;
-        fn proxy_set_tick_period_milliseconds(period: u32) -> u32;
-        #[allow(dead_code, reason = "see `get_property`")]
-        fn proxy_get_property(
+        pub(crate) fn proxy_log(level: u32, message_data: *const u8, message_size: usize) -> u32;
+        pub(crate) fn proxy_get_current_time_nanoseconds(return_time: *mut u64) -> u32;
+        pub(crate) fn proxy_set_tick_period_milliseconds(period: u32) -> u32;
+        pub(crate) fn proxy_get_property(
             path_data: *const u8,
             path_size: usize,
             return_value_data: *mut *mut u8,
             return_value_size: *mut usize,
         ) -> u32;
-        fn proxy_get_buffer_bytes(
+        pub(crate) fn proxy_get_buffer_bytes(
             buffer_type: u32,
             start: usize,
             max_size: usize,
             return_buffer_data: *mut *mut u8,
             return_buffer_size: *mut usize,
         ) -> u32;
-        #[allow(dead_code, reason = "see `get_map_value`")]
-        fn proxy_get_header_map_value(
+        #[cfg_attr(
+            not(feature = "panic-on-demand"),
+            allow(dead_code, reason = "used by the panic-on-demand test build")
+        )]
+        pub(crate) fn proxy_get_header_map_value(
             map_type: u32,
             key_data: *const u8,
             key_size: usize,
             return_value_data: *mut *mut u8,
             return_value_size: *mut usize,
         ) -> u32;
-        fn proxy_define_metric(
+        pub(crate) fn proxy_get_header_map_pairs(
+            map_type: u32,
+            return_map_data: *mut *mut u8,
+            return_map_size: *mut usize,
+        ) -> u32;
+        pub(crate) fn proxy_call_foreign_function(
+            function_name_data: *const u8,
+            function_name_size: usize,
+            arguments_data: *const u8,
+            arguments_size: usize,
+            results_data: *mut *mut u8,
+            results_size: *mut usize,
+        ) -> u32;
+        pub(crate) fn proxy_define_metric(
             metric_type: u32,
             name_data: *const u8,
             name_size: usize,
             return_id: *mut u32,
         ) -> u32;
-        fn proxy_increment_metric(metric_id: u32, offset: i64) -> u32;
-        fn proxy_record_metric(metric_id: u32, value: u64) -> u32;
-        fn proxy_grpc_call(
+        pub(crate) fn proxy_increment_metric(metric_id: u32, offset: i64) -> u32;
+        pub(crate) fn proxy_record_metric(metric_id: u32, value: u64) -> u32;
+        pub(crate) fn proxy_grpc_call(
             upstream_data: *const u8,
             upstream_size: usize,
             service_name_data: *const u8,
@@ -211,12 +219,24 @@ pub(crate) mod hostcalls {
             timeout_milliseconds: u32,
             return_token: *mut u32,
         ) -> u32;
-        fn proxy_get_status(
+        pub(crate) fn proxy_get_status(
             return_code: *mut u32,
             return_message_data: *mut *mut u8,
             return_message_size: *mut usize,
         ) -> u32;
     }
+}
+
+/// The host calls the filter makes outside the data path (which has its own in `host::raw`),
+/// with the SDK's names and signatures; a status the filter does not expect is an `Err`, never
+/// a panic.
+pub(crate) mod hostcalls {
+    use std::ptr::null_mut;
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    use super::ffi::*;
+    use super::take;
+    use super::types::{BufferType, LogLevel, MapType, MetricType, Status};
 
     const OK: u32 = 0;
     const NOT_FOUND: u32 = 1;
@@ -262,25 +282,6 @@ pub(crate) mod hostcalls {
         let millis = u32::try_from(period.as_millis()).unwrap_or(u32::MAX);
         // SAFETY: no pointers.
         status(unsafe { proxy_set_tick_period_milliseconds(millis) })
-    }
-
-    /// A property by its path segments.
-    #[allow(dead_code, reason = "the SDK's call, for reads outside the data path")]
-    pub(crate) fn get_property(path: Vec<&str>) -> Result<Option<Vec<u8>>, Status> {
-        let mut serialized = Vec::new();
-        for (i, segment) in path.iter().enumerate() {
-            if i > 0 {
-                serialized.push(0);
-            }
-            serialized.extend_from_slice(segment.as_bytes());
-        }
-        let mut out = null_mut();
-        let mut size = 0;
-        // SAFETY: the pointers are valid for the call; the host writes the two out values.
-        let code = unsafe {
-            proxy_get_property(serialized.as_ptr(), serialized.len(), &mut out, &mut size)
-        };
-        data(code, out, size)
     }
 
     /// At most `max_size` bytes of a buffer from `start`.

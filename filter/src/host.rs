@@ -58,49 +58,22 @@ mod raw {
 
     use super::calls::{Call, count};
 
-    #[link(wasm_import_module = "env")]
-    unsafe extern "C" {
-        fn proxy_get_property(
-            path_data: *const u8,
-            path_size: usize,
-            return_value_data: *mut *mut u8,
-            return_value_size: *mut usize,
-        ) -> u32;
-        fn proxy_get_buffer_bytes(
-            buffer_type: u32,
-            start: usize,
-            max_size: usize,
-            return_buffer_data: *mut *mut u8,
-            return_buffer_size: *mut usize,
-        ) -> u32;
-        fn proxy_get_header_map_pairs(
-            map_type: u32,
-            return_map_data: *mut *mut u8,
-            return_map_size: *mut usize,
-        ) -> u32;
-        fn proxy_call_foreign_function(
-            function_name_data: *const u8,
-            function_name_size: usize,
-            arguments_data: *const u8,
-            arguments_size: usize,
-            results_data: *mut *mut u8,
-            results_size: *mut usize,
-        ) -> u32;
-    }
+    use crate::abi::ffi::{
+        proxy_call_foreign_function, proxy_get_buffer_bytes, proxy_get_header_map_pairs,
+        proxy_get_property,
+    };
 
     const OK: u32 = 0;
     const NOT_FOUND: u32 = 1;
 
-    /// Takes ownership of what the host returned. The host got the memory from the module's
-    /// `proxy_on_memory_allocate` (`abi.rs`), an allocation of exactly the size asked for with
-    /// alignment 1 from the global allocator: a `Vec` of that length and capacity owns it.
+    /// Takes ownership of what the host returned (`abi::take`), counting the host's call into
+    /// the module's `proxy_on_memory_allocate` that handed it over.
     fn owned(data: *mut u8, size: usize) -> Option<Vec<u8>> {
         if data.is_null() {
             return None;
         }
         count(Call::Allocation);
-        // SAFETY: see above; the host wrote `size` bytes into a `size`-byte allocation.
-        Some(unsafe { Vec::from_raw_parts(data, size, size) })
+        crate::abi::take(data, size)
     }
 
     /// A property by its serialized path (segments joined by NUL). `Err` on a host failure.
