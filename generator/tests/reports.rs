@@ -291,13 +291,21 @@ async fn report_html_draws_its_charts_in_headless_chromium() {
         dom.contains(&verdict),
         "the verdict beside the distributions"
     );
-    let text = gate.goals[0]
-        .overall
-        .text
-        .replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;");
-    assert!(dom.contains(&text), "the gate table: {text}");
+    // The gate table's overall row as the script draws it: goal, endpoint, verdict, n. (Not the
+    // row's text line: that is only in the embedded JSON, where `<` is written `\u003c`.)
+    let goal = &gate.goals[0];
+    let row = format!(
+        "<td>{}</td><td>{}</td><td>{}</td><td>{}</td>",
+        goal.goal
+            .text
+            .replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;"),
+        goal.overall.endpoint,
+        goal.overall.verdict.as_str(),
+        goal.overall.n
+    );
+    assert!(dom.contains(&row), "the gate table's overall row: {row}");
     // The three-way view: recorded and baseline say paid, the candidate shipped.
     assert!(
         dom.contains("<tr class=\"differs\"><td>$.status</td><td>\"paid\"</td><td>\"paid\"</td><td>\"shipped\"</td><td>differs</td><td>exact</td></tr>"),
