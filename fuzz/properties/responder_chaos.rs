@@ -10,7 +10,6 @@
 
 use std::sync::OnceLock;
 
-use tapedeck_analyzer::snapshot::{self, Spec};
 use tapedeck_responder::chaos::{self, Chaos};
 use tapedeck_responder::fixture;
 use tapedeck_responder::store::{Recording, Store};
@@ -20,16 +19,7 @@ fn store() -> &'static Store {
     STORE.get_or_init(|| {
         let dir = tempfile::tempdir().expect("a temp dir");
         let path = dir.path().join("orders-snapshot");
-        let spec = Spec {
-            service: "orders".to_owned(),
-            sql: "SELECT * FROM exchanges WHERE service = 'orders' -- fuzz fixture".to_owned(),
-            predicate: None,
-            from: Some(fixture::WINDOW_FROM_NS),
-            to: None,
-        };
-        snapshot::build(&spec, fixture::exchanges())
-            .write(&path, false)
-            .expect("writing the fixture snapshot");
+        fixture::write_snapshot(&path).expect("writing the fixture snapshot");
         Store::load(&path).expect("loading the fixture snapshot")
     })
 }

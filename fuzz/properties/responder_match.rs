@@ -16,7 +16,6 @@
 use std::sync::OnceLock;
 
 use tapedeck_analyzer::replay::jwt::JwtKey;
-use tapedeck_analyzer::snapshot::{self, Spec};
 use tapedeck_responder::consistency::Consistency;
 use tapedeck_responder::fields::Descriptors;
 use tapedeck_responder::fixture;
@@ -44,16 +43,7 @@ fn fixture() -> &'static Fixture {
     FIXTURE.get_or_init(|| {
         let dir = tempfile::tempdir().expect("a temp dir");
         let path = dir.path().join("orders-snapshot");
-        let spec = Spec {
-            service: "orders".to_owned(),
-            sql: "SELECT * FROM exchanges WHERE service = 'orders' -- fuzz fixture".to_owned(),
-            predicate: None,
-            from: Some(fixture::WINDOW_FROM_NS),
-            to: None,
-        };
-        snapshot::build(&spec, fixture::exchanges())
-            .write(&path, false)
-            .expect("writing the fixture snapshot");
+        fixture::write_snapshot(&path).expect("writing the fixture snapshot");
         let store = Store::load(&path).expect("loading the fixture snapshot");
         let matcher = Matcher::new(store, Some(fixture::REDACTION_KEY), Some(0.5))
             .with_descriptors(Some(descriptors()));

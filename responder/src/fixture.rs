@@ -188,6 +188,21 @@ pub fn amount(i: usize) -> u64 {
     1000 + 100 * i as u64
 }
 
+/// Writes the test snapshot into `dir`: [`exchanges`] cut through the analyzer
+/// (`snapshot::build`, so discovery runs on them as on captured traffic).
+pub fn write_snapshot(
+    dir: &std::path::Path,
+) -> Result<tapedeck_analyzer::snapshot::Manifest, tapedeck_analyzer::snapshot::WriteError> {
+    let spec = tapedeck_analyzer::snapshot::Spec {
+        service: "orders".to_owned(),
+        sql: "SELECT * FROM exchanges WHERE service = 'orders' -- responder fixture".to_owned(),
+        predicate: None,
+        from: Some(WINDOW_FROM_NS),
+        to: None,
+    };
+    tapedeck_analyzer::snapshot::build(&spec, exchanges()).write(dir, false)
+}
+
 /// The exchanges of the test snapshot.
 pub fn exchanges() -> Vec<Exchange> {
     let mut b = Builder {

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use http::{HeaderMap, Request, StatusCode};
 use http_body_util::{BodyExt as _, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tapedeck_analyzer::snapshot::{self, Snapshot, Spec};
+use tapedeck_analyzer::snapshot::{self, Snapshot};
 use tapedeck_responder::{Running, ServeArgs, fixture, serve};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -29,16 +29,7 @@ pub(crate) struct Fixture {
 pub(crate) fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("orders-snapshot");
-    let spec = Spec {
-        service: "orders".to_owned(),
-        sql: "SELECT * FROM exchanges WHERE service = 'orders' -- responder fixture".to_owned(),
-        predicate: None,
-        from: Some(fixture::WINDOW_FROM_NS),
-        to: None,
-    };
-    snapshot::build(&spec, fixture::exchanges())
-        .write(&path, false)
-        .unwrap();
+    fixture::write_snapshot(&path).unwrap();
     let snapshot = snapshot::read(&path).unwrap();
     Fixture {
         _dir: dir,
