@@ -10,7 +10,8 @@
 //!   each within a skew of its side's clock (the recorded request's time for the recording,
 //!   the replay clock for live responses);
 //! - [`Comparator::Uuid`], [`Comparator::Id`] — values of the same format (both UUIDs; ids of the
-//!   same shape: runs of digits, of letters and the punctuation between them);
+//!   same shape: runs of digits, of letters and the punctuation between them; an all-digit or
+//!   all-letter run also matches a mixed one, as random ids sometimes come out all digits);
 //! - [`Comparator::Jwt`] — JWTs with the same header `alg` and the same claims but the time
 //!   claims (`exp`, `iat`, `nbf`), so that a re-signed token compares by what it says;
 //! - [`Comparator::Array`] — arrays paired by a key field (given, or inferred when one field is
