@@ -101,29 +101,7 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 
 /// A one-file ustar archive: `name` with `data`, mode 0644, owner 0, time 0.
 fn tar_one(name: &str, data: &[u8]) -> Vec<u8> {
-    let mut header = [0u8; 512];
-    let mut field = |offset: usize, value: &[u8]| {
-        header[offset..offset + value.len()].copy_from_slice(value);
-    };
-    field(0, name.as_bytes());
-    field(100, b"0000644\0");
-    field(108, b"0000000\0");
-    field(116, b"0000000\0");
-    field(124, format!("{:011o}\0", data.len()).as_bytes());
-    field(136, b"00000000000\0");
-    field(148, b"        ");
-    field(156, b"0");
-    field(257, b"ustar\0");
-    field(263, b"00");
-    field(265, b"root");
-    field(297, b"root");
-    let checksum: u32 = header.iter().map(|&b| u32::from(b)).sum();
-    header[148..156].copy_from_slice(format!("{checksum:06o}\0 ").as_bytes());
-    let mut out = header.to_vec();
-    out.extend_from_slice(data);
-    out.resize(out.len().div_ceil(512) * 512, 0);
-    out.extend_from_slice(&[0u8; 1024]);
-    out
+    tapedeck_analyzer::snapshot::archive::ustar([(name, data)], "root")
 }
 
 /// Reads `name` out of a ustar archive written by [`tar_one`] (or any plain ustar archive).

@@ -42,6 +42,14 @@ const BLOCK: usize = 512;
 
 /// A ustar archive of `files` (name, contents): mode 0644, owner 0, time 0.
 pub fn tar(files: &[(&str, Vec<u8>)]) -> Vec<u8> {
+    ustar(files.iter().map(|(name, data)| (*name, &data[..])), "")
+}
+
+/// A ustar archive of `files` (name, contents): mode 0644, uid and gid 0, time 0, owner and
+/// group named `owner` (none when empty). The one ustar writer of the project: snapshots are
+/// sent as [`tar`], and the mesh's OCI image layer (`tapedeck_mesh::oci`) is one of these with
+/// `root`, whose bytes are part of the layer's digest.
+pub fn ustar<'a>(files: impl IntoIterator<Item = (&'a str, &'a [u8])>, owner: &str) -> Vec<u8> {
     let mut out = Vec::new();
     for (name, data) in files {
         let mut header = [0u8; BLOCK];
@@ -56,6 +64,8 @@ pub fn tar(files: &[(&str, Vec<u8>)]) -> Vec<u8> {
         field(156, b"0");
         field(257, b"ustar\0");
         field(263, b"00");
+        field(265, owner.as_bytes());
+        field(297, owner.as_bytes());
         header[148..156].fill(b' ');
         let sum: u32 = header.iter().map(|&b| u32::from(b)).sum();
         header[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
