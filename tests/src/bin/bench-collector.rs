@@ -349,6 +349,15 @@ async fn ingest(
     let refused = Arc::new(AtomicU64::new(0));
     let measuring = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // The pushers stand in for sidecars on other machines: they run on their own runtime
+    // (threads named `bench-pusher`), so that their CPU can be told apart from the collector's.
+    let pusher_runtime = PusherRuntime(Some(
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name(PUSHER_THREAD)
+            .enable_all()
+            .build()?,
+    ));
     let mut tasks = Vec::new();
     for p in 0..pushers {
         let (batches, acked, measuring, done) = (
@@ -359,7 +368,7 @@ async fn ingest(
         );
         let refused = refused.clone();
         let endpoint = format!("http://{}", running[p % running.len()].1);
-        tasks.push(tokio::spawn(async move {
+        tasks.push(pusher_runtime.handle().spawn(async move {
             let channel = tonic::transport::Endpoint::from_shared(endpoint)?
                 .connect()
                 .await?;
@@ -392,17 +401,20 @@ async fn ingest(
         }));
     }
     tokio::time::sleep(Duration::from_secs(warmup)).await;
+    let cpu_before = Cpu::now()?;
     measuring.store(true, Ordering::Relaxed);
     let began = Instant::now();
     tokio::time::sleep(Duration::from_secs(seconds)).await;
     measuring.store(false, Ordering::Relaxed);
     let elapsed = began.elapsed().as_secs_f64();
     let in_window = acked.load(Ordering::Relaxed);
+    let cpu = Cpu::now()?.since(&cpu_before);
     done.store(true, Ordering::Relaxed);
     let mut pushed = 0;
     for task in tasks {
         pushed += task.await??;
     }
+    drop(pusher_runtime);
     let stopping = Instant::now();
     let mut stored = 0;
     let mut folders = Vec::new();
@@ -471,6 +483,25 @@ async fn ingest(
         "| final flush at shutdown | {:.2} s |",
         final_flush.as_secs_f64()
     );
+    let per_exchange_us = |seconds: f64| seconds * 1e6 / in_window.max(1) as f64;
+    println!(
+        "| CPU in the window: whole process | {:.1} s = {:.2} CPUs = {:.1} µs per exchange |",
+        cpu.process,
+        cpu.process / elapsed,
+        per_exchange_us(cpu.process)
+    );
+    println!(
+        "| CPU in the window: collector (process − pushers) | {:.1} s = {:.2} CPUs = {:.1} µs per exchange |",
+        cpu.process - cpu.pushers,
+        (cpu.process - cpu.pushers) / elapsed,
+        per_exchange_us(cpu.process - cpu.pushers)
+    );
+    println!(
+        "| CPU in the window: pushers (`{PUSHER_THREAD}` threads) | {:.1} s = {:.2} CPUs = {:.1} µs per exchange |",
+        cpu.pushers,
+        cpu.pushers / elapsed,
+        per_exchange_us(cpu.pushers)
+    );
     println!(
         "| pushes refused with RESOURCE_EXHAUSTED (retried) | {} |",
         refused.load(Ordering::Relaxed)
@@ -480,6 +511,82 @@ async fn ingest(
         "({pushers} pushers, {batch} exchanges per push, {body_bytes} B request + {body_bytes} B response bodies, {seconds} s measured after {warmup} s warm-up; collector defaults, data on local disk; the disk figures are measured in the collectors' temporary folder just before)"
     );
     Ok(())
+}
+
+/// The name of the pushers' runtime threads.
+const PUSHER_THREAD: &str = "bench-pusher";
+
+/// The pushers' runtime, shut down without waiting when dropped (also on an error's early
+/// return: a runtime may not be dropped where blocking is not allowed).
+struct PusherRuntime(Option<tokio::runtime::Runtime>);
+
+impl PusherRuntime {
+    fn handle(&self) -> &tokio::runtime::Handle {
+        self.0.as_ref().expect("running").handle()
+    }
+}
+
+impl Drop for PusherRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// CPU seconds (user + system) used so far: by the whole process, and by the pushers' threads.
+#[derive(Debug, Clone, Copy)]
+struct Cpu {
+    process: f64,
+    pushers: f64,
+}
+
+impl Cpu {
+    /// Reads `getrusage(RUSAGE_SELF)` and, per thread, `/proc/self/task/*/stat`.
+    fn now() -> Result<Self> {
+        let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+        // SAFETY: `usage` is a writable rusage.
+        ensure!(
+            unsafe { libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) } == 0,
+            "getrusage failed"
+        );
+        // SAFETY: getrusage succeeded, so it filled `usage`.
+        let usage = unsafe { usage.assume_init() };
+        let seconds =
+            |time: libc::timeval| time.tv_sec as f64 + time.tv_usec as f64 / 1e6;
+        let process = seconds(usage.ru_utime) + seconds(usage.ru_stime);
+        // SAFETY: sysconf has no preconditions.
+        let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+        let mut pushers = 0.0;
+        for task in std::fs::read_dir("/proc/self/task")? {
+            // A thread may end between the listing and the read.
+            let Ok(stat) = std::fs::read_to_string(task?.path().join("stat")) else {
+                continue;
+            };
+            let Some((name, rest)) = stat
+                .split_once(" (")
+                .and_then(|(_, rest)| rest.rsplit_once(") "))
+            else {
+                continue;
+            };
+            if !name.starts_with(PUSHER_THREAD) {
+                continue;
+            }
+            // After the name: state is field 3, utime field 14, stime field 15.
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let utime: f64 = fields.get(11).and_then(|f| f.parse().ok()).unwrap_or(0.0);
+            let stime: f64 = fields.get(12).and_then(|f| f.parse().ok()).unwrap_or(0.0);
+            pushers += (utime + stime) / ticks;
+        }
+        Ok(Self { process, pushers })
+    }
+
+    fn since(&self, before: &Self) -> Self {
+        Self {
+            process: self.process - before.process,
+            pushers: self.pushers - before.pushers,
+        }
+    }
 }
 
 /// Adds the count and bytes of the `.parquet` files under `dir` to `sum`.
