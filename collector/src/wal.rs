@@ -1008,7 +1008,9 @@ impl Writer {
         let mut slices: Vec<io::IoSlice<'_>> = group
             .iter()
             .zip(&headers)
-            .flat_map(|((payload, _), header)| [io::IoSlice::new(header), io::IoSlice::new(payload)])
+            .flat_map(|((payload, _), header)| {
+                [io::IoSlice::new(header), io::IoSlice::new(payload)]
+            })
             .collect();
         let bytes = group
             .iter()

@@ -48,9 +48,9 @@ use futures::{FutureExt, TryFutureExt, TryStreamExt};
 use object_store::buffered::BufWriter;
 use object_store::path::Path;
 use object_store::{GetOptions, GetRange, ObjectMeta, ObjectStore, ObjectStoreExt};
+use parquet::arrow::ParquetRecordBatchStreamBuilder;
 use parquet::arrow::arrow_reader::ArrowReaderOptions;
 use parquet::arrow::async_reader::{AsyncFileReader, MetadataSuffixFetch};
-use parquet::arrow::ParquetRecordBatchStreamBuilder;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::errors::ParquetError;
 use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
@@ -279,13 +279,10 @@ impl FileWriter {
         };
         // `ArrowWriter` builds the Parquet schema and the file's Arrow schema metadata; its
         // parts then encode row groups column by column.
-        let (file, factory) = parquet::arrow::ArrowWriter::try_new(
-            output.clone(),
-            schema(),
-            Some(properties),
-        )
-        .and_then(parquet::arrow::ArrowWriter::into_serialized_writer)
-        .map_err(parquet_error)?;
+        let (file, factory) =
+            parquet::arrow::ArrowWriter::try_new(output.clone(), schema(), Some(properties))
+                .and_then(parquet::arrow::ArrowWriter::into_serialized_writer)
+                .map_err(parquet_error)?;
         let mut leaves: Vec<usize> = Vec::with_capacity(schema().fields().len());
         let mut last: Option<String> = None;
         for column in file.schema_descr().columns() {
@@ -458,17 +455,17 @@ fn encode_columns(
             .collect();
         let mut result = work();
         for helper in helpers {
-            let joined = helper.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            let joined = helper
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
             result = result.and(joined);
         }
         result
     })?;
-    let done = done.into_inner().unwrap_or_else(|poison| poison.into_inner());
-    Ok(done
-        .into_iter()
-        .flatten()
-        .flatten()
-        .collect())
+    let done = done
+        .into_inner()
+        .unwrap_or_else(|poison| poison.into_inner());
+    Ok(done.into_iter().flatten().flatten().collect())
 }
 
 /// Writes exchanges (for example imported from HAR) straight to Parquet: one file per

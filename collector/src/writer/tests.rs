@@ -224,14 +224,9 @@ async fn parallel_encoding_writes_what_arrow_writer_writes() {
     for threads in [1, 2, 3, 8] {
         let name = names.next_name();
         let path = partition.file(&name);
-        let mut file = FileWriter::with_layout(
-            &store,
-            path.clone(),
-            properties(),
-            ROWS_PER_GROUP,
-            threads,
-        )
-        .unwrap();
+        let mut file =
+            FileWriter::with_layout(&store, path.clone(), properties(), ROWS_PER_GROUP, threads)
+                .unwrap();
         for batch in &batches {
             file.write(batch).await.unwrap();
         }
@@ -285,10 +280,7 @@ async fn parallel_encoding_writes_what_arrow_writer_writes() {
         .unwrap()
         .value(0)
         .to_string();
-    assert_eq!(
-        Some(&min_path),
-        expected.iter().map(|e| &e.path).min()
-    );
+    assert_eq!(Some(&min_path), expected.iter().map(|e| &e.path).min());
 }
 
 #[test]
