@@ -33,6 +33,10 @@ pub struct Sealed {
     pub rows: usize,
 }
 
+/// Exchanges converted to Arrow batches by partition, not yet in the buffer.
+#[derive(Debug)]
+pub struct Prepared(Vec<(PartitionKey, RecordBatch)>);
+
 /// What a query reads from the buffer.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
@@ -86,11 +90,23 @@ impl Buffer {
 
     /// Adds exchanges (already durable in the WAL), grouped by partition.
     pub fn insert(&self, exchanges: &[Exchange]) -> Result<(), ArrowError> {
+        self.insert_prepared(Self::prepare(exchanges)?);
+        Ok(())
+    }
+
+    /// Converts exchanges to Arrow, grouped by partition, for [`Buffer::insert_prepared`]: the
+    /// work of an insert that needs no lock, so it can run while the log syncs the batch.
+    pub fn prepare(exchanges: &[Exchange]) -> Result<Prepared, ArrowError> {
         let groups = crate::layout::group_by_partition(exchanges);
         let mut converted = Vec::with_capacity(groups.len());
         for (key, group) in groups {
             converted.push((key, to_record_batch(&group)?));
         }
+        Ok(Prepared(converted))
+    }
+
+    /// Adds exchanges converted by [`Buffer::prepare`] (already durable in the WAL).
+    pub fn insert_prepared(&self, Prepared(converted): Prepared) {
         let mut inner = self
             .inner
             .write()
@@ -102,7 +118,6 @@ impl Buffer {
             inner.bytes += bytes;
             inner.open.entry(key).or_default().push(batch);
         }
-        Ok(())
     }
 
     /// Bytes held (open and sealed).

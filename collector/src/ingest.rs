@@ -163,8 +163,12 @@ impl CaptureService {
         let payload = received.unwrap_or_else(|| Bytes::from(batch.encode_to_vec()));
         {
             let _shared = self.gate.read().await;
-            self.wal.append(payload).await?;
-            self.buffer.insert(&batch.exchanges)?;
+            // Queued for the log's next group commit; the Arrow conversion runs while the log
+            // writes and syncs, and the batch enters the buffer only once it is durable.
+            let logged = self.wal.submit(payload)?;
+            let prepared = Buffer::prepare(&batch.exchanges);
+            logged.await?;
+            self.buffer.insert_prepared(prepared?);
         }
         if self.config.flush.due(&self.buffer) {
             self.wake_flush.notify_one();

@@ -117,11 +117,31 @@ pub fn parse_intent_name(name: &str) -> Option<u64> {
 
 /// Encodes one record (header and payload).
 pub fn encode_record(payload: &[u8], out: &mut Vec<u8>) {
+    out.extend_from_slice(&record_header(payload));
+    out.extend_from_slice(payload);
+}
+
+/// The header of `payload`'s record: its length and its CRC-32, little-endian.
+fn record_header(payload: &[u8]) -> [u8; RECORD_HEADER_BYTES] {
     // `Wal::append` refuses payloads of 4 GiB or more.
     let len = payload.len() as u32;
-    out.extend_from_slice(&len.to_le_bytes());
-    out.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
-    out.extend_from_slice(payload);
+    let mut header = [0; RECORD_HEADER_BYTES];
+    header[..4].copy_from_slice(&len.to_le_bytes());
+    header[4..].copy_from_slice(&crc32fast::hash(payload).to_le_bytes());
+    header
+}
+
+/// Writes all of `slices` with `writev` (no copy of the payloads into one buffer).
+fn write_all_vectored(file: &mut File, mut slices: &mut [io::IoSlice<'_>]) -> io::Result<()> {
+    while !slices.is_empty() {
+        match file.write_vectored(slices) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(written) => io::IoSlice::advance_slices(&mut slices, written),
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(())
 }
 
 /// What recovery found.
@@ -394,6 +414,16 @@ impl Wal {
     /// Appends one record and returns once it is durable (written and fsynced, possibly in one
     /// group with concurrent appends). On error nothing of the record may be assumed durable.
     pub async fn append(&self, payload: impl Into<Bytes>) -> Result<()> {
+        self.submit(payload)?.await
+    }
+
+    /// Queues one record for the log's next group commit and returns at once; the future
+    /// resolves as [`Wal::append`] does, once the record is durable. The caller can work
+    /// meanwhile (the collector converts the batch to Arrow while the log syncs).
+    pub fn submit(
+        &self,
+        payload: impl Into<Bytes>,
+    ) -> Result<impl std::future::Future<Output = Result<()>> + Send + 'static> {
         let payload: Bytes = payload.into();
         if u32::try_from(payload.len()).is_err() {
             return Err(Error::BatchTooLarge {
@@ -407,7 +437,7 @@ impl Wal {
             .commands
             .send(Command::Append { payload, ack })
             .map_err(|_| Error::ShuttingDown)?;
-        done.await.map_err(|_| Error::ShuttingDown)?
+        Ok(async move { done.await.map_err(|_| Error::ShuttingDown)? })
     }
 
     /// Closes the open segment (every append acknowledged before this call is in it or an
@@ -969,29 +999,35 @@ impl Writer {
             return;
         }
         let started = Instant::now();
-        let mut bytes = Vec::with_capacity(
-            group
-                .iter()
-                .map(|(payload, _)| payload.len() + RECORD_HEADER_BYTES)
-                .sum(),
-        );
-        for (payload, _) in group.iter() {
-            encode_record(payload, &mut bytes);
-        }
-        let written = self
-            .segment
-            .file
-            .write_all(&bytes)
+        // Each payload is written from where it was received: headers and payloads go to
+        // the kernel as one `writev` list, not copied into one buffer first.
+        let headers: Vec<[u8; RECORD_HEADER_BYTES]> = group
+            .iter()
+            .map(|(payload, _)| record_header(payload))
+            .collect();
+        let mut slices: Vec<io::IoSlice<'_>> = group
+            .iter()
+            .zip(&headers)
+            .flat_map(|((payload, _), header)| {
+                [io::IoSlice::new(header), io::IoSlice::new(payload)]
+            })
+            .collect();
+        let bytes = group
+            .iter()
+            .map(|(payload, _)| payload.len() + RECORD_HEADER_BYTES)
+            .sum::<usize>() as u64;
+        let written = write_all_vectored(&mut self.segment.file, &mut slices)
             .and_then(|()| self.segment.file.sync_data());
+        drop(slices);
         match written {
             Ok(()) => {
-                self.segment.len += bytes.len() as u64;
+                self.segment.len += bytes;
                 self.metrics.wal_fsyncs.inc();
                 self.metrics
                     .wal_fsync_seconds
                     .observe(started.elapsed().as_secs_f64());
                 self.metrics.wal_group_size.observe(group.len() as f64);
-                self.metrics.wal_bytes.inc_by(bytes.len() as u64);
+                self.metrics.wal_bytes.inc_by(bytes);
                 for (_, ack) in group.drain(..) {
                     let _ = ack.send(Ok(()));
                 }

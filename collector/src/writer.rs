@@ -48,9 +48,9 @@ use futures::{FutureExt, TryFutureExt, TryStreamExt};
 use object_store::buffered::BufWriter;
 use object_store::path::Path;
 use object_store::{GetOptions, GetRange, ObjectMeta, ObjectStore, ObjectStoreExt};
+use parquet::arrow::ParquetRecordBatchStreamBuilder;
 use parquet::arrow::arrow_reader::ArrowReaderOptions;
 use parquet::arrow::async_reader::{AsyncFileReader, MetadataSuffixFetch};
-use parquet::arrow::{AsyncArrowWriter, ParquetRecordBatchStreamBuilder};
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::errors::ParquetError;
 use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
@@ -188,29 +188,123 @@ pub async fn write_partition(
     file.abort_if_failed(written).await
 }
 
-/// One Parquet file being written.
+/// One Parquet file being written: row groups of [`ROW_GROUP_ROWS`] rows, each encoded off the
+/// async runtime with its columns spread over [`encoding_threads`] threads (the same column
+/// writers `ArrowWriter` uses, appended in schema order, so the file is byte for byte what
+/// `ArrowWriter` writes), and streamed to the store as each row group is done.
 struct FileWriter {
     path: Path,
-    writer: Option<AsyncArrowWriter<BufWriter>>,
+    upload: Option<BufWriter>,
+    /// The Parquet file writer and the factory of its column writers; `None` once finished.
+    parquet: Option<Encoder>,
+    /// What the file writer produced that the upload has not taken yet.
+    output: SharedBuffer,
+    /// Leaf columns per field of the schema, in schema order.
+    leaves: Arc<[usize]>,
+    /// Rows not yet encoded (slices of the batches written), fewer than `row_group_rows`.
+    pending: Vec<RecordBatch>,
+    pending_rows: usize,
+    row_group_rows: usize,
+    threads: usize,
+    /// Bytes handed to the upload.
+    written: usize,
     /// Whether `finish` began (the upload can no longer be aborted; `BufWriter` panics if
     /// asked to).
     finishing: bool,
 }
 
+type Encoder = (
+    parquet::file::writer::SerializedFileWriter<SharedBuffer>,
+    parquet::arrow::arrow_writer::ArrowRowGroupWriterFactory,
+);
+
+/// A `Write` whose bytes are taken out by the owner between row groups.
+#[derive(Debug, Clone, Default)]
+struct SharedBuffer(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl SharedBuffer {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<u8>> {
+        self.0.lock().unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    fn take(&self) -> Vec<u8> {
+        std::mem::take(&mut *self.lock())
+    }
+}
+
+impl std::io::Write for SharedBuffer {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.lock().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Threads that encode the columns of one row group: the machine's cores, at most 8.
+pub fn encoding_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |cores| cores.get().min(8))
+}
+
 impl FileWriter {
     fn create(store: &Arc<dyn ObjectStore>, path: Path, compression: Compression) -> Result<Self> {
-        let writer = AsyncArrowWriter::try_new(
-            BufWriter::new(store.clone(), path.clone()),
-            schema(),
-            Some(writer_properties(compression)),
+        Self::with_layout(
+            store,
+            path,
+            writer_properties(compression),
+            ROW_GROUP_ROWS,
+            encoding_threads(),
         )
-        .map_err(|source| Error::Parquet {
+    }
+
+    /// A writer with `properties`, `row_group_rows` rows per row group (the properties' own
+    /// limit is set to it) and `threads` encoding threads.
+    fn with_layout(
+        store: &Arc<dyn ObjectStore>,
+        path: Path,
+        properties: WriterProperties,
+        row_group_rows: usize,
+        threads: usize,
+    ) -> Result<Self> {
+        let properties = properties
+            .into_builder()
+            .set_max_row_group_row_count(Some(row_group_rows))
+            .build();
+        let output = SharedBuffer::default();
+        let parquet_error = |source| Error::Parquet {
             path: path.to_string(),
             source,
-        })?;
+        };
+        // `ArrowWriter` builds the Parquet schema and the file's Arrow schema metadata; its
+        // parts then encode row groups column by column.
+        let (file, factory) =
+            parquet::arrow::ArrowWriter::try_new(output.clone(), schema(), Some(properties))
+                .and_then(parquet::arrow::ArrowWriter::into_serialized_writer)
+                .map_err(parquet_error)?;
+        let mut leaves: Vec<usize> = Vec::with_capacity(schema().fields().len());
+        let mut last: Option<String> = None;
+        for column in file.schema_descr().columns() {
+            let field = column.path().parts()[0].clone();
+            if last.as_ref() == Some(&field) {
+                *leaves.last_mut().expect("a field was seen") += 1;
+            } else {
+                leaves.push(1);
+                last = Some(field);
+            }
+        }
         Ok(Self {
+            upload: Some(BufWriter::new(store.clone(), path.clone())),
             path,
-            writer: Some(writer),
+            parquet: Some((file, factory)),
+            output,
+            leaves: leaves.into(),
+            pending: Vec::new(),
+            pending_rows: 0,
+            row_group_rows: row_group_rows.max(1),
+            threads: threads.max(1),
+            written: 0,
             finishing: false,
         })
     }
@@ -223,19 +317,69 @@ impl FileWriter {
     }
 
     async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
-        let writer = self.writer.as_mut().expect("not finished");
-        let written = writer.write(batch).await;
-        written.map_err(|source| self.error(source))
+        let mut offset = 0;
+        while offset < batch.num_rows() {
+            let take = (self.row_group_rows - self.pending_rows).min(batch.num_rows() - offset);
+            self.pending.push(batch.slice(offset, take));
+            self.pending_rows += take;
+            offset += take;
+            if self.pending_rows == self.row_group_rows {
+                self.encode_row_group().await?;
+            }
+        }
+        Ok(())
     }
 
-    /// Writes the footer and completes the upload; returns the file's size.
+    /// Encodes the pending rows as one row group (off the async runtime, columns in
+    /// parallel) and hands the bytes to the upload.
+    async fn encode_row_group(&mut self) -> Result<()> {
+        let batches = std::mem::take(&mut self.pending);
+        self.pending_rows = 0;
+        let (mut file, factory) = self.parquet.take().expect("not finished");
+        let (leaves, threads) = (self.leaves.clone(), self.threads);
+        let encoded = tokio::task::spawn_blocking(move || {
+            let index = file.flushed_row_groups().len();
+            let chunks = encode_columns(&factory, index, &leaves, &batches, threads)?;
+            let mut row_group = file.next_row_group()?;
+            for chunk in chunks {
+                chunk.append_to_row_group(&mut row_group)?;
+            }
+            row_group.close()?;
+            Ok::<_, ParquetError>((file, factory))
+        })
+        .await
+        .map_err(|error| ParquetError::External(Box::new(error)))
+        .and_then(|encoded| encoded);
+        self.parquet = Some(encoded.map_err(|source| self.error(source))?);
+        self.upload_output().await
+    }
+
+    /// Hands what the file writer produced to the upload.
+    async fn upload_output(&mut self) -> Result<()> {
+        use tokio::io::AsyncWriteExt as _;
+        let bytes = self.output.take();
+        let upload = self.upload.as_mut().expect("not aborted");
+        let sent = upload.write_all(&bytes).await;
+        sent.map_err(|error| self.error(ParquetError::External(Box::new(error))))?;
+        self.written += bytes.len();
+        Ok(())
+    }
+
+    /// Writes the last row group and the footer and completes the upload; returns the file's
+    /// size.
     async fn finish(&mut self) -> Result<usize> {
-        let writer = self.writer.as_mut().expect("not finished");
-        self.finishing = true;
-        match writer.finish().await {
-            Ok(_) => Ok(writer.bytes_written()),
-            Err(source) => Err(self.error(source)),
+        use tokio::io::AsyncWriteExt as _;
+        if self.pending_rows > 0 {
+            self.encode_row_group().await?;
         }
+        let (mut file, _) = self.parquet.take().expect("not finished");
+        file.finish().map_err(|source| self.error(source))?;
+        self.upload_output().await?;
+        self.finishing = true;
+        let upload = self.upload.as_mut().expect("not aborted");
+        let done = upload.shutdown().await;
+        done.map_err(|error| self.error(ParquetError::External(Box::new(error))))?;
+        Ok(self.written)
     }
 
     /// Passes `result` on, dropping an unfinished multipart upload first if it is an error
@@ -243,12 +387,85 @@ impl FileWriter {
     async fn abort_if_failed<T>(mut self, result: Result<T>) -> Result<T> {
         if result.is_err()
             && !self.finishing
-            && let Some(writer) = self.writer.take()
+            && let Some(mut upload) = self.upload.take()
         {
-            let _ = writer.into_inner().abort().await;
+            let _ = upload.abort().await;
         }
         result
     }
+}
+
+/// Encodes the columns of one row group (`batches`, in order) with the column writers of row
+/// group `index`, on up to `threads` threads (the calling one included), larger fields first;
+/// returns the column chunks in schema order.
+fn encode_columns(
+    factory: &parquet::arrow::arrow_writer::ArrowRowGroupWriterFactory,
+    index: usize,
+    leaves: &[usize],
+    batches: &[RecordBatch],
+    threads: usize,
+) -> Result<Vec<parquet::arrow::arrow_writer::ArrowColumnChunk>, ParquetError> {
+    use parquet::arrow::arrow_writer::{ArrowColumnChunk, ArrowColumnWriter, compute_leaves};
+    let schema = schema();
+    let mut writers = factory.create_column_writers(index)?.into_iter();
+    // One job per field: its leaf column writers.
+    let mut jobs: Vec<(usize, Vec<ArrowColumnWriter>)> = leaves
+        .iter()
+        .enumerate()
+        .map(|(field, &count)| (field, writers.by_ref().take(count).collect()))
+        .collect();
+    // Popped from the end: the largest fields go first, so the threads finish together.
+    let size = |field: usize| -> usize {
+        batches
+            .iter()
+            .map(|batch| batch.column(field).get_array_memory_size())
+            .sum()
+    };
+    jobs.sort_by_cached_key(|(field, _)| size(*field));
+    let fields = jobs.len();
+    let jobs = std::sync::Mutex::new(jobs);
+    let done: std::sync::Mutex<Vec<Option<Vec<ArrowColumnChunk>>>> =
+        std::sync::Mutex::new((0..fields).map(|_| None).collect());
+    let work = || -> Result<(), ParquetError> {
+        loop {
+            let job = jobs
+                .lock()
+                .unwrap_or_else(|poison| poison.into_inner())
+                .pop();
+            let Some((field, mut writers)) = job else {
+                return Ok(());
+            };
+            let definition = schema.field(field);
+            for batch in batches {
+                let columns = compute_leaves(definition, batch.column(field))?;
+                for (leaf, writer) in columns.iter().zip(writers.iter_mut()) {
+                    writer.write(leaf)?;
+                }
+            }
+            let chunks = writers
+                .into_iter()
+                .map(ArrowColumnWriter::close)
+                .collect::<Result<Vec<_>, _>>()?;
+            done.lock().unwrap_or_else(|poison| poison.into_inner())[field] = Some(chunks);
+        }
+    };
+    std::thread::scope(|scope| {
+        let helpers: Vec<_> = (1..threads.min(fields))
+            .map(|_| scope.spawn(work))
+            .collect();
+        let mut result = work();
+        for helper in helpers {
+            let joined = helper
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            result = result.and(joined);
+        }
+        result
+    })?;
+    let done = done
+        .into_inner()
+        .unwrap_or_else(|poison| poison.into_inner());
+    Ok(done.into_iter().flatten().flatten().collect())
 }
 
 /// Writes exchanges (for example imported from HAR) straight to Parquet: one file per

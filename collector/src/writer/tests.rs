@@ -180,6 +180,109 @@ async fn lz4_flushed_files_are_queryable_and_compacted_into_zstd() {
     assert_eq!(count(engine).await, 3);
 }
 
+/// A file whose row groups were encoded column by column on several threads is byte for byte
+/// the file `ArrowWriter` writes on one thread from the same batches, row groups cut across
+/// batch boundaries included; it reads back as written through Parquet and through SQL.
+#[tokio::test]
+async fn parallel_encoding_writes_what_arrow_writer_writes() {
+    let data = tempfile::tempdir().unwrap();
+    let store = open_store(data.path(), None).unwrap().store;
+    let partition = key("orders", T13);
+    let mut expected = Vec::new();
+    let mut batches = Vec::new();
+    for rows in [7u64, 300, 1, 450, 42] {
+        let batch: Vec<Exchange> = (0..rows)
+            .map(|_| {
+                let i = expected.len() as u64;
+                let mut exchange = exchange("orders", T13 + i, (i % 251) as u8);
+                exchange.status = 200 + (i % 7) as u32;
+                expected.push(exchange.clone());
+                exchange
+            })
+            .collect();
+        batches.push(to_record_batch(&batch).unwrap());
+    }
+    const ROWS_PER_GROUP: usize = 256;
+    let properties = || writer_properties(FlushCompression::Lz4.codec());
+    let mut serial = parquet::arrow::ArrowWriter::try_new(
+        Vec::new(),
+        schema(),
+        Some(
+            properties()
+                .into_builder()
+                .set_max_row_group_row_count(Some(ROWS_PER_GROUP))
+                .build(),
+        ),
+    )
+    .unwrap();
+    for batch in &batches {
+        serial.write(batch).unwrap();
+    }
+    let serial = serial.into_inner().unwrap();
+    let names = FileNamer::new(3, 1);
+    let mut last = None;
+    for threads in [1, 2, 3, 8] {
+        let name = names.next_name();
+        let path = partition.file(&name);
+        let mut file =
+            FileWriter::with_layout(&store, path.clone(), properties(), ROWS_PER_GROUP, threads)
+                .unwrap();
+        for batch in &batches {
+            file.write(batch).await.unwrap();
+        }
+        let size = file.finish().await.unwrap();
+        let bytes = store.get(&path).await.unwrap().bytes().await.unwrap();
+        assert_eq!(size, bytes.len());
+        assert!(
+            bytes[..] == serial[..],
+            "{threads} threads: {} bytes against ArrowWriter's {}",
+            bytes.len(),
+            serial.len()
+        );
+        let reader = parquet::file::reader::SerializedFileReader::new(bytes).unwrap();
+        let metadata = parquet::file::reader::FileReader::metadata(&reader);
+        let groups: Vec<i64> = metadata.row_groups().iter().map(|g| g.num_rows()).collect();
+        assert_eq!(groups, [256, 256, 256, 32]);
+        let mut read = Vec::new();
+        for batch in read_file(&store, &path).await.unwrap() {
+            read.extend(from_record_batch(&batch).unwrap());
+        }
+        assert_eq!(read, expected);
+        if let Some(previous) = last.replace(path.clone()) {
+            // One copy of the rows in the partition, for the SQL below.
+            store.delete(&previous).await.unwrap();
+        }
+    }
+    let engine = crate::query::open_offline(data.path(), None, &crate::query::QueryArgs::default())
+        .await
+        .unwrap();
+    let (_, rows) = engine
+        .sql("SELECT count(*) AS n, sum(status) AS s, min(path) AS p FROM exchanges WHERE service = 'orders'")
+        .await
+        .unwrap();
+    let row = &rows[0];
+    let int = |column: usize| {
+        row.column(column)
+            .as_any()
+            .downcast_ref::<tapedeck_proto::arrow_array::Int64Array>()
+            .unwrap()
+            .value(0)
+    };
+    assert_eq!(int(0), expected.len() as i64);
+    assert_eq!(
+        int(1),
+        expected.iter().map(|e| i64::from(e.status)).sum::<i64>()
+    );
+    let min_path = rows[0]
+        .column(2)
+        .as_any()
+        .downcast_ref::<tapedeck_proto::arrow_array::StringArray>()
+        .unwrap()
+        .value(0)
+        .to_string();
+    assert_eq!(Some(&min_path), expected.iter().map(|e| &e.path).min());
+}
+
 #[test]
 fn flushes_default_to_lz4_and_zstd_is_compactions_codec() {
     assert_eq!(FlushCompression::default(), FlushCompression::Lz4);

@@ -4,7 +4,10 @@
 //! pushers sending pre-encoded `ExchangeBatch`es (1 KiB request and 1 KiB response bodies,
 //! realistic headers) over gRPC, as the filters would. Measured: exchanges and MB per second
 //! acknowledged (so durable in the write-ahead log), over a fixed window after a warm-up; at the
-//! end the collector is stopped (final flush) and the stored row count is checked.
+//! end the collector is stopped (final flush) and the stored row count is checked. The pushers
+//! run on their own runtime (threads `bench-pusher`) and send pre-built gRPC frames without
+//! copying them; the CPU of the measured window is reported for the whole process, the pushers
+//! and the collector (the difference), per acknowledged exchange.
 //!
 //! `query`: a dataset of N exchanges (10 million by default) written once as the collector
 //! writes it (zstd Parquet, `service=/date=/hour=`), then three queries timed with tapedeck's
@@ -19,14 +22,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail, ensure};
-use bytes::{Buf as _, BufMut as _, Bytes};
+use bytes::{Buf as _, Bytes};
 use clap::{Parser, Subcommand};
 use tapedeck_collector::query::{QueryArgs, open_offline};
 use tapedeck_collector::writer::FlushCompression;
 use tapedeck_collector::{CollectorArgs, Listeners};
 use tapedeck_proto::prost::Message as _;
-use tapedeck_proto::tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
-use tapedeck_proto::tonic::{self, Status};
+use tapedeck_proto::tonic;
 use tapedeck_proto::{Direction, Exchange, ExchangeBatch, Header, Message, Protocol, PushAck};
 use tokio::net::TcpListener;
 
@@ -247,47 +249,80 @@ fn exchange(rng: &mut Rng, n: u64, start: u64, body_bytes: usize) -> Exchange {
     }
 }
 
-/// Sends already encoded `ExchangeBatch` bytes, so that the pushers spend no CPU encoding (the
+/// One pusher's HTTP/2 connection, sending `Capture/Push` requests whose gRPC frames (the
+/// 5-byte prefix and the encoded `ExchangeBatch`) were built once: each request's body is that
+/// `Bytes`, shared and not copied, so the pushers spend no CPU encoding or copying batches (the
 /// filters that push in production run on other machines).
-#[derive(Debug, Default, Clone)]
-struct RawCodec;
+struct Pusher {
+    sender: hyper::client::conn::http2::SendRequest<http_body_util::Full<Bytes>>,
+    uri: http::Uri,
+}
 
-#[derive(Debug)]
-struct RawEncoder;
+/// What a push got back.
+enum Pushed {
+    Accepted(u64),
+    Refused(tonic::Code, String),
+}
 
-#[derive(Debug)]
-struct AckDecoder;
-
-impl Codec for RawCodec {
-    type Encode = Bytes;
-    type Decode = PushAck;
-    type Encoder = RawEncoder;
-    type Decoder = AckDecoder;
-    fn encoder(&mut self) -> RawEncoder {
-        RawEncoder
+impl Pusher {
+    async fn connect(address: std::net::SocketAddr) -> Result<Self> {
+        let stream = tokio::net::TcpStream::connect(address).await?;
+        stream.set_nodelay(true)?;
+        let (sender, connection) =
+            hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                .initial_stream_window_size(4 << 20)
+                .initial_connection_window_size(16 << 20)
+                .handshake(hyper_util::rt::TokioIo::new(stream))
+                .await?;
+        tokio::spawn(connection);
+        Ok(Self {
+            sender,
+            uri: format!("http://{address}/tapedeck.capture.v1.Capture/Push").parse()?,
+        })
     }
-    fn decoder(&mut self) -> AckDecoder {
-        AckDecoder
+
+    async fn push(&mut self, framed: Bytes) -> Result<Pushed> {
+        use http_body_util::BodyExt as _;
+        self.sender.ready().await?;
+        let request = http::Request::post(self.uri.clone())
+            .header(http::header::CONTENT_TYPE, "application/grpc")
+            .header(http::header::TE, "trailers")
+            .body(http_body_util::Full::new(framed))?;
+        let response = self.sender.send_request(request).await?;
+        let (parts, body) = response.into_parts();
+        let collected = body.collect().await?;
+        // A trailers-only response carries the status in its headers.
+        let trailers = collected.trailers().cloned().unwrap_or_default();
+        let field = |name: &str| {
+            trailers
+                .get(name)
+                .or_else(|| parts.headers.get(name))
+                .and_then(|value| value.to_str().ok())
+                .map(str::to_string)
+        };
+        let code = field("grpc-status")
+            .and_then(|code| code.parse::<i32>().ok())
+            .map_or(tonic::Code::Unknown, tonic::Code::from_i32);
+        if code != tonic::Code::Ok {
+            return Ok(Pushed::Refused(
+                code,
+                field("grpc-message").unwrap_or_default(),
+            ));
+        }
+        let mut data = collected.to_bytes();
+        ensure!(data.len() >= 5, "a gRPC response without its message");
+        data.advance(5);
+        Ok(Pushed::Accepted(PushAck::decode(data)?.accepted))
     }
 }
 
-impl Encoder for RawEncoder {
-    type Item = Bytes;
-    type Error = Status;
-    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        dst.put_slice(&item);
-        Ok(())
-    }
-}
-
-impl Decoder for AckDecoder {
-    type Item = PushAck;
-    type Error = Status;
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<PushAck>, Status> {
-        let ack = PushAck::decode(src.copy_to_bytes(src.remaining()))
-            .map_err(|error| Status::internal(error.to_string()))?;
-        Ok(Some(ack))
-    }
+/// A gRPC frame: no compression, the length, the message.
+fn grpc_frame(message: &[u8]) -> Bytes {
+    let mut frame = Vec::with_capacity(message.len() + 5);
+    frame.push(0);
+    frame.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    frame.extend_from_slice(message);
+    Bytes::from(frame)
 }
 
 async fn ingest(
@@ -343,66 +378,72 @@ async fn ingest(
             )
         })
         .collect();
+    let framed: Vec<Bytes> = batches.iter().map(|batch| grpc_frame(batch)).collect();
     let batch_bytes = batches.iter().map(Bytes::len).sum::<usize>() as f64 / batches.len() as f64;
     let limits = machine_limits(&batches, running[0].0.path())?;
     let acked = Arc::new(AtomicU64::new(0));
     let refused = Arc::new(AtomicU64::new(0));
     let measuring = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // The pushers stand in for sidecars on other machines: they run on their own runtime
+    // (threads named `bench-pusher`), so that their CPU can be told apart from the collector's.
+    let pusher_runtime = PusherRuntime(Some(
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name(PUSHER_THREAD)
+            .enable_all()
+            .build()?,
+    ));
     let mut tasks = Vec::new();
     for p in 0..pushers {
-        let (batches, acked, measuring, done) = (
-            batches.clone(),
+        let (framed, acked, measuring, done) = (
+            framed.clone(),
             acked.clone(),
             measuring.clone(),
             done.clone(),
         );
         let refused = refused.clone();
-        let endpoint = format!("http://{}", running[p % running.len()].1);
-        tasks.push(tokio::spawn(async move {
-            let channel = tonic::transport::Endpoint::from_shared(endpoint)?
-                .connect()
-                .await?;
-            let mut client =
-                tonic::client::Grpc::new(channel).max_encoding_message_size(usize::MAX);
-            let path = http::uri::PathAndQuery::from_static("/tapedeck.capture.v1.Capture/Push");
+        let address = running[p % running.len()].1;
+        tasks.push(pusher_runtime.handle().spawn(async move {
+            let mut pusher = Pusher::connect(address).await?;
             let mut total = 0u64;
             let mut i = p;
             while !done.load(Ordering::Relaxed) {
-                client.ready().await?;
-                let request = tonic::Request::new(batches[i % batches.len()].clone());
-                match client.unary(request, path.clone(), RawCodec).await {
-                    Ok(ack) => {
+                match pusher.push(framed[i % framed.len()].clone()).await? {
+                    Pushed::Accepted(accepted) => {
                         if measuring.load(Ordering::Relaxed) {
-                            acked.fetch_add(ack.into_inner().accepted, Ordering::Relaxed);
+                            acked.fetch_add(accepted, Ordering::Relaxed);
                         }
                         total += batch as u64;
                         i += pushers;
                     }
                     // Back-pressure: the collector is flushing; a filter would drop, a
                     // benchmark pusher waits and sends the same batch again.
-                    Err(status) if status.code() == tonic::Code::ResourceExhausted => {
+                    Pushed::Refused(tonic::Code::ResourceExhausted, _) => {
                         refused.fetch_add(1, Ordering::Relaxed);
                         tokio::time::sleep(Duration::from_millis(20)).await;
                     }
-                    Err(status) => return Err(status.into()),
+                    Pushed::Refused(code, message) => bail!("push refused: {code:?} {message}"),
                 }
             }
             anyhow::Ok(total)
         }));
     }
     tokio::time::sleep(Duration::from_secs(warmup)).await;
+    let cpu_before = Cpu::now()?;
     measuring.store(true, Ordering::Relaxed);
     let began = Instant::now();
     tokio::time::sleep(Duration::from_secs(seconds)).await;
     measuring.store(false, Ordering::Relaxed);
     let elapsed = began.elapsed().as_secs_f64();
     let in_window = acked.load(Ordering::Relaxed);
+    let cpu = Cpu::now()?.since(&cpu_before);
     done.store(true, Ordering::Relaxed);
     let mut pushed = 0;
     for task in tasks {
         pushed += task.await??;
     }
+    drop(pusher_runtime);
     let stopping = Instant::now();
     let mut stored = 0;
     let mut folders = Vec::new();
@@ -471,6 +512,25 @@ async fn ingest(
         "| final flush at shutdown | {:.2} s |",
         final_flush.as_secs_f64()
     );
+    let per_exchange_us = |seconds: f64| seconds * 1e6 / in_window.max(1) as f64;
+    println!(
+        "| CPU in the window: whole process | {:.1} s = {:.2} CPUs = {:.1} µs per exchange |",
+        cpu.process,
+        cpu.process / elapsed,
+        per_exchange_us(cpu.process)
+    );
+    println!(
+        "| CPU in the window: collector (process − pushers) | {:.1} s = {:.2} CPUs = {:.1} µs per exchange |",
+        cpu.process - cpu.pushers,
+        (cpu.process - cpu.pushers) / elapsed,
+        per_exchange_us(cpu.process - cpu.pushers)
+    );
+    println!(
+        "| CPU in the window: pushers (`{PUSHER_THREAD}` threads) | {:.1} s = {:.2} CPUs = {:.1} µs per exchange |",
+        cpu.pushers,
+        cpu.pushers / elapsed,
+        per_exchange_us(cpu.pushers)
+    );
     println!(
         "| pushes refused with RESOURCE_EXHAUSTED (retried) | {} |",
         refused.load(Ordering::Relaxed)
@@ -480,6 +540,81 @@ async fn ingest(
         "({pushers} pushers, {batch} exchanges per push, {body_bytes} B request + {body_bytes} B response bodies, {seconds} s measured after {warmup} s warm-up; collector defaults, data on local disk; the disk figures are measured in the collectors' temporary folder just before)"
     );
     Ok(())
+}
+
+/// The name of the pushers' runtime threads.
+const PUSHER_THREAD: &str = "bench-pusher";
+
+/// The pushers' runtime, shut down without waiting when dropped (also on an error's early
+/// return: a runtime may not be dropped where blocking is not allowed).
+struct PusherRuntime(Option<tokio::runtime::Runtime>);
+
+impl PusherRuntime {
+    fn handle(&self) -> &tokio::runtime::Handle {
+        self.0.as_ref().expect("running").handle()
+    }
+}
+
+impl Drop for PusherRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// CPU seconds (user + system) used so far: by the whole process, and by the pushers' threads.
+#[derive(Debug, Clone, Copy)]
+struct Cpu {
+    process: f64,
+    pushers: f64,
+}
+
+impl Cpu {
+    /// Reads `getrusage(RUSAGE_SELF)` and, per thread, `/proc/self/task/*/stat`.
+    fn now() -> Result<Self> {
+        let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+        // SAFETY: `usage` is a writable rusage.
+        ensure!(
+            unsafe { libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) } == 0,
+            "getrusage failed"
+        );
+        // SAFETY: getrusage succeeded, so it filled `usage`.
+        let usage = unsafe { usage.assume_init() };
+        let seconds = |time: libc::timeval| time.tv_sec as f64 + time.tv_usec as f64 / 1e6;
+        let process = seconds(usage.ru_utime) + seconds(usage.ru_stime);
+        // SAFETY: sysconf has no preconditions.
+        let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+        let mut pushers = 0.0;
+        for task in std::fs::read_dir("/proc/self/task")? {
+            // A thread may end between the listing and the read.
+            let Ok(stat) = std::fs::read_to_string(task?.path().join("stat")) else {
+                continue;
+            };
+            let Some((name, rest)) = stat
+                .split_once(" (")
+                .and_then(|(_, rest)| rest.rsplit_once(") "))
+            else {
+                continue;
+            };
+            if !name.starts_with(PUSHER_THREAD) {
+                continue;
+            }
+            // After the name: state is field 3, utime field 14, stime field 15.
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let utime: f64 = fields.get(11).and_then(|f| f.parse().ok()).unwrap_or(0.0);
+            let stime: f64 = fields.get(12).and_then(|f| f.parse().ok()).unwrap_or(0.0);
+            pushers += (utime + stime) / ticks;
+        }
+        Ok(Self { process, pushers })
+    }
+
+    fn since(&self, before: &Self) -> Self {
+        Self {
+            process: self.process - before.process,
+            pushers: self.pushers - before.pushers,
+        }
+    }
 }
 
 /// Adds the count and bytes of the `.parquet` files under `dir` to `sum`.
