@@ -34,7 +34,7 @@ use datafusion::physical_expr::expressions::Literal;
 use datafusion_functions_aggregate_common::tdigest::{Centroid, DEFAULT_MAX_SIZE, TDigest};
 
 /// Values a group buffers before they are merged into its digest.
-pub(crate) const PENDING_PER_GROUP: usize = 4096;
+pub(crate) const PENDING_PER_GROUP: usize = 2048;
 /// Values all groups together buffer before every buffer is merged.
 pub(crate) const PENDING_TOTAL: usize = 1 << 20;
 
@@ -100,6 +100,28 @@ impl AggregateUDFImpl for GroupedApproxPercentile {
     }
 }
 
+/// `value` as an integer in the order of `f64::total_cmp`: the sign bit flipped for positive
+/// values, every bit for negative ones.
+#[inline]
+fn order_key(value: f64) -> u64 {
+    let bits = value.to_bits();
+    if bits >> 63 == 1 {
+        !bits
+    } else {
+        bits | 1 << 63
+    }
+}
+
+/// The inverse of [`order_key`].
+#[inline]
+fn from_order_key(key: u64) -> f64 {
+    f64::from_bits(if key >> 63 == 1 {
+        key & !(1 << 63)
+    } else {
+        !key
+    })
+}
+
 /// A literal argument's value.
 fn literal(expr: &Arc<dyn PhysicalExpr>) -> Option<&ScalarValue> {
     expr.downcast_ref::<Literal>().map(Literal::value)
@@ -112,7 +134,11 @@ pub(crate) struct PercentileGroups {
     max_size: usize,
     return_type: DataType,
     digests: Vec<TDigest>,
-    pending: Vec<Vec<f64>>,
+    /// Pending values as [`order_key`]s: integers sort about twice as fast as
+    /// `f64::total_cmp`, and in the same order.
+    pending: Vec<Vec<u64>>,
+    /// A flushed buffer turned back into floats.
+    sorted: Vec<f64>,
     /// Values in `pending`.
     pending_values: usize,
     /// Bytes of the buffers' allocations.
@@ -167,6 +193,7 @@ impl PercentileGroups {
             return_type,
             digests: Vec::new(),
             pending: Vec::new(),
+            sorted: Vec::new(),
             pending_values: 0,
             pending_bytes: 0,
             centroid_bytes: 0,
@@ -185,8 +212,8 @@ impl PercentileGroups {
     fn push(&mut self, group: usize, value: f64) {
         let buffer = &mut self.pending[group];
         let before = buffer.capacity();
-        buffer.push(value);
-        self.pending_bytes += (buffer.capacity() - before) * size_of::<f64>();
+        buffer.push(order_key(value));
+        self.pending_bytes += (buffer.capacity() - before) * size_of::<u64>();
         self.pending_values += 1;
         if buffer.len() >= PENDING_PER_GROUP {
             self.flush(group);
@@ -199,9 +226,12 @@ impl PercentileGroups {
         if buffer.is_empty() {
             return;
         }
-        buffer.sort_unstable_by(f64::total_cmp);
+        buffer.sort_unstable();
+        self.sorted.clear();
+        self.sorted
+            .extend(buffer.iter().map(|&key| from_order_key(key)));
         let digest = &mut self.digests[group];
-        let merged = digest.merge_sorted_f64(buffer);
+        let merged = digest.merge_sorted_f64(&self.sorted);
         self.centroid_bytes = (self.centroid_bytes + merged.size()).saturating_sub(digest.size());
         *digest = merged;
         self.pending_values -= buffer.len();
@@ -226,7 +256,7 @@ impl PercentileGroups {
         self.pending_bytes = self
             .pending
             .iter()
-            .map(|buffer| buffer.capacity() * size_of::<f64>())
+            .map(|buffer| buffer.capacity() * size_of::<u64>())
             .sum();
         self.centroid_bytes = self
             .digests
@@ -414,7 +444,8 @@ impl GroupsAccumulator for PercentileGroups {
     fn size(&self) -> usize {
         size_of::<Self>()
             + self.digests.capacity() * size_of::<TDigest>()
-            + self.pending.capacity() * size_of::<Vec<f64>>()
+            + self.pending.capacity() * size_of::<Vec<u64>>()
+            + self.sorted.capacity() * size_of::<f64>()
             + self.pending_bytes
             + self.centroid_bytes
     }
@@ -772,6 +803,30 @@ mod tests {
             };
             assert_eq!(ours.to_string(), theirs.to_string());
         }
+    }
+
+    #[test]
+    fn order_keys_sort_as_total_cmp() {
+        let mut values = vec![
+            3.5,
+            -0.0,
+            0.0,
+            -1e300,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::NAN,
+            -f64::NAN,
+            1e-310,
+            -1e-310,
+            42.0,
+            -42.0,
+        ];
+        let mut keys: Vec<u64> = values.iter().map(|&v| order_key(v)).collect();
+        keys.sort_unstable();
+        values.sort_by(f64::total_cmp);
+        let back: Vec<u64> = keys.iter().map(|&k| from_order_key(k).to_bits()).collect();
+        let expected: Vec<u64> = values.iter().map(|v| v.to_bits()).collect();
+        assert_eq!(back, expected);
     }
 
     #[test]
