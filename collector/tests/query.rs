@@ -435,6 +435,31 @@ async fn status_counts_run_dense_and_percentiles_run_grouped_with_the_same_answe
 }
 
 #[tokio::test]
+async fn newest_first_lets_a_top_k_by_start_time_skip_older_files() {
+    let store = Arc::new(InMemory::new());
+    for hour in 0..8 {
+        put_file(store.as_ref(), &exchanges("orders", hour, 0..20), hour + 1).await;
+    }
+    let engine = engine(store, Arc::new(Buffer::new()), &args());
+    let newest = "SELECT start_time FROM exchanges ORDER BY start_time DESC LIMIT 3";
+    let (schema, batches) = engine.sql(newest).await.unwrap();
+    let printed = format_batches(&schema, &batches, OutputFormat::Csv).unwrap();
+    assert_eq!(printed.lines().count(), 4, "{printed}");
+    assert!(printed.contains("T07:00:19"), "{printed}");
+    // The files are read newest hour first, so once a partition's first file has filled the
+    // top 3, the older files' row groups are ruled out by the top-k's dynamic filter (applied to
+    // their statistics when they are opened) and not read: at most one file per partition.
+    let plan = table(&engine, &format!("EXPLAIN ANALYZE {newest}")).await;
+    let read: usize = plan
+        .split("row_groups_pruned_statistics=8 total → ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no row group pruning figure in {plan}"));
+    assert!(read <= 2, "{read} of 8 files' row groups read: {plan}");
+}
+
+#[tokio::test]
 async fn filters_on_service_and_time_open_only_the_files_they_need() {
     let store = Arc::new(CountingStore::default());
     let mut files = Vec::new();
