@@ -15,8 +15,10 @@
 //! Used by the collector's Flight SQL endpoint ([`crate::flight`]) and by `tapedeck sql`
 //! ([`open_offline`] when no collector runs, [`format_batches`] to print results).
 
+mod dense;
 mod format;
 mod functions;
+mod percentile;
 mod table;
 #[cfg(test)]
 mod tests;
@@ -294,11 +296,19 @@ impl QueryEngine {
             .with_runtime_env(runtime.clone())
             .with_default_features()
             .with_table_factories(Default::default())
+            // `GROUP BY <small integer>` with counts: flat arrays instead of a hash table.
+            .with_physical_optimizer_rule(Arc::new(dense::DenseGroupCount))
             .build();
         datafusion_functions_json::register_all(&mut state)?;
         use datafusion::execution::FunctionRegistry as _;
         state.register_udf(Arc::new(header_udf()))?;
         state.register_udf(Arc::new(body_text_udf()))?;
+        // `approx_percentile_cont` with a grouped accumulator, under DataFusion's name.
+        state.register_udaf(Arc::new(
+            datafusion::logical_expr::AggregateUDF::new_from_impl(
+                percentile::GroupedApproxPercentile::default(),
+            ),
+        ))?;
         for name in functions::SIZED_BY_ARGUMENT {
             if let Some(inner) = state.scalar_functions().get(name).cloned() {
                 state.register_udf(Arc::new(functions::bounded(inner, args.memory)))?;

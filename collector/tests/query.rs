@@ -368,6 +368,98 @@ async fn sealed_entries_count_once_whether_or_not_their_file_is_written() {
 }
 
 #[tokio::test]
+async fn status_counts_run_dense_and_percentiles_run_grouped_with_the_same_answers() {
+    let store = Arc::new(InMemory::new());
+    let mut all = Vec::new();
+    for (sequence, (service, hour, count)) in
+        [("orders", 10, 40), ("orders", 11, 47), ("payments", 10, 30)]
+            .into_iter()
+            .enumerate()
+    {
+        let stored = exchanges(service, hour, 0..count);
+        put_file(store.as_ref(), &stored, sequence as u64 + 1).await;
+        all.extend(stored);
+    }
+    let buffer = Arc::new(Buffer::new());
+    let buffered = exchanges("payments", 12, 0..9);
+    buffer.insert(&buffered).unwrap();
+    all.extend(buffered);
+    let engine = engine(store, buffer, &args());
+
+    let status = "SELECT status, count(*) AS n, count(response_flags) AS f FROM exchanges \
+        GROUP BY status ORDER BY status";
+    let plan = table(&engine, &format!("EXPLAIN {status}")).await;
+    assert!(plan.contains("DenseCountExec"), "{plan}");
+    let mut expected = String::from("status,n,f\n");
+    for code in [200, 503] {
+        let n = all.iter().filter(|e| e.status == code).count();
+        expected.push_str(&format!("{code},{n},{n}\n"));
+    }
+    let (schema, batches) = engine.sql(status).await.unwrap();
+    assert_eq!(
+        format_batches(&schema, &batches, OutputFormat::Csv).unwrap(),
+        expected
+    );
+
+    // Groups of at most 50 values: the digest keeps every value, so the answer is exact
+    // interpolation between neighbours, whichever accumulator ran.
+    let cutoff = day() + 11 * HOUR;
+    let (schema, batches) = engine
+        .sql(&format!(
+            "SELECT workload, approx_percentile_cont(duration_ns, 0.5) AS p50 FROM exchanges \
+             WHERE start_time < to_timestamp_nanos({cutoff}) \
+             GROUP BY workload ORDER BY workload"
+        ))
+        .await
+        .unwrap();
+    let printed = format_batches(&schema, &batches, OutputFormat::Csv).unwrap();
+    assert!(printed.starts_with("workload,p50\n"), "{printed}");
+    let lines: Vec<&str> = printed.lines().skip(1).collect();
+    assert_eq!(lines.len(), 2, "{printed}");
+    for line in lines {
+        let (service, p50) = line.split_once(',').unwrap();
+        let mut durations: Vec<f64> = all
+            .iter()
+            .filter(|e| e.workload == service && e.start_unix_nanos < cutoff)
+            .map(|e| e.duration_nanos as f64)
+            .collect();
+        durations.sort_by(f64::total_cmp);
+        assert!(durations.len() <= 50 && !durations.is_empty(), "{service}");
+        let middle = durations.len() / 2;
+        let p50: f64 = p50.parse().unwrap();
+        assert!(
+            durations[middle.saturating_sub(1)] <= p50 && p50 <= durations[middle],
+            "{service}: {p50} not between the middle values of {durations:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn newest_first_lets_a_top_k_by_start_time_skip_older_files() {
+    let store = Arc::new(InMemory::new());
+    for hour in 0..8 {
+        put_file(store.as_ref(), &exchanges("orders", hour, 0..20), hour + 1).await;
+    }
+    let engine = engine(store, Arc::new(Buffer::new()), &args());
+    let newest = "SELECT start_time FROM exchanges ORDER BY start_time DESC LIMIT 3";
+    let (schema, batches) = engine.sql(newest).await.unwrap();
+    let printed = format_batches(&schema, &batches, OutputFormat::Csv).unwrap();
+    assert_eq!(printed.lines().count(), 4, "{printed}");
+    assert!(printed.contains("T07:00:19"), "{printed}");
+    // The files are read newest hour first, so once a partition's first file has filled the
+    // top 3, the older files' row groups are ruled out by the top-k's dynamic filter (applied to
+    // their statistics when they are opened) and not read: at most one file per partition.
+    let plan = table(&engine, &format!("EXPLAIN ANALYZE {newest}")).await;
+    let read: usize = plan
+        .split("row_groups_pruned_statistics=8 total → ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no row group pruning figure in {plan}"));
+    assert!(read <= 2, "{read} of 8 files' row groups read: {plan}");
+}
+
+#[tokio::test]
 async fn filters_on_service_and_time_open_only_the_files_they_need() {
     let store = Arc::new(CountingStore::default());
     let mut files = Vec::new();

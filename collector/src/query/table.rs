@@ -194,7 +194,14 @@ impl ExchangesTable {
         let kept: BTreeMap<PartitionKey, bool> =
             keys.iter().cloned().zip(prune.keeps_all(&keys)).collect();
         files.retain(|(key, _, _)| kept.get(key).copied().unwrap_or(true));
-        files.sort_by(|a, b| a.2.location.cmp(&b.2.location));
+        // Newest hour first: a scan reads its files in this order, so `ORDER BY start_time DESC
+        // LIMIT n` finds its rows in the first files and the top-k's dynamic filter rules out the
+        // row groups of the older ones by their statistics before they are read.
+        files.sort_by(|a, b| {
+            (&b.0.date, &b.0.hour)
+                .cmp(&(&a.0.date, &a.0.hour))
+                .then_with(|| a.2.location.cmp(&b.2.location))
+        });
         Ok(files)
     }
 }
