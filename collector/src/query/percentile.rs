@@ -465,17 +465,7 @@ mod tests {
 
     use super::*;
 
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 = self
-                .0
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            self.0 >> 33
-        }
-    }
+    use crate::query::tests::Rng;
 
     fn schema() -> SchemaRef {
         Arc::new(Schema::new(vec![

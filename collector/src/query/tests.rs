@@ -6,6 +6,20 @@ use datafusion::prelude::{col, lit};
 use super::table::{service_set, time_bounds};
 use super::*;
 
+/// A deterministic pseudo-random sequence for generated test data (the dense count's and the
+/// grouped percentile's tests).
+pub(super) struct Rng(pub(super) u64);
+
+impl Rng {
+    pub(super) fn next(&mut self) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        self.0 >> 33
+    }
+}
+
 fn ts(nanos: i64) -> datafusion::logical_expr::Expr {
     lit(ScalarValue::TimestampNanosecond(
         Some(nanos),
