@@ -15,11 +15,11 @@ use tokio::process::{Child, Command};
 
 const TAPEDECK: &str = env!("CARGO_BIN_EXE_tapedeck");
 
-/// A loopback port that was free a moment ago.
-fn free_port() -> Result<SocketAddr> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(listener.local_addr()?)
-}
+// Ports outside the ephemeral range, held until the test ends (see the file's own doc).
+#[path = "../../tests/src/ports.rs"]
+#[allow(unreachable_pub)]
+mod ports;
+use ports::reserve_port;
 
 struct Collector {
     child: Child,
@@ -28,8 +28,8 @@ struct Collector {
 }
 
 async fn start_collector(data: &Path, extra: &[&str]) -> Result<Collector> {
-    let grpc = free_port()?;
-    let http = free_port()?;
+    let grpc = reserve_port()?;
+    let http = reserve_port()?;
     let child = Command::new(TAPEDECK)
         .args(["--log", "warn", "collector", "--data"])
         .arg(data)
@@ -708,7 +708,7 @@ async fn the_demo_runs_the_whole_loop_and_catches_the_regression() -> Result<()>
 async fn a_snapshot_through_a_running_collector_matches_the_library() -> Result<()> {
     let temp = tempfile::tempdir()?;
     let data = temp.path().join("data");
-    let flight = free_port()?;
+    let flight = reserve_port()?;
     let mut collector = start_collector(
         &data,
         &["--flight-listen", &flight.to_string(), "--token", "s3cret"],

@@ -6,6 +6,7 @@
 //! [`tapedeck_local::find_filter_wasm`]; when either is missing, starting a rig fails (tests fail,
 //! they do not skip).
 
+pub mod ports;
 pub mod soak;
 
 use anyhow::{Context as _, Result, ensure};

@@ -31,6 +31,7 @@ use tapedeck_local::sample::{ClientBody, full_body};
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
 
+use crate::ports::reserve_port;
 use crate::{Collector, Rig, RigBuilder};
 
 /// The environment variable naming the `tapedeck` binary the soak runs the collector with.
@@ -943,8 +944,8 @@ pub async fn run(plan: &Plan) -> Result<Report> {
     let data = tempfile::Builder::new()
         .prefix("tapedeck-soak-")
         .tempdir()?;
-    let grpc = free_port()?;
-    let http = free_port()?;
+    let grpc = reserve_port()?;
+    let http = reserve_port()?;
     let mut collectors = Collectors {
         tapedeck: plan.tapedeck.clone(),
         data: data.path().to_path_buf(),
@@ -1102,12 +1103,6 @@ fn peak(samples: &[(f64, u64, usize)], phase: usize) -> u64 {
         .map(|(_, rss, _)| *rss)
         .max()
         .unwrap_or(0)
-}
-
-/// A free port on 127.0.0.1 (bound once, then released).
-pub fn free_port() -> Result<SocketAddr> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(listener.local_addr()?)
 }
 
 /// Runs `tapedeck sql` on a data directory; returns its CSV lines without the header.

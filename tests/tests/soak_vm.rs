@@ -15,6 +15,7 @@ use anyhow::{Context as _, Result, ensure};
 use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::time::Duration;
+use tapedeck_e2e::ports::reserve_port;
 use tapedeck_e2e::soak::{self, LoadResult};
 use tapedeck_e2e::{Collector, Rig, RigBuilder};
 use tapedeck_local::process::stat_by_suffix;
@@ -254,7 +255,7 @@ async fn with_collector(policy: &str) -> Result<(soak::CollectorProcess, Rig, te
     let data = tempfile::Builder::new()
         .prefix("tapedeck-soak-vm-")
         .tempdir()?;
-    let (grpc, http) = (soak::free_port()?, soak::free_port()?);
+    let (grpc, http) = (reserve_port()?, reserve_port()?);
     let collector = soak::CollectorProcess::start(
         &soak::find_tapedeck()?,
         data.path(),

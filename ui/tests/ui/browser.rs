@@ -44,11 +44,10 @@ impl Browser {
     async fn start() -> Result<Browser> {
         let chromedriver = program("chromedriver")?;
         let chromium = program("chromium")?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
+        // Port 0: chromedriver binds a free port itself and says which (a port found free here
+        // and handed over could be taken by another test in between).
         let mut driver = tokio::process::Command::new(&chromedriver)
-            .arg(format!("--port={port}"))
+            .arg("--port=0")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .kill_on_drop(true)
@@ -56,10 +55,14 @@ impl Browser {
             .with_context(|| format!("starting {}", chromedriver.display()))?;
         let stdout = driver.stdout.take().context("chromedriver's stdout")?;
         let mut lines = tokio::io::BufReader::new(stdout).lines();
-        tokio::time::timeout(Duration::from_secs(20), async {
+        // "ChromeDriver was started successfully on port 39361."
+        let port: u16 = tokio::time::timeout(Duration::from_secs(20), async {
             while let Some(line) = lines.next_line().await? {
-                if line.contains("started successfully") {
-                    return Ok(());
+                if let Some((_, rest)) = line.split_once("started successfully on port ") {
+                    let digits = rest.trim_end_matches('.');
+                    return digits
+                        .parse()
+                        .with_context(|| format!("chromedriver's port in {line:?}"));
                 }
             }
             bail!("chromedriver exited before it was ready")
