@@ -380,7 +380,7 @@ async fn ingest(
         .collect();
     let framed: Vec<Bytes> = batches.iter().map(|batch| grpc_frame(batch)).collect();
     let batch_bytes = batches.iter().map(Bytes::len).sum::<usize>() as f64 / batches.len() as f64;
-    let limits = machine_limits(&batches, running[0].0.path())?;
+    let limits = machine_limits(&batches, running[0].0.path(), base.flush_compression).await?;
     let acked = Arc::new(AtomicU64::new(0));
     let refused = Arc::new(AtomicU64::new(0));
     let measuring = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -493,6 +493,18 @@ async fn ingest(
         "| protobuf decode, one core | {:.0} MB/s = {:.0} exchanges/s |",
         limits.decode_exchanges * per_exchange_bytes(batch_bytes, batch) / 1e6,
         limits.decode_exchanges
+    );
+    println!(
+        "| Arrow conversion of decoded batches, one core | {:.0} exchanges/s = {:.2} µs per exchange |",
+        limits.arrow_exchanges,
+        1e6 / limits.arrow_exchanges
+    );
+    println!(
+        "| Parquet encoding as the flush does it ({:?} pages, {} threads, into memory) | {:.0} exchanges/s, {:.2} µs of CPU per exchange |",
+        base.flush_compression,
+        tapedeck_collector::writer::encoding_threads(),
+        limits.parquet_exchanges,
+        limits.parquet_cpu_per_exchange * 1e6
     );
     println!("| collectors | {} |", folders.len());
     println!("| exchanges/s acknowledged (durable) | {rate:.0} |");
@@ -643,9 +655,19 @@ struct Limits {
     disk_4m: f64,
     /// Exchanges/s `ExchangeBatch::decode` gets through on one core.
     decode_exchanges: f64,
+    /// Exchanges/s the conversion of decoded batches to Arrow gets through on one core.
+    arrow_exchanges: f64,
+    /// The flush's Parquet encoding (the collector's writer, its codec and threads, into
+    /// memory): CPU seconds per exchange and exchanges/s of wall time.
+    parquet_cpu_per_exchange: f64,
+    parquet_exchanges: f64,
 }
 
-fn machine_limits(batches: &[Bytes], dir: &Path) -> Result<Limits> {
+async fn machine_limits(
+    batches: &[Bytes],
+    dir: &Path,
+    compression: FlushCompression,
+) -> Result<Limits> {
     use std::io::Write as _;
     let write = |chunk: usize, total: usize, sync_each: bool| -> Result<f64> {
         let path = dir.join("limit.bin");
@@ -677,10 +699,47 @@ fn machine_limits(batches: &[Bytes], dir: &Path) -> Result<Limits> {
             decoded += batch.exchanges.len();
         }
     }
+    let decode_exchanges = decoded as f64 / began.elapsed().as_secs_f64();
+    // The stages after decoding, each alone: Arrow conversion (one core), then the flush's
+    // Parquet encoding of what was converted, as the collector's writer does it (all its
+    // encoding threads) into an in-memory store, so the disk plays no part.
+    let decoded: Vec<ExchangeBatch> = batches
+        .iter()
+        .map(|bytes| ExchangeBatch::decode(bytes.clone()))
+        .collect::<Result<_, _>>()?;
+    let began = Instant::now();
+    let mut records = Vec::new();
+    let mut converted = 0usize;
+    while began.elapsed() < Duration::from_secs(2) || records.len() < 4 * decoded.len() {
+        for batch in &decoded {
+            records.push(tapedeck_proto::arrow::to_record_batch(&batch.exchanges)?);
+            converted += batch.exchanges.len();
+        }
+    }
+    let arrow_exchanges = converted as f64 / began.elapsed().as_secs_f64();
+    let store: Arc<dyn object_store::ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+    let partition = tapedeck_collector::layout::PartitionKey::of(&decoded[0].exchanges[0]);
+    let (cpu, began) = (Cpu::now()?, Instant::now());
+    let mut encoded = 0usize;
+    // Files of one row group's worth of pushes, as the flush writes them.
+    let per_file = tapedeck_collector::writer::ROW_GROUP_ROWS / decoded[0].exchanges.len();
+    for (n, chunk) in records.chunks(per_file.max(1)).enumerate() {
+        let name = tapedeck_collector::layout::FileName::flushed(1, n as u64 + 1);
+        tapedeck_collector::writer::write_partition(&store, &partition, &name, chunk, compression)
+            .await?;
+        encoded += chunk
+            .iter()
+            .map(tapedeck_proto::arrow_array::RecordBatch::num_rows)
+            .sum::<usize>();
+    }
+    let (cpu, wall) = (Cpu::now()?.process - cpu.process, began.elapsed());
     Ok(Limits {
         disk_push,
         disk_4m,
-        decode_exchanges: decoded as f64 / began.elapsed().as_secs_f64(),
+        decode_exchanges,
+        arrow_exchanges,
+        parquet_cpu_per_exchange: cpu / encoded as f64,
+        parquet_exchanges: encoded as f64 / wall.as_secs_f64(),
     })
 }
 
