@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::ops::Range;
 
 use bytes::Bytes;
+use tapedeck_proto::arrow_schema::ArrowError;
 use tapedeck_proto::capture::v1::capture_server::{Capture, CaptureServer};
 use tapedeck_proto::prost::Message as _;
 use tapedeck_proto::wire::{BatchRef, DecodeError, ExchangeRef, MessageRef};
@@ -25,7 +26,7 @@ use tokio::sync::{Notify, RwLock};
 use tonic::{Request, Response, Status};
 
 use crate::auth::{Schemes, credentials_match};
-use crate::buffer::{Buffer, Placement};
+use crate::buffer::{Buffer, Placement, Prepared};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::wal::Wal;
@@ -137,16 +138,9 @@ impl CaptureService {
 
     /// [`CaptureService::store`] of a batch as received: its bytes are what the log stores,
     /// and what the buffer's rows are built from.
-    pub async fn store_received(&self, received: Received) -> Result<usize> {
-        let Received {
-            bytes: payload,
-            sequence,
-            exchanges,
-            mut placement,
-            invalid,
-            ..
-        } = received;
-        let bytes = payload.len() as u64;
+    pub async fn store_received(&self, mut received: Received) -> Result<usize> {
+        let (sequence, count) = (received.sequence, received.exchanges.len());
+        let bytes = received.bytes.len() as u64;
         if bytes > self.config.max_push_bytes {
             return Err(Error::BatchTooLarge {
                 sequence,
@@ -154,13 +148,7 @@ impl CaptureService {
                 limit: self.config.max_push_bytes,
             });
         }
-        if let Some((index, reason)) = invalid {
-            return Err(Error::InvalidExchange {
-                sequence,
-                index,
-                reason,
-            });
-        }
+        received.check()?;
         let held = self.buffer.bytes() as u64;
         if held >= self.config.buffer_max_bytes {
             return Err(Error::BufferFull {
@@ -181,8 +169,8 @@ impl CaptureService {
             // Queued for the log's next group commit; the Arrow conversion (the exchanges
             // decoded again in place, straight into the builders) runs while the log writes and
             // syncs, and the batch enters the buffer only once it is durable.
-            let logged = self.wal.submit(payload.clone())?;
-            let prepared = Buffer::prepare_received(&payload, &exchanges, &mut placement);
+            let logged = self.wal.submit(received.bytes.clone())?;
+            let prepared = received.prepare();
             logged.await?;
             self.buffer.insert_prepared(prepared?);
         }
@@ -190,11 +178,9 @@ impl CaptureService {
             self.wake_flush.notify_one();
         }
         self.metrics.batches_received.inc();
-        self.metrics
-            .exchanges_received
-            .inc_by(exchanges.len() as u64);
+        self.metrics.exchanges_received.inc_by(count as u64);
         self.metrics.bytes_received.inc_by(bytes);
-        Ok(exchanges.len())
+        Ok(count)
     }
 
     fn authorize<T>(&self, request: &Request<T>) -> Result<()> {
@@ -394,6 +380,29 @@ impl Received {
     /// The bytes the batch arrived as.
     pub fn bytes(&self) -> &Bytes {
         &self.bytes
+    }
+
+    /// The first invalid exchange, as [`validate`] reports it.
+    pub fn check(&self) -> Result<()> {
+        match &self.invalid {
+            None => Ok(()),
+            Some((index, reason)) => Err(Error::InvalidExchange {
+                sequence: self.sequence,
+                index: *index,
+                reason: reason.clone(),
+            }),
+        }
+    }
+
+    /// The batch's rows by partition, built from the received bytes
+    /// ([`Buffer::prepare_received`]); for a batch whose [`Received::check`] passed.
+    pub fn prepare(&mut self) -> std::result::Result<Prepared, ArrowError> {
+        if self.invalid.is_some() {
+            return Err(ArrowError::InvalidArgumentError(
+                "the batch holds an invalid exchange".into(),
+            ));
+        }
+        Buffer::prepare_received(&self.bytes, &self.exchanges, &mut self.placement)
     }
 }
 

@@ -5,6 +5,10 @@
 
 #[path = "support/generate.rs"]
 mod generate;
+#[path = "../../fuzz/properties/smoke.rs"]
+mod smoke;
+#[path = "../../fuzz/properties/wire_decode.rs"]
+mod wire_decode;
 
 use generate::Gen;
 use tapedeck_proto::arrow::{ExchangesBuilder, to_record_batch};
@@ -273,4 +277,23 @@ fn a_view_filled_from_an_exchange_reads_back_as_it() {
         view.fill_from(exchange);
         assert_eq!(format!("{:?}", view.to_exchange()), format!("{exchange:?}"));
     }
+}
+
+#[test]
+fn wire_decode_fuzz_corpus_and_mutations() {
+    let inputs = smoke::inputs(
+        "wire_decode",
+        3000,
+        24,
+        &[b"\x00", b"\x1b", b"\x1c", b"\x80"],
+    );
+    let accepted = inputs
+        .iter()
+        .filter(|input| wire_decode::check(input))
+        .count();
+    assert!(
+        accepted >= 100 && accepted < inputs.len(),
+        "{accepted} of {} accepted: the cases must include both",
+        inputs.len()
+    );
 }

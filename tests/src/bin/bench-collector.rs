@@ -494,6 +494,16 @@ async fn ingest(
         limits.decode_exchanges * per_exchange_bytes(batch_bytes, batch) / 1e6,
         limits.decode_exchanges
     );
+    println!(
+        "| decode, check and Arrow rows by partition, one core: prost (`ExchangeBatch::decode`, `validate`, `Buffer::prepare`) | {:.0} exchanges/s = {:.2} µs/exchange |",
+        limits.prost_rows_exchanges,
+        1e6 / limits.prost_rows_exchanges
+    );
+    println!(
+        "| the same in place (`Received::decode`, `Received::prepare`: the push path) | {:.0} exchanges/s = {:.2} µs/exchange |",
+        limits.in_place_rows_exchanges,
+        1e6 / limits.in_place_rows_exchanges
+    );
     println!("| collectors | {} |", folders.len());
     println!("| exchanges/s acknowledged (durable) | {rate:.0} |");
     println!(
@@ -643,6 +653,11 @@ struct Limits {
     disk_4m: f64,
     /// Exchanges/s `ExchangeBatch::decode` gets through on one core.
     decode_exchanges: f64,
+    /// Exchanges/s decoded, checked and converted to Arrow rows by partition through prost
+    /// (`ExchangeBatch::decode`, `ingest::validate`, `Buffer::prepare`), on one core.
+    prost_rows_exchanges: f64,
+    /// The same through the push path (`Received::decode`, `Received::prepare`).
+    in_place_rows_exchanges: f64,
 }
 
 fn machine_limits(batches: &[Bytes], dir: &Path) -> Result<Limits> {
@@ -677,10 +692,35 @@ fn machine_limits(batches: &[Bytes], dir: &Path) -> Result<Limits> {
             decoded += batch.exchanges.len();
         }
     }
+    let decode_exchanges = decoded as f64 / began.elapsed().as_secs_f64();
+    let rate = |convert: &dyn Fn(&Bytes) -> Result<usize>| -> Result<f64> {
+        let began = Instant::now();
+        let mut converted = 0usize;
+        while began.elapsed() < Duration::from_secs(2) {
+            for bytes in batches {
+                converted += convert(bytes)?;
+            }
+        }
+        Ok(converted as f64 / began.elapsed().as_secs_f64())
+    };
+    let prost_rows_exchanges = rate(&|bytes| {
+        let batch = ExchangeBatch::decode(bytes.clone())?;
+        tapedeck_collector::ingest::validate(&batch)?;
+        tapedeck_collector::buffer::Buffer::prepare(&batch.exchanges)?;
+        Ok(batch.exchanges.len())
+    })?;
+    let in_place_rows_exchanges = rate(&|bytes| {
+        let mut received = tapedeck_collector::ingest::Received::decode(bytes.clone())?;
+        received.check()?;
+        received.prepare()?;
+        Ok(received.exchanges())
+    })?;
     Ok(Limits {
         disk_push,
         disk_4m,
-        decode_exchanges: decoded as f64 / began.elapsed().as_secs_f64(),
+        decode_exchanges,
+        prost_rows_exchanges,
+        in_place_rows_exchanges,
     })
 }
 
