@@ -11,14 +11,16 @@
 //! - sealed entry in the snapshot, file not yet put → the buffered batches are used.
 
 use std::collections::BTreeMap;
+use std::ops::Range;
 use std::sync::{Arc, RwLock};
 
 use tapedeck_proto::Exchange;
-use tapedeck_proto::arrow::to_record_batch;
+use tapedeck_proto::arrow::{ExchangesBuilder, to_record_batch};
 use tapedeck_proto::arrow_array::RecordBatch;
 use tapedeck_proto::arrow_schema::ArrowError;
+use tapedeck_proto::wire::ExchangeRef;
 
-use crate::layout::{FileName, PartitionKey};
+use crate::layout::{FileName, HOUR_NANOS, PartitionKey};
 
 /// Batches of one partition, sealed for one file.
 #[derive(Debug)]
@@ -36,6 +38,95 @@ pub struct Sealed {
 /// Exchanges converted to Arrow batches by partition, not yet in the buffer.
 #[derive(Debug)]
 pub struct Prepared(Vec<(PartitionKey, RecordBatch)>);
+
+impl Prepared {
+    /// The batches, one per partition, in partition order.
+    pub fn batches(&self) -> &[(PartitionKey, RecordBatch)] {
+        &self.0
+    }
+}
+
+/// The partition of each exchange of a received batch, found while the batch is checked
+/// ([`Placement::place`] per exchange, in order), for [`Buffer::prepare_received`]. Groups as
+/// [`crate::layout::group_by_partition`] does: partitions in key order, arrival order within.
+#[derive(Debug, Default)]
+pub struct Placement {
+    /// The partitions seen, with how many exchanges each holds.
+    partitions: Vec<(PartitionKey, usize)>,
+    /// Per exchange, the index of its partition in `partitions`.
+    slots: Vec<usize>,
+    /// The workload and hour bucket of the last exchange placed, and its slot: consecutive
+    /// exchanges of one workload and hour skip building their key.
+    last: Option<(String, u64, usize)>,
+    sorted: bool,
+}
+
+impl Placement {
+    /// Records the partition of the next exchange.
+    pub fn place(&mut self, exchange: &ExchangeRef<'_>) {
+        let bucket = exchange.start_unix_nanos / HOUR_NANOS;
+        let slot = match &self.last {
+            Some((workload, hour, slot)) if *hour == bucket && workload == exchange.workload => {
+                *slot
+            }
+            _ => {
+                let key = PartitionKey::of_parts(exchange.workload, exchange.start_unix_nanos);
+                let slot = match self.partitions.iter().position(|(k, _)| *k == key) {
+                    Some(slot) => slot,
+                    None => {
+                        self.partitions.push((key, 0));
+                        self.partitions.len() - 1
+                    }
+                };
+                let mut workload = self.last.take().map(|(w, _, _)| w).unwrap_or_default();
+                workload.clear();
+                workload.push_str(exchange.workload);
+                self.last = Some((workload, bucket, slot));
+                slot
+            }
+        };
+        self.partitions[slot].1 += 1;
+        self.slots.push(slot);
+        self.sorted = false;
+    }
+
+    /// Puts the partitions in key order (slots renumbered to match).
+    fn sort(&mut self) {
+        if self.sorted {
+            return;
+        }
+        let mut order: Vec<usize> = (0..self.partitions.len()).collect();
+        order.sort_by(|&a, &b| self.partitions[a].0.cmp(&self.partitions[b].0));
+        let mut rank = vec![0; order.len()];
+        for (position, &slot) in order.iter().enumerate() {
+            rank[slot] = position;
+        }
+        for slot in &mut self.slots {
+            *slot = rank[*slot];
+        }
+        let mut partitions: Vec<Option<(PartitionKey, usize)>> =
+            std::mem::take(&mut self.partitions)
+                .into_iter()
+                .map(Some)
+                .collect();
+        self.partitions = order
+            .iter()
+            .map(|&slot| partitions[slot].take().expect("each slot once"))
+            .collect();
+        self.last = None;
+        self.sorted = true;
+    }
+
+    /// Exchanges placed.
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Whether no exchange was placed.
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+}
 
 /// What a query reads from the buffer.
 #[derive(Debug, Clone, Default)]
@@ -101,6 +192,45 @@ impl Buffer {
         let mut converted = Vec::with_capacity(groups.len());
         for (key, group) in groups {
             converted.push((key, to_record_batch(&group)?));
+        }
+        Ok(Prepared(converted))
+    }
+
+    /// [`Buffer::prepare`] for a batch decoded in place: `exchanges` are the byte ranges of its
+    /// exchanges in `bytes` (checked already: they decode), `placement` their partitions. Each
+    /// exchange is decoded again, borrowing from `bytes`, straight into its partition's
+    /// builder: the same rows, in the same batches, as [`Buffer::prepare`] of the decoded
+    /// exchanges.
+    pub fn prepare_received(
+        bytes: &[u8],
+        exchanges: &[Range<usize>],
+        placement: &mut Placement,
+    ) -> Result<Prepared, ArrowError> {
+        placement.sort();
+        if placement.len() != exchanges.len() {
+            return Err(ArrowError::InvalidArgumentError(format!(
+                "{} exchanges placed for {} received",
+                placement.len(),
+                exchanges.len()
+            )));
+        }
+        let mut builders: Vec<ExchangesBuilder> = placement
+            .partitions
+            .iter()
+            .map(|(_, rows)| ExchangesBuilder::with_capacity(*rows))
+            .collect();
+        let mut view = ExchangeRef::default();
+        for (range, &slot) in exchanges.iter().zip(&placement.slots) {
+            let exchange = bytes.get(range.clone()).ok_or_else(|| {
+                ArrowError::InvalidArgumentError("an exchange's range is out of the batch".into())
+            })?;
+            view.parse(exchange)
+                .map_err(|error| ArrowError::ParseError(error.to_string()))?;
+            builders[slot].append(&view)?;
+        }
+        let mut converted = Vec::with_capacity(builders.len());
+        for ((key, _), builder) in placement.partitions.iter().zip(builders) {
+            converted.push((key.clone(), builder.finish()?));
         }
         Ok(Prepared(converted))
     }

@@ -14,15 +14,19 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+use std::ops::Range;
+
 use bytes::Bytes;
+use tapedeck_proto::arrow_schema::ArrowError;
 use tapedeck_proto::capture::v1::capture_server::{Capture, CaptureServer};
 use tapedeck_proto::prost::Message as _;
-use tapedeck_proto::{Direction, Exchange, ExchangeBatch, Message, Protocol, PushAck};
+use tapedeck_proto::wire::{BatchRef, DecodeError, ExchangeRef, MessageRef};
+use tapedeck_proto::{Direction, ExchangeBatch, Protocol, PushAck};
 use tokio::sync::{Notify, RwLock};
 use tonic::{Request, Response, Status};
 
 use crate::auth::{Schemes, credentials_match};
-use crate::buffer::Buffer;
+use crate::buffer::{Buffer, Placement, Prepared};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::wal::Wal;
@@ -121,30 +125,30 @@ impl CaptureService {
         }
     }
 
-    /// Checks and stores one batch; returns the number of exchanges stored.
+    /// Checks and stores one batch; returns the number of exchanges stored. The batch is
+    /// encoded and takes the path of a received one ([`CaptureService::store_received`]).
     pub async fn store(&self, batch: ExchangeBatch) -> Result<usize> {
-        self.store_received(batch, None).await
+        let received =
+            Received::decode(Bytes::from(batch.encode_to_vec())).map_err(|error| Error::Task {
+                what: "decoding an encoded batch",
+                reason: error.to_string(),
+            })?;
+        self.store_received(received).await
     }
 
-    /// [`CaptureService::store`] of a batch received as `received` (its encoding, logged as
-    /// it is), or encoded here when `None`.
-    pub async fn store_received(
-        &self,
-        batch: ExchangeBatch,
-        received: Option<Bytes>,
-    ) -> Result<usize> {
-        let bytes = match &received {
-            Some(received) => received.len() as u64,
-            None => batch.encoded_len() as u64,
-        };
+    /// [`CaptureService::store`] of a batch as received: its bytes are what the log stores,
+    /// and what the buffer's rows are built from.
+    pub async fn store_received(&self, mut received: Received) -> Result<usize> {
+        let (sequence, count) = (received.sequence, received.exchanges.len());
+        let bytes = received.bytes.len() as u64;
         if bytes > self.config.max_push_bytes {
             return Err(Error::BatchTooLarge {
-                sequence: batch.sequence,
+                sequence,
                 bytes,
                 limit: self.config.max_push_bytes,
             });
         }
-        validate(&batch)?;
+        received.check()?;
         let held = self.buffer.bytes() as u64;
         if held >= self.config.buffer_max_bytes {
             return Err(Error::BufferFull {
@@ -160,13 +164,13 @@ impl CaptureService {
                 min: self.config.min_free_disk,
             });
         }
-        let payload = received.unwrap_or_else(|| Bytes::from(batch.encode_to_vec()));
         {
             let _shared = self.gate.read().await;
-            // Queued for the log's next group commit; the Arrow conversion runs while the log
-            // writes and syncs, and the batch enters the buffer only once it is durable.
-            let logged = self.wal.submit(payload)?;
-            let prepared = Buffer::prepare(&batch.exchanges);
+            // Queued for the log's next group commit; the Arrow conversion (the exchanges
+            // decoded again in place, straight into the builders) runs while the log writes and
+            // syncs, and the batch enters the buffer only once it is durable.
+            let logged = self.wal.submit(received.bytes.clone())?;
+            let prepared = received.prepare();
             logged.await?;
             self.buffer.insert_prepared(prepared?);
         }
@@ -174,11 +178,9 @@ impl CaptureService {
             self.wake_flush.notify_one();
         }
         self.metrics.batches_received.inc();
-        self.metrics
-            .exchanges_received
-            .inc_by(batch.exchanges.len() as u64);
+        self.metrics.exchanges_received.inc_by(count as u64);
         self.metrics.bytes_received.inc_by(bytes);
-        Ok(batch.exchanges.len())
+        Ok(count)
     }
 
     fn authorize<T>(&self, request: &Request<T>) -> Result<()> {
@@ -202,7 +204,7 @@ impl CaptureService {
     /// last push) and gaps in its sequence. Its drop report (`dropped_since_last`) is counted
     /// only once the batch is stored ([`CaptureService::account_stored`]): a filter whose push
     /// failed or was refused carries the report forward to its next batch.
-    fn account(&self, peer: Option<SocketAddr>, sender: &vms::Sender, batch: &ExchangeBatch) {
+    fn account(&self, peer: Option<SocketAddr>, sender: &vms::Sender, sequence: u64) {
         if !sender.workload.is_empty() {
             if self
                 .vms
@@ -225,10 +227,10 @@ impl CaptureService {
             .sequences
             .lock()
             .unwrap_or_else(|poison| poison.into_inner())
-            .observe(peer, batch.sequence);
+            .observe(peer, sequence);
         if lost > 0 {
             self.metrics.batches_lost.inc_by(lost);
-            tracing::warn!(%peer, lost, sequence = batch.sequence, "Batches were lost on the way from a filter.");
+            tracing::warn!(%peer, lost, sequence, "Batches were lost on the way from a filter.");
         }
     }
 
@@ -252,12 +254,11 @@ fn unix_nanos_now() -> u64 {
 impl Capture for CaptureService {
     async fn push(&self, request: Request<ExchangeBatch>) -> Result<Response<PushAck>, Status> {
         let (metadata, extensions, batch) = request.into_parts();
-        self.push_received(Request::from_parts(
-            metadata,
-            extensions,
-            Received { batch, bytes: None },
-        ))
-        .await
+        // The generated server decoded the batch already; encode it for the one path.
+        let received = Received::decode(Bytes::from(batch.encode_to_vec()))
+            .map_err(|error| Status::internal(error.to_string()))?;
+        self.push_received(Request::from_parts(metadata, extensions, received))
+            .await
     }
 }
 
@@ -269,10 +270,10 @@ impl CaptureService {
         }
         let peer = request.remote_addr();
         let sender = vms::Sender::from_metadata(request.metadata());
-        let Received { batch, bytes } = request.into_inner();
-        self.account(peer, &sender, &batch);
-        let (sequence, dropped) = (batch.sequence, batch.dropped_since_last);
-        match self.store_received(batch, bytes).await {
+        let received = request.into_inner();
+        let (sequence, dropped) = (received.sequence, received.dropped_since_last);
+        self.account(peer, &sender, sequence);
+        match self.store_received(received).await {
             Ok(accepted) => {
                 self.account_stored(dropped);
                 Ok(Response::new(PushAck {
@@ -315,13 +316,94 @@ pub fn count_refusals(
     }
 }
 
-/// A pushed batch, with the bytes it arrived as when the server kept them.
+/// A pushed batch as received: its bytes (a view of the request's buffer, not a copy), what
+/// the collector needs of it before storing it, and the outcome of its checks. No `Exchange`
+/// is built: [`Received::decode`] reads the exchanges in place from the bytes, and
+/// [`Buffer::prepare_received`] reads them again into the Arrow builders.
 #[derive(Debug)]
 pub struct Received {
-    /// The decoded batch.
-    pub batch: ExchangeBatch,
-    /// Its encoding as received (a view of the request's buffer, not a copy).
-    pub bytes: Option<Bytes>,
+    bytes: Bytes,
+    sequence: u64,
+    dropped_since_last: u64,
+    /// Where each exchange's encoding is in `bytes`.
+    exchanges: Vec<Range<usize>>,
+    /// Each exchange's partition (only up to the first invalid exchange).
+    placement: Placement,
+    /// The first invalid exchange: its index and what is wrong with it.
+    invalid: Option<(usize, String)>,
+}
+
+impl Received {
+    /// Decodes and checks a pushed batch in place. Fails exactly where
+    /// `ExchangeBatch::decode` fails (the error's text starts as prost's); a batch that decodes
+    /// but holds an invalid exchange is returned with the first problem, which
+    /// [`CaptureService::store_received`] reports as [`validate`] would.
+    pub fn decode(bytes: Bytes) -> Result<Self, DecodeError> {
+        let mut placement = Placement::default();
+        let mut invalid = None;
+        let batch = BatchRef::parse_all(&bytes, |index, exchange| {
+            if invalid.is_some() {
+                return;
+            }
+            match check_exchange(exchange) {
+                Ok(()) => placement.place(exchange),
+                Err(reason) => invalid = Some((index, reason)),
+            }
+        })?;
+        let (sequence, dropped_since_last) = (batch.sequence, batch.dropped_since_last);
+        let exchanges = batch.exchanges;
+        Ok(Self {
+            bytes,
+            sequence,
+            dropped_since_last,
+            exchanges,
+            placement,
+            invalid,
+        })
+    }
+
+    /// The batch's sequence number.
+    pub fn sequence(&self) -> u64 {
+        self.sequence
+    }
+
+    /// The batch's drop report.
+    pub fn dropped_since_last(&self) -> u64 {
+        self.dropped_since_last
+    }
+
+    /// How many exchanges the batch holds.
+    pub fn exchanges(&self) -> usize {
+        self.exchanges.len()
+    }
+
+    /// The bytes the batch arrived as.
+    pub fn bytes(&self) -> &Bytes {
+        &self.bytes
+    }
+
+    /// The first invalid exchange, as [`validate`] reports it.
+    pub fn check(&self) -> Result<()> {
+        match &self.invalid {
+            None => Ok(()),
+            Some((index, reason)) => Err(Error::InvalidExchange {
+                sequence: self.sequence,
+                index: *index,
+                reason: reason.clone(),
+            }),
+        }
+    }
+
+    /// The batch's rows by partition, built from the received bytes
+    /// ([`Buffer::prepare_received`]); for a batch whose [`Received::check`] passed.
+    pub fn prepare(&mut self) -> std::result::Result<Prepared, ArrowError> {
+        if self.invalid.is_some() {
+            return Err(ArrowError::InvalidArgumentError(
+                "the batch holds an invalid exchange".into(),
+            ));
+        }
+        Buffer::prepare_received(&self.bytes, &self.exchanges, &mut self.placement)
+    }
 }
 
 /// The gRPC path of `Capture/Push`.
@@ -420,13 +502,11 @@ impl tonic::codec::Decoder for ReceivedDecoder {
         use bytes::Buf as _;
         // The buffer is tonic's: this splits it off without copying.
         let bytes = src.copy_to_bytes(src.remaining());
-        // The same message tonic's prost codec gives, which `count_refusals` recognises.
-        let batch = ExchangeBatch::decode(bytes.clone())
-            .map_err(|error| Status::internal(error.to_string()))?;
-        Ok(Some(Received {
-            batch,
-            bytes: Some(bytes),
-        }))
+        // Refused exactly where prost refuses, with a message that starts as prost's (and so
+        // as tonic's prost codec reports it), which `count_refusals` recognises.
+        let received =
+            Received::decode(bytes).map_err(|error| Status::internal(error.to_string()))?;
+        Ok(Some(received))
     }
 }
 
@@ -448,9 +528,12 @@ impl tonic::codec::Encoder for AckEncoder {
 const DECODE_FAILURE: &str = "failed to decode Protobuf message";
 
 /// Checks every exchange of a batch; the first problem refuses the batch, naming the exchange.
+/// (The same checks as a received batch's, [`Received::decode`].)
 pub fn validate(batch: &ExchangeBatch) -> Result<()> {
+    let mut view = ExchangeRef::default();
     for (index, exchange) in batch.exchanges.iter().enumerate() {
-        check_exchange(exchange).map_err(|reason| Error::InvalidExchange {
+        view.fill_from(exchange);
+        check_exchange(&view).map_err(|reason| Error::InvalidExchange {
             sequence: batch.sequence,
             index,
             reason,
@@ -459,7 +542,7 @@ pub fn validate(batch: &ExchangeBatch) -> Result<()> {
     Ok(())
 }
 
-fn check_exchange(exchange: &Exchange) -> Result<(), String> {
+fn check_exchange(exchange: &ExchangeRef<'_>) -> Result<(), String> {
     if exchange.id.len() != ID_BYTES {
         return Err(format!(
             "id must be {ID_BYTES} bytes, got {}",
@@ -494,24 +577,25 @@ fn check_exchange(exchange: &Exchange) -> Result<(), String> {
         ));
     }
     for (side, message) in [
-        ("request", &exchange.request),
-        ("response", &exchange.response),
+        ("request", exchange.request()),
+        ("response", exchange.response()),
     ] {
         if let Some(message) = message {
             // Redaction rewrites a JSON body with markers that can be longer than the secrets
-            // they replace, so a redacted body may hold more bytes than the proxy saw.
-            let prefix = format!("{side}.body:");
-            let redacted = exchange
-                .redactions
-                .iter()
-                .any(|place| place.starts_with(&prefix));
+            // they replace, so a redacted body may hold more bytes than the proxy saw. (A place
+            // that starts with `{side}.body:`.)
+            let redacted = exchange.redactions.iter().any(|place| {
+                place
+                    .strip_prefix(side)
+                    .is_some_and(|rest| rest.starts_with(".body:"))
+            });
             check_message(side, message, redacted)?;
         }
     }
     Ok(())
 }
 
-fn check_message(side: &str, message: &Message, body_redacted: bool) -> Result<(), String> {
+fn check_message(side: &str, message: &MessageRef<'_>, body_redacted: bool) -> Result<(), String> {
     if !body_redacted && message.body.len() as u64 > message.body_size {
         return Err(format!(
             "{side} body holds {} bytes, more than its body_size {}",

@@ -41,9 +41,16 @@ pub struct PartitionKey {
 impl PartitionKey {
     /// The partition an exchange belongs to.
     pub fn of(exchange: &Exchange) -> Self {
-        let (date, hour) = date_hour(exchange.start_unix_nanos);
+        Self::of_parts(&exchange.workload, exchange.start_unix_nanos)
+    }
+
+    /// The partition of an exchange of `workload` that started at `start_unix_nanos`: the one
+    /// rule, for owned exchanges ([`PartitionKey::of`]) and for exchanges decoded in place.
+    /// Exchanges of the same workload in the same [`HOUR_NANOS`] bucket share a partition.
+    pub fn of_parts(workload: &str, start_unix_nanos: u64) -> Self {
+        let (date, hour) = date_hour(start_unix_nanos);
         Self {
-            service: sanitize_service(&exchange.workload),
+            service: sanitize_service(workload),
             date,
             hour,
         }
@@ -189,6 +196,10 @@ pub fn sanitize_service(workload: &str) -> String {
         })
         .collect()
 }
+
+/// Nanoseconds in an hour: times in the same `start / HOUR_NANOS` bucket have the same
+/// [`date_hour`].
+pub const HOUR_NANOS: u64 = 3_600_000_000_000;
 
 /// The UTC date (`YYYY-MM-DD`) and hour (`HH`) of a time in ns since the epoch.
 pub fn date_hour(unix_nanos: u64) -> (String, String) {

@@ -12,8 +12,9 @@
 use std::sync::{Arc, LazyLock};
 
 use arrow_array::builder::{
-    BinaryBuilder, BooleanBuilder, FixedSizeBinaryBuilder, Float64Builder, Int32Builder,
-    Int64Builder, ListBuilder, StringBuilder, StructBuilder, TimestampNanosecondBuilder,
+    ArrayBuilder, BinaryBuilder, BooleanBuilder, FixedSizeBinaryBuilder, Float64Builder,
+    Int32Builder, Int64Builder, ListBuilder, StringBuilder, StructBuilder,
+    TimestampNanosecondBuilder,
 };
 use arrow_array::{
     Array, ArrayRef, BinaryArray, BooleanArray, FixedSizeBinaryArray, Float64Array, Int32Array,
@@ -21,6 +22,7 @@ use arrow_array::{
 };
 use arrow_schema::{ArrowError, DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
 
+use crate::wire::{ExchangeRef, HeaderRef, MessageRef};
 use crate::{Direction, Exchange, Header, Message, Protocol};
 
 /// Column names of the `exchanges` table, in schema order.
@@ -162,18 +164,18 @@ impl HeadersBuilder {
         )
     }
 
-    fn append(&mut self, headers: &[Header]) {
+    fn append(&mut self, headers: &[HeaderRef<'_>]) {
         let entries = self.0.values();
         for header in headers {
-            string_field(entries, 0).append_value(&header.name);
-            match std::str::from_utf8(&header.value) {
+            string_field(entries, 0).append_value(header.name);
+            match std::str::from_utf8(header.value) {
                 Ok(text) => {
                     string_field(entries, 1).append_value(text);
                     binary_field(entries, 2).append_null();
                 }
                 Err(_) => {
-                    string_field(entries, 1).append_value(String::from_utf8_lossy(&header.value));
-                    binary_field(entries, 2).append_value(&header.value);
+                    string_field(entries, 1).append_value(String::from_utf8_lossy(header.value));
+                    binary_field(entries, 2).append_value(header.value);
                 }
             }
             entries.append(true);
@@ -202,134 +204,229 @@ fn to_i64(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
+/// Builds a record batch of the `exchanges` table one exchange at a time, from borrowed views:
+/// the one place where an exchange's fields become columns. [`to_record_batch`] feeds it
+/// [`Exchange`]s; the collector feeds it exchanges decoded in place from the received bytes
+/// ([`ExchangeRef::parse`]).
+#[derive(Debug)]
+pub struct ExchangesBuilder {
+    id: FixedSizeBinaryBuilder,
+    start: TimestampNanosecondBuilder,
+    duration: Int64Builder,
+    response_headers_ns: Int64Builder,
+    /// The Utf8 columns in the order of `texts` in [`ExchangesBuilder::append`].
+    strings: Vec<StringBuilder>,
+    request_headers: HeadersBuilder,
+    request_body: BinaryBuilder,
+    request_body_size: Int64Builder,
+    request_truncated: BooleanBuilder,
+    request_trailers: HeadersBuilder,
+    status: Int32Builder,
+    response_headers: HeadersBuilder,
+    response_body: BinaryBuilder,
+    response_body_size: Int64Builder,
+    response_truncated: BooleanBuilder,
+    response_trailers: HeadersBuilder,
+    sample_rate: Float64Builder,
+    redactions: ListBuilder<StringBuilder>,
+    filter_version: StringBuilder,
+}
+
+impl std::fmt::Debug for HeadersBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HeadersBuilder")
+            .field("len", &self.0.len())
+            .finish()
+    }
+}
+
+impl ExchangesBuilder {
+    /// A builder with room for `n` exchanges.
+    pub fn with_capacity(n: usize) -> Self {
+        let int64 = || Int64Builder::with_capacity(n);
+        Self {
+            id: FixedSizeBinaryBuilder::with_capacity(n, 16),
+            start: TimestampNanosecondBuilder::with_capacity(n).with_timezone("UTC"),
+            duration: int64(),
+            response_headers_ns: int64(),
+            strings: (0..15)
+                .map(|_| StringBuilder::with_capacity(n, n * 16))
+                .collect(),
+            request_headers: HeadersBuilder::new(n),
+            request_body: BinaryBuilder::with_capacity(n, 0),
+            request_body_size: int64(),
+            request_truncated: BooleanBuilder::with_capacity(n),
+            request_trailers: HeadersBuilder::new(n),
+            status: Int32Builder::with_capacity(n),
+            response_headers: HeadersBuilder::new(n),
+            response_body: BinaryBuilder::with_capacity(n, 0),
+            response_body_size: int64(),
+            response_truncated: BooleanBuilder::with_capacity(n),
+            response_trailers: HeadersBuilder::new(n),
+            sample_rate: Float64Builder::with_capacity(n),
+            redactions: ListBuilder::new(StringBuilder::new()).with_field(Arc::new(Field::new(
+                "item",
+                DataType::Utf8,
+                false,
+            ))),
+            filter_version: StringBuilder::with_capacity(n, n * 8),
+        }
+    }
+
+    /// Exchanges appended so far.
+    pub fn len(&self) -> usize {
+        self.id.len()
+    }
+
+    /// Whether nothing was appended.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Appends one exchange as one row.
+    pub fn append(&mut self, e: &ExchangeRef<'_>) -> Result<(), ArrowError> {
+        // Shorter ids are zero-padded, longer ones cut (the collector refuses both).
+        let mut padded = [0u8; 16];
+        for (slot, byte) in padded.iter_mut().zip(e.id) {
+            *slot = *byte;
+        }
+        self.id.append_value(padded)?;
+        self.start.append_value(to_i64(e.start_unix_nanos));
+        self.duration.append_value(to_i64(e.duration_nanos));
+        self.response_headers_ns
+            .append_value(to_i64(e.response_headers_nanos));
+        let texts: [&str; 15] = [
+            e.trace_id,
+            e.direction().as_word(),
+            e.workload,
+            e.namespace,
+            e.pod,
+            e.peer_address,
+            e.upstream_cluster,
+            e.route_name,
+            e.protocol().as_word(),
+            e.scheme,
+            e.authority,
+            e.method,
+            e.path,
+            e.response_flags,
+            e.response_code_details,
+        ];
+        for (builder, text) in self.strings.iter_mut().zip(texts) {
+            builder.append_value(text);
+        }
+        let empty = MessageRef::default();
+        let request = e.request().unwrap_or(&empty);
+        let response = e.response().unwrap_or(&empty);
+        self.request_headers.append(&request.headers);
+        self.request_body.append_value(request.body);
+        self.request_body_size
+            .append_value(to_i64(request.body_size));
+        self.request_truncated.append_value(request.body_truncated);
+        self.request_trailers.append(&request.trailers);
+        self.status
+            .append_value(i32::try_from(e.status).unwrap_or(i32::MAX));
+        self.response_headers.append(&response.headers);
+        self.response_body.append_value(response.body);
+        self.response_body_size
+            .append_value(to_i64(response.body_size));
+        self.response_truncated
+            .append_value(response.body_truncated);
+        self.response_trailers.append(&response.trailers);
+        self.sample_rate.append_value(e.sample_rate);
+        for redaction in &e.redactions {
+            self.redactions.values().append_value(redaction);
+        }
+        self.redactions.append(true);
+        self.filter_version.append_value(e.filter_version);
+        Ok(())
+    }
+
+    /// The record batch of the rows appended.
+    pub fn finish(self) -> Result<RecordBatch, ArrowError> {
+        let Self {
+            mut id,
+            mut start,
+            mut duration,
+            mut response_headers_ns,
+            strings,
+            request_headers,
+            mut request_body,
+            mut request_body_size,
+            mut request_truncated,
+            request_trailers,
+            mut status,
+            response_headers,
+            mut response_body,
+            mut response_body_size,
+            mut response_truncated,
+            response_trailers,
+            mut sample_rate,
+            mut redactions,
+            mut filter_version,
+        } = self;
+        let mut s: Vec<ArrayRef> = strings
+            .into_iter()
+            .map(|mut b| Arc::new(b.finish()) as ArrayRef)
+            .collect();
+        // Indexes into `texts` in `append`.
+        let mut take = |i: usize| {
+            std::mem::replace(
+                &mut s[i],
+                Arc::new(StringArray::from(Vec::<&str>::new())) as ArrayRef,
+            )
+        };
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(id.finish()),
+            take(0),
+            Arc::new(start.finish()),
+            Arc::new(duration.finish()),
+            Arc::new(response_headers_ns.finish()),
+            take(1),
+            take(2),
+            take(3),
+            take(4),
+            take(5),
+            take(6),
+            take(7),
+            take(8),
+            take(9),
+            take(10),
+            take(11),
+            take(12),
+            request_headers.finish(),
+            Arc::new(request_body.finish()),
+            Arc::new(request_body_size.finish()),
+            Arc::new(request_truncated.finish()),
+            request_trailers.finish(),
+            Arc::new(status.finish()),
+            response_headers.finish(),
+            Arc::new(response_body.finish()),
+            Arc::new(response_body_size.finish()),
+            Arc::new(response_truncated.finish()),
+            response_trailers.finish(),
+            take(13),
+            take(14),
+            Arc::new(sample_rate.finish()),
+            Arc::new(redactions.finish()),
+            Arc::new(filter_version.finish()),
+        ];
+        RecordBatch::try_new(schema(), columns)
+    }
+}
+
 /// Builds one record batch of the `exchanges` table from exchanges.
 /// Takes exchanges or references to them, so callers that group exchanges need not copy them.
 pub fn to_record_batch<E: std::borrow::Borrow<Exchange>>(
     exchanges: &[E],
 ) -> Result<RecordBatch, ArrowError> {
-    let n = exchanges.len();
-    let mut id = FixedSizeBinaryBuilder::with_capacity(n, 16);
-    let mut start = TimestampNanosecondBuilder::with_capacity(n).with_timezone("UTC");
-    let int64 = |_: ()| Int64Builder::with_capacity(n);
-    let (mut duration, mut response_headers_ns) = (int64(()), int64(()));
-    let (mut request_body_size, mut response_body_size) = (int64(()), int64(()));
-    let mut strings: Vec<StringBuilder> = (0..15)
-        .map(|_| StringBuilder::with_capacity(n, n * 16))
-        .collect();
-    let mut request_headers = HeadersBuilder::new(n);
-    let mut request_trailers = HeadersBuilder::new(n);
-    let mut response_headers = HeadersBuilder::new(n);
-    let mut response_trailers = HeadersBuilder::new(n);
-    let mut request_body = BinaryBuilder::with_capacity(n, 0);
-    let mut response_body = BinaryBuilder::with_capacity(n, 0);
-    let mut request_truncated = BooleanBuilder::with_capacity(n);
-    let mut response_truncated = BooleanBuilder::with_capacity(n);
-    let mut status = Int32Builder::with_capacity(n);
-    let mut sample_rate = Float64Builder::with_capacity(n);
-    let mut redactions = ListBuilder::new(StringBuilder::new()).with_field(Arc::new(Field::new(
-        "item",
-        DataType::Utf8,
-        false,
-    )));
-    let mut filter_version = StringBuilder::with_capacity(n, n * 8);
-    let empty = Message::default();
-    for e in exchanges {
-        let e: &Exchange = e.borrow();
-        let mut padded = [0u8; 16];
-        for (slot, byte) in padded.iter_mut().zip(&e.id) {
-            *slot = *byte;
-        }
-        id.append_value(padded)?;
-        start.append_value(to_i64(e.start_unix_nanos));
-        duration.append_value(to_i64(e.duration_nanos));
-        response_headers_ns.append_value(to_i64(e.response_headers_nanos));
-        let texts: [&str; 15] = [
-            &e.trace_id,
-            e.direction().as_word(),
-            &e.workload,
-            &e.namespace,
-            &e.pod,
-            &e.peer_address,
-            &e.upstream_cluster,
-            &e.route_name,
-            e.protocol().as_word(),
-            &e.scheme,
-            &e.authority,
-            &e.method,
-            &e.path,
-            &e.response_flags,
-            &e.response_code_details,
-        ];
-        for (builder, text) in strings.iter_mut().zip(texts) {
-            builder.append_value(text);
-        }
-        let request = e.request.as_ref().unwrap_or(&empty);
-        let response = e.response.as_ref().unwrap_or(&empty);
-        request_headers.append(&request.headers);
-        request_body.append_value(&request.body);
-        request_body_size.append_value(to_i64(request.body_size));
-        request_truncated.append_value(request.body_truncated);
-        request_trailers.append(&request.trailers);
-        status.append_value(i32::try_from(e.status).unwrap_or(i32::MAX));
-        response_headers.append(&response.headers);
-        response_body.append_value(&response.body);
-        response_body_size.append_value(to_i64(response.body_size));
-        response_truncated.append_value(response.body_truncated);
-        response_trailers.append(&response.trailers);
-        sample_rate.append_value(e.sample_rate);
-        for redaction in &e.redactions {
-            redactions.values().append_value(redaction);
-        }
-        redactions.append(true);
-        filter_version.append_value(&e.filter_version);
+    let mut builder = ExchangesBuilder::with_capacity(exchanges.len());
+    let mut view = ExchangeRef::default();
+    for exchange in exchanges {
+        view.fill_from(exchange.borrow());
+        builder.append(&view)?;
     }
-    let mut s: Vec<ArrayRef> = strings
-        .into_iter()
-        .map(|mut b| Arc::new(b.finish()) as ArrayRef)
-        .collect();
-    // Indexes into `texts` above.
-    let mut take = |i: usize| {
-        std::mem::replace(
-            &mut s[i],
-            Arc::new(StringArray::from(Vec::<&str>::new())) as ArrayRef,
-        )
-    };
-    let columns: Vec<ArrayRef> = vec![
-        Arc::new(id.finish()),
-        take(0),
-        Arc::new(start.finish()),
-        Arc::new(duration.finish()),
-        Arc::new(response_headers_ns.finish()),
-        take(1),
-        take(2),
-        take(3),
-        take(4),
-        take(5),
-        take(6),
-        take(7),
-        take(8),
-        take(9),
-        take(10),
-        take(11),
-        take(12),
-        request_headers.finish(),
-        Arc::new(request_body.finish()),
-        Arc::new(request_body_size.finish()),
-        Arc::new(request_truncated.finish()),
-        request_trailers.finish(),
-        Arc::new(status.finish()),
-        response_headers.finish(),
-        Arc::new(response_body.finish()),
-        Arc::new(response_body_size.finish()),
-        Arc::new(response_truncated.finish()),
-        response_trailers.finish(),
-        take(13),
-        take(14),
-        Arc::new(sample_rate.finish()),
-        Arc::new(redactions.finish()),
-        Arc::new(filter_version.finish()),
-    ];
-    RecordBatch::try_new(schema(), columns)
+    builder.finish()
 }
 
 /// The column `name` of a batch as the array type `T`; an error names a missing or mistyped

@@ -28,6 +28,8 @@ pub mod arrow;
 #[cfg(feature = "arrow")]
 pub use arrow_array;
 #[cfg(feature = "arrow")]
+pub mod wire;
+#[cfg(feature = "arrow")]
 pub use arrow_schema;
 
 pub use capture::v1::{Direction, Exchange, ExchangeBatch, Header, Message, Protocol, PushAck};

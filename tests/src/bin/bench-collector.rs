@@ -506,6 +506,16 @@ async fn ingest(
         limits.parquet_exchanges,
         limits.parquet_cpu_per_exchange * 1e6
     );
+    println!(
+        "| decode, check and Arrow rows by partition, one core: prost (`ExchangeBatch::decode`, `validate`, `Buffer::prepare`) | {:.0} exchanges/s = {:.2} µs/exchange |",
+        limits.prost_rows_exchanges,
+        1e6 / limits.prost_rows_exchanges
+    );
+    println!(
+        "| the same in place (`Received::decode`, `Received::prepare`: the push path) | {:.0} exchanges/s = {:.2} µs/exchange |",
+        limits.in_place_rows_exchanges,
+        1e6 / limits.in_place_rows_exchanges
+    );
     println!("| collectors | {} |", folders.len());
     println!("| exchanges/s acknowledged (durable) | {rate:.0} |");
     println!(
@@ -661,6 +671,11 @@ struct Limits {
     /// memory): CPU seconds per exchange and exchanges/s of wall time.
     parquet_cpu_per_exchange: f64,
     parquet_exchanges: f64,
+    /// Exchanges/s decoded, checked and converted to Arrow rows by partition through prost
+    /// (`ExchangeBatch::decode`, `ingest::validate`, `Buffer::prepare`), on one core.
+    prost_rows_exchanges: f64,
+    /// The same through the push path (`Received::decode`, `Received::prepare`).
+    in_place_rows_exchanges: f64,
 }
 
 async fn machine_limits(
@@ -733,6 +748,28 @@ async fn machine_limits(
             .sum::<usize>();
     }
     let (cpu, wall) = (Cpu::now()?.process - cpu.process, began.elapsed());
+    let rate = |convert: &dyn Fn(&Bytes) -> Result<usize>| -> Result<f64> {
+        let began = Instant::now();
+        let mut converted = 0usize;
+        while began.elapsed() < Duration::from_secs(2) {
+            for bytes in batches {
+                converted += convert(bytes)?;
+            }
+        }
+        Ok(converted as f64 / began.elapsed().as_secs_f64())
+    };
+    let prost_rows_exchanges = rate(&|bytes| {
+        let batch = ExchangeBatch::decode(bytes.clone())?;
+        tapedeck_collector::ingest::validate(&batch)?;
+        tapedeck_collector::buffer::Buffer::prepare(&batch.exchanges)?;
+        Ok(batch.exchanges.len())
+    })?;
+    let in_place_rows_exchanges = rate(&|bytes| {
+        let mut received = tapedeck_collector::ingest::Received::decode(bytes.clone())?;
+        received.check()?;
+        received.prepare()?;
+        Ok(received.exchanges())
+    })?;
     Ok(Limits {
         disk_push,
         disk_4m,
@@ -740,6 +777,8 @@ async fn machine_limits(
         arrow_exchanges,
         parquet_cpu_per_exchange: cpu / encoded as f64,
         parquet_exchanges: encoded as f64 / wall.as_secs_f64(),
+        prost_rows_exchanges,
+        in_place_rows_exchanges,
     })
 }
 
