@@ -67,6 +67,17 @@ pub const DEFAULT_REDACTED_HEADERS: &[&str] = &[
 /// value), so equal secrets stay equal and correlatable without being readable.
 pub const REDACTED_PREFIX: &str = "tapedeck-redacted:";
 
+/// One step of splitmix64 (Steele, Lea and Flood, 2014): advances `state` and returns the next
+/// value. The project's one seeded generator: the exchange ids of HAR imports, and the cases
+/// that tests and fuzz smoke runs generate (the same seed gives the same cases).
+pub fn splitmix64(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
 /// The marker that stands for `secret` under the redaction `key`:
 /// `tapedeck-redacted:hmac-sha256:` and the first 16 bytes of HMAC-SHA256(key, secret) in
 /// lowercase hex. The filter writes it; the responder recomputes it from live values under
