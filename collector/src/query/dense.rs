@@ -283,49 +283,25 @@ key_types!(
     UInt8Type => u8, UInt16Type => u16, UInt32Type => u32, UInt64Type => u64
 );
 
-/// Calls `$body` with `$t` bound to the key type of `$data_type`.
+/// Calls `$body` with `$t` bound to the key type of `$data_type`: arrow's own dispatch over the
+/// eight integer types (`downcast_integer!`), the same set [`Key`] is implemented for.
 macro_rules! with_key_type {
-    ($data_type:expr, $t:ident, $body:expr) => {
-        match $data_type {
-            DataType::Int8 => {
-                type $t = Int8Type;
+    ($data_type:expr, $t:ident, $body:expr) => {{
+        macro_rules! bind {
+            ($key:ty) => {{
+                type $t = $key;
                 $body
-            }
-            DataType::Int16 => {
-                type $t = Int16Type;
-                $body
-            }
-            DataType::Int32 => {
-                type $t = Int32Type;
-                $body
-            }
-            DataType::Int64 => {
-                type $t = Int64Type;
-                $body
-            }
-            DataType::UInt8 => {
-                type $t = UInt8Type;
-                $body
-            }
-            DataType::UInt16 => {
-                type $t = UInt16Type;
-                $body
-            }
-            DataType::UInt32 => {
-                type $t = UInt32Type;
-                $body
-            }
-            DataType::UInt64 => {
-                type $t = UInt64Type;
-                $body
-            }
+            }};
+        }
+        datafusion::arrow::array::downcast_integer! {
+            $data_type => (bind),
             other => {
                 return Err(DataFusionError::Internal(format!(
                     "dense count: {other} is not an integer key type"
                 )))
             }
         }
-    };
+    }};
 }
 
 /// Rows and NULLs per key of one partition.
