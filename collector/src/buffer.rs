@@ -11,7 +11,6 @@
 //! - sealed entry in the snapshot, file not yet put → the buffered batches are used.
 
 use std::collections::BTreeMap;
-use std::ops::Range;
 use std::sync::{Arc, RwLock};
 
 use tapedeck_proto::Exchange;
@@ -46,23 +45,37 @@ impl Prepared {
     }
 }
 
-/// The partition of each exchange of a received batch, found while the batch is checked
-/// ([`Placement::place`] per exchange, in order), for [`Buffer::prepare_received`]. Groups as
-/// [`crate::layout::group_by_partition`] does: partitions in key order, arrival order within.
+/// The rows of a received batch by partition, built while the batch is checked: each valid
+/// exchange goes straight from the received bytes into its partition's Arrow builder
+/// ([`Placement::place`] per exchange, in order), in the one pass that decodes and checks it.
+/// Groups as [`crate::layout::group_by_partition`] does: partitions in key order
+/// ([`Placement::finish`]), arrival order within.
 #[derive(Debug, Default)]
 pub struct Placement {
-    /// The partitions seen, with how many exchanges each holds.
-    partitions: Vec<(PartitionKey, usize)>,
-    /// Per exchange, the index of its partition in `partitions`.
-    slots: Vec<usize>,
+    /// The partitions seen, with their rows so far.
+    partitions: Vec<(PartitionKey, ExchangesBuilder)>,
     /// The workload and hour bucket of the last exchange placed, and its slot: consecutive
     /// exchanges of one workload and hour skip building their key.
     last: Option<(String, u64, usize)>,
-    sorted: bool,
+    /// Exchanges placed.
+    rows: usize,
+    /// Room each new partition's builder starts with.
+    capacity: usize,
+    /// The first exchange a builder refused (none does for a checked exchange).
+    error: Option<ArrowError>,
 }
 
 impl Placement {
-    /// Records the partition of the next exchange.
+    /// A placement for a batch of `exchanges` exchanges. The first partition's builder has
+    /// room for all of them; each later one for the exchanges not yet placed.
+    pub fn with_capacity(exchanges: usize) -> Self {
+        Self {
+            capacity: exchanges,
+            ..Self::default()
+        }
+    }
+
+    /// Appends the next exchange (checked already) to its partition's rows.
     pub fn place(&mut self, exchange: &ExchangeRef<'_>) {
         let bucket = exchange.start_unix_nanos / HOUR_NANOS;
         let slot = match &self.last {
@@ -74,7 +87,10 @@ impl Placement {
                 let slot = match self.partitions.iter().position(|(k, _)| *k == key) {
                     Some(slot) => slot,
                     None => {
-                        self.partitions.push((key, 0));
+                        let rows = ExchangesBuilder::with_capacity(
+                            self.capacity.saturating_sub(self.rows),
+                        );
+                        self.partitions.push((key, rows));
                         self.partitions.len() - 1
                     }
                 };
@@ -85,46 +101,36 @@ impl Placement {
                 slot
             }
         };
-        self.partitions[slot].1 += 1;
-        self.slots.push(slot);
-        self.sorted = false;
-    }
-
-    /// Puts the partitions in key order (slots renumbered to match).
-    fn sort(&mut self) {
-        if self.sorted {
-            return;
+        self.rows += 1;
+        if let Err(error) = self.partitions[slot].1.append(exchange)
+            && self.error.is_none()
+        {
+            self.error = Some(error);
         }
-        let mut order: Vec<usize> = (0..self.partitions.len()).collect();
-        order.sort_by(|&a, &b| self.partitions[a].0.cmp(&self.partitions[b].0));
-        let mut rank = vec![0; order.len()];
-        for (position, &slot) in order.iter().enumerate() {
-            rank[slot] = position;
-        }
-        for slot in &mut self.slots {
-            *slot = rank[*slot];
-        }
-        let mut partitions: Vec<Option<(PartitionKey, usize)>> =
-            std::mem::take(&mut self.partitions)
-                .into_iter()
-                .map(Some)
-                .collect();
-        self.partitions = order
-            .iter()
-            .map(|&slot| partitions[slot].take().expect("each slot once"))
-            .collect();
-        self.last = None;
-        self.sorted = true;
     }
 
     /// Exchanges placed.
     pub fn len(&self) -> usize {
-        self.slots.len()
+        self.rows
     }
 
     /// Whether no exchange was placed.
     pub fn is_empty(&self) -> bool {
-        self.slots.is_empty()
+        self.rows == 0
+    }
+
+    /// The rows by partition, partitions in key order, for [`Buffer::insert_prepared`].
+    pub fn finish(self) -> Result<Prepared, ArrowError> {
+        if let Some(error) = self.error {
+            return Err(error);
+        }
+        let mut partitions = self.partitions;
+        partitions.sort_by(|(a, _), (b, _)| a.cmp(b));
+        let mut converted = Vec::with_capacity(partitions.len());
+        for (key, rows) in partitions {
+            converted.push((key, rows.finish()?));
+        }
+        Ok(Prepared(converted))
     }
 }
 
@@ -192,45 +198,6 @@ impl Buffer {
         let mut converted = Vec::with_capacity(groups.len());
         for (key, group) in groups {
             converted.push((key, to_record_batch(&group)?));
-        }
-        Ok(Prepared(converted))
-    }
-
-    /// [`Buffer::prepare`] for a batch decoded in place: `exchanges` are the byte ranges of its
-    /// exchanges in `bytes` (checked already: they decode), `placement` their partitions. Each
-    /// exchange is decoded again, borrowing from `bytes`, straight into its partition's
-    /// builder: the same rows, in the same batches, as [`Buffer::prepare`] of the decoded
-    /// exchanges.
-    pub fn prepare_received(
-        bytes: &[u8],
-        exchanges: &[Range<usize>],
-        placement: &mut Placement,
-    ) -> Result<Prepared, ArrowError> {
-        placement.sort();
-        if placement.len() != exchanges.len() {
-            return Err(ArrowError::InvalidArgumentError(format!(
-                "{} exchanges placed for {} received",
-                placement.len(),
-                exchanges.len()
-            )));
-        }
-        let mut builders: Vec<ExchangesBuilder> = placement
-            .partitions
-            .iter()
-            .map(|(_, rows)| ExchangesBuilder::with_capacity(*rows))
-            .collect();
-        let mut view = ExchangeRef::default();
-        for (range, &slot) in exchanges.iter().zip(&placement.slots) {
-            let exchange = bytes.get(range.clone()).ok_or_else(|| {
-                ArrowError::InvalidArgumentError("an exchange's range is out of the batch".into())
-            })?;
-            view.parse(exchange)
-                .map_err(|error| ArrowError::ParseError(error.to_string()))?;
-            builders[slot].append(&view)?;
-        }
-        let mut converted = Vec::with_capacity(builders.len());
-        for ((key, _), builder) in placement.partitions.iter().zip(builders) {
-            converted.push((key.clone(), builder.finish()?));
         }
         Ok(Prepared(converted))
     }

@@ -14,8 +14,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use std::ops::Range;
-
 use bytes::Bytes;
 use tapedeck_proto::arrow_schema::ArrowError;
 use tapedeck_proto::capture::v1::capture_server::{Capture, CaptureServer};
@@ -139,7 +137,7 @@ impl CaptureService {
     /// [`CaptureService::store`] of a batch as received: its bytes are what the log stores,
     /// and what the buffer's rows are built from.
     pub async fn store_received(&self, mut received: Received) -> Result<usize> {
-        let (sequence, count) = (received.sequence, received.exchanges.len());
+        let (sequence, count) = (received.sequence, received.count);
         let bytes = received.bytes.len() as u64;
         if bytes > self.config.max_push_bytes {
             return Err(Error::BatchTooLarge {
@@ -166,9 +164,9 @@ impl CaptureService {
         }
         {
             let _shared = self.gate.read().await;
-            // Queued for the log's next group commit; the Arrow conversion (the exchanges
-            // decoded again in place, straight into the builders) runs while the log writes and
-            // syncs, and the batch enters the buffer only once it is durable.
+            // Queued for the log's next group commit; the rows' Arrow arrays (appended to their
+            // builders as the batch was decoded) are finished while the log writes and syncs,
+            // and the batch enters the buffer only once it is durable.
             let logged = self.wal.submit(received.bytes.clone())?;
             let prepared = received.prepare();
             logged.await?;
@@ -318,16 +316,16 @@ pub fn count_refusals(
 
 /// A pushed batch as received: its bytes (a view of the request's buffer, not a copy), what
 /// the collector needs of it before storing it, and the outcome of its checks. No `Exchange`
-/// is built: [`Received::decode`] reads the exchanges in place from the bytes, and
-/// [`Buffer::prepare_received`] reads them again into the Arrow builders.
+/// is built: [`Received::decode`] reads the exchanges in place from the bytes, checks each and
+/// appends it to its partition's Arrow builder in the same pass ([`Placement`]).
 #[derive(Debug)]
 pub struct Received {
     bytes: Bytes,
     sequence: u64,
     dropped_since_last: u64,
-    /// Where each exchange's encoding is in `bytes`.
-    exchanges: Vec<Range<usize>>,
-    /// Each exchange's partition (only up to the first invalid exchange).
+    /// How many exchanges it holds.
+    count: usize,
+    /// The rows of its exchanges by partition (only up to the first invalid exchange).
     placement: Placement,
     /// The first invalid exchange: its index and what is wrong with it.
     invalid: Option<(usize, String)>,
@@ -339,24 +337,28 @@ impl Received {
     /// but holds an invalid exchange is returned with the first problem, which
     /// [`CaptureService::store_received`] reports as [`validate`] would.
     pub fn decode(bytes: Bytes) -> Result<Self, DecodeError> {
-        let mut placement = Placement::default();
+        let batch = BatchRef::parse(&bytes)?;
+        let mut placement = Placement::with_capacity(batch.exchanges.len());
         let mut invalid = None;
-        let batch = BatchRef::parse_all(&bytes, |index, exchange| {
+        let mut view = ExchangeRef::default();
+        for (index, range) in batch.exchanges.iter().enumerate() {
+            view.parse(&bytes[range.clone()])?;
             if invalid.is_some() {
-                return;
+                // Parsed on to fail exactly where prost fails; the batch is refused anyway.
+                continue;
             }
-            match check_exchange(exchange) {
-                Ok(()) => placement.place(exchange),
+            match check_exchange(&view) {
+                Ok(()) => placement.place(&view),
                 Err(reason) => invalid = Some((index, reason)),
             }
-        })?;
+        }
         let (sequence, dropped_since_last) = (batch.sequence, batch.dropped_since_last);
-        let exchanges = batch.exchanges;
+        let count = batch.exchanges.len();
         Ok(Self {
             bytes,
             sequence,
             dropped_since_last,
-            exchanges,
+            count,
             placement,
             invalid,
         })
@@ -374,7 +376,7 @@ impl Received {
 
     /// How many exchanges the batch holds.
     pub fn exchanges(&self) -> usize {
-        self.exchanges.len()
+        self.count
     }
 
     /// The bytes the batch arrived as.
@@ -394,15 +396,15 @@ impl Received {
         }
     }
 
-    /// The batch's rows by partition, built from the received bytes
-    /// ([`Buffer::prepare_received`]); for a batch whose [`Received::check`] passed.
+    /// The batch's rows by partition, built from the received bytes while they were checked
+    /// ([`Placement::finish`]); for a batch whose [`Received::check`] passed.
     pub fn prepare(&mut self) -> std::result::Result<Prepared, ArrowError> {
         if self.invalid.is_some() {
             return Err(ArrowError::InvalidArgumentError(
                 "the batch holds an invalid exchange".into(),
             ));
         }
-        Buffer::prepare_received(&self.bytes, &self.exchanges, &mut self.placement)
+        std::mem::take(&mut self.placement).finish()
     }
 }
 

@@ -31,10 +31,11 @@
 //! # Compaction and retention
 //!
 //! [`compact`] merges the files of every partition whose hour is over and that has at least
-//! `--compact-min-files` files into one new file, then deletes the old ones. Between the put and
-//! the deletes a query listing the partition sees the rows twice; that window is short and
-//! accepted for now. [`apply_retention`] deletes the files of partitions whose hour ended more
-//! than `--retention` ago.
+//! `--compact-min-files` files into one new file, under the partition's lease, and commits the
+//! swap in the partition's manifest; the old files are deleted `--gc-grace` later. A query sees
+//! each row exactly once at every moment of it ([`crate::manifest`] has the protocol).
+//! [`apply_retention`] expires the partitions whose hour ended more than `--retention` ago and
+//! deletes their files.
 
 use std::collections::{BTreeMap, HashSet};
 use std::hash::BuildHasher;
@@ -129,7 +130,7 @@ impl FileNamer {
 
 /// How a flush compresses the Parquet pages of the files it writes. Compaction always writes
 /// zstd ([`ZSTD_LEVEL`]), so data at rest ends up as compact either way once its hour is
-/// compacted.
+/// compacted (an hour with fewer than `--compact-min-files` files stays as flushed).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum FlushCompression {
     /// `LZ4_RAW`: much less CPU per page than zstd, larger fresh files.
@@ -218,23 +219,61 @@ type Encoder = (
     parquet::arrow::arrow_writer::ArrowRowGroupWriterFactory,
 );
 
-/// A `Write` whose bytes are taken out by the owner between row groups.
+/// A `Write` whose bytes are taken out by the owner between row groups, as a list of chunks:
+/// each large write (a Parquet page) is copied once into a buffer of its own size, small ones
+/// (page headers, the footer) are gathered into one, and the chunks go to the upload as they
+/// are ([`BufWriter::put`]), with no growing buffer that reallocates and copies everything it
+/// holds, and no second copy into the upload's own buffer.
 #[derive(Debug, Clone, Default)]
-struct SharedBuffer(Arc<std::sync::Mutex<Vec<u8>>>);
+struct SharedBuffer(Arc<std::sync::Mutex<Chunks>>);
+
+/// The chunks of a [`SharedBuffer`]: those complete, and small writes being gathered.
+#[derive(Debug, Default)]
+struct Chunks {
+    done: Vec<Bytes>,
+    small: Vec<u8>,
+}
+
+/// Writes at least this long get a chunk of their own; shorter ones are gathered.
+const OWN_CHUNK_BYTES: usize = 16 * 1024;
 
 impl SharedBuffer {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<u8>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Chunks> {
         self.0.lock().unwrap_or_else(|poison| poison.into_inner())
     }
 
-    fn take(&self) -> Vec<u8> {
-        std::mem::take(&mut *self.lock())
+    /// Everything written since the last call, in order.
+    fn take(&self) -> Vec<Bytes> {
+        let mut chunks = self.lock();
+        chunks.seal_small();
+        std::mem::take(&mut chunks.done)
+    }
+}
+
+impl Chunks {
+    fn seal_small(&mut self) {
+        if !self.small.is_empty() {
+            let small = std::mem::take(&mut self.small);
+            self.done.push(Bytes::from(small));
+        }
     }
 }
 
 impl std::io::Write for SharedBuffer {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.lock().extend_from_slice(bytes);
+        let mut chunks = self.lock();
+        if bytes.len() >= OWN_CHUNK_BYTES {
+            chunks.seal_small();
+            chunks.done.push(Bytes::copy_from_slice(bytes));
+        } else {
+            if chunks.small.len() + bytes.len() > OWN_CHUNK_BYTES {
+                chunks.seal_small();
+            }
+            if chunks.small.capacity() == 0 {
+                chunks.small.reserve_exact(OWN_CHUNK_BYTES);
+            }
+            chunks.small.extend_from_slice(bytes);
+        }
         Ok(bytes.len())
     }
 
@@ -356,12 +395,13 @@ impl FileWriter {
 
     /// Hands what the file writer produced to the upload.
     async fn upload_output(&mut self) -> Result<()> {
-        use tokio::io::AsyncWriteExt as _;
-        let bytes = self.output.take();
-        let upload = self.upload.as_mut().expect("not aborted");
-        let sent = upload.write_all(&bytes).await;
-        sent.map_err(|error| self.error(ParquetError::External(Box::new(error))))?;
-        self.written += bytes.len();
+        for chunk in self.output.take() {
+            let length = chunk.len();
+            let upload = self.upload.as_mut().expect("not aborted");
+            let sent = upload.put(chunk).await;
+            sent.map_err(|error| self.error(ParquetError::External(Box::new(error))))?;
+            self.written += length;
+        }
         Ok(())
     }
 

@@ -180,7 +180,7 @@ mod generate;
 #[test]
 fn received_batches_become_the_rows_prost_and_the_old_conversion_gave() {
     let mut g = generate::Gen(160);
-    let (mut stored, mut invalid, mut malformed) = (0, 0, 0);
+    let (mut stored, mut invalid, mut malformed, mut single) = (0, 0, 0, 0);
     for _ in 0..1500 {
         let bytes = generate::case(&mut g, 6);
         let old = ExchangeBatch::decode(bytes.as_slice());
@@ -197,15 +197,16 @@ fn received_batches_become_the_rows_prost_and_the_old_conversion_gave() {
                 match (validate(&batch), received.invalid.take()) {
                     (Ok(()), None) => {
                         let expected = Buffer::prepare(&batch.exchanges).unwrap();
-                        let actual = Buffer::prepare_received(
-                            &received.bytes,
-                            &received.exchanges,
-                            &mut received.placement,
-                        )
-                        .unwrap();
+                        let actual = received.prepare().unwrap();
                         assert_eq!(actual.batches(), expected.batches(), "{bytes:02x?}");
+                        // One partition (a sidecar's push within an hour): the same memory as
+                        // well, so the buffer's limit counts the same. Several: each new
+                        // partition reserves room for the rest of the batch, so no less.
+                        let one = actual.batches().len() == 1;
+                        single += usize::from(one);
                         for ((_, a), (_, e)) in actual.batches().iter().zip(expected.batches()) {
-                            assert_eq!(a.get_array_memory_size(), e.get_array_memory_size());
+                            let (a, e) = (a.get_array_memory_size(), e.get_array_memory_size());
+                            assert!(if one { a == e } else { a >= e }, "{a} against {e}");
                         }
                         stored += 1;
                     }
@@ -220,8 +221,8 @@ fn received_batches_become_the_rows_prost_and_the_old_conversion_gave() {
         }
     }
     assert!(
-        stored >= 200 && invalid >= 200 && malformed >= 100,
-        "{stored} stored, {invalid} invalid, {malformed} malformed"
+        stored >= 200 && invalid >= 200 && malformed >= 100 && single >= 50,
+        "{stored} stored ({single} of one partition), {invalid} invalid, {malformed} malformed"
     );
 }
 
@@ -247,12 +248,7 @@ fn a_batch_with_several_partitions_keeps_arrival_order_within_each() {
         ..Default::default()
     };
     let mut received = Received::decode(Bytes::from(batch.encode_to_vec())).unwrap();
-    let prepared = Buffer::prepare_received(
-        &received.bytes,
-        &received.exchanges,
-        &mut received.placement,
-    )
-    .unwrap();
+    let prepared = received.prepare().unwrap();
     let ids: Vec<(String, Vec<u8>)> = prepared
         .batches()
         .iter()

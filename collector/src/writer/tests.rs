@@ -121,22 +121,27 @@ async fn codecs(store: &Arc<dyn ObjectStore>, path: &Path) -> HashSet<String> {
 }
 
 #[tokio::test]
-async fn lz4_flushed_files_are_queryable_and_compacted_into_zstd() {
+async fn flushed_files_of_both_codecs_are_queryable_and_compacted_into_zstd() {
     let data = tempfile::tempdir().unwrap();
     let store = open_store(data.path(), None).unwrap().store;
     let names = FileNamer::new(9, 1);
     let partition = key("orders", T13);
     let mut expected = Vec::new();
-    for i in 0..3u8 {
+    let flushes = [
+        (FlushCompression::Lz4, "LZ4_RAW"),
+        (FlushCompression::Zstd, "zstd"),
+        (FlushCompression::Lz4, "LZ4_RAW"),
+    ];
+    for (i, (compression, codec)) in (0..3u8).zip(flushes) {
         let batch = vec![exchange("orders", T13 + u64::from(i), i)];
         let name = names.next_name();
         let records = to_record_batch(&batch).unwrap();
-        write_partition(&store, &partition, &name, &[records], FlushCompression::Lz4)
+        write_partition(&store, &partition, &name, &[records], compression)
             .await
             .unwrap();
         assert_eq!(
             codecs(&store, &partition.file(&name)).await,
-            HashSet::from(["LZ4_RAW".to_string()])
+            HashSet::from([codec.to_string()])
         );
         expected.extend(batch);
     }
@@ -878,4 +883,77 @@ mod crashes {
             .to_string();
         assert!(error.contains("flush intent is left"), "{error}");
     }
+}
+
+/// What the file writer writes comes out of the shared buffer in order and whole, whatever the
+/// sizes of the writes: small ones gathered, large ones (pages) one chunk each, and nothing left
+/// behind between takes.
+#[test]
+fn the_shared_buffer_hands_out_every_byte_in_order() {
+    use std::io::Write as _;
+    let mut state = 7;
+    let mut rng = || tapedeck_proto::splitmix64(&mut state);
+    let mut buffer = SharedBuffer::default();
+    let mut written = Vec::new();
+    let mut taken = Vec::new();
+    for round in 0..200u64 {
+        let seed = rng();
+        let len = match seed % 4 {
+            0 => (seed >> 8) as usize % 64,
+            1 => (seed >> 8) as usize % OWN_CHUNK_BYTES,
+            2 => OWN_CHUNK_BYTES + (seed >> 8) as usize % (4 * OWN_CHUNK_BYTES),
+            _ => OWN_CHUNK_BYTES - 1 + (seed >> 8) as usize % 3,
+        };
+        let bytes: Vec<u8> = (0..len).map(|i| (round as usize * 31 + i) as u8).collect();
+        buffer.write_all(&bytes).unwrap();
+        written.extend_from_slice(&bytes);
+        if seed % 9 == 0 {
+            let chunks = buffer.take();
+            assert!(chunks.iter().all(|chunk| !chunk.is_empty()));
+            taken.extend(chunks.iter().flat_map(|chunk| chunk.iter().copied()));
+        }
+    }
+    taken.extend(buffer.take().iter().flat_map(|chunk| chunk.iter().copied()));
+    assert_eq!(taken.len(), written.len());
+    assert!(
+        taken == written,
+        "the bytes came out changed or out of order"
+    );
+    assert!(buffer.take().is_empty());
+}
+
+/// A file larger than the upload's buffer (10 MiB) goes to the store as a multipart upload of
+/// the writer's chunks, and reads back whole and in order.
+#[tokio::test]
+async fn a_file_larger_than_the_upload_buffer_is_written_whole() {
+    let data = tempfile::tempdir().unwrap();
+    let store = open_store(data.path(), None).unwrap().store;
+    let partition = key("orders", T13);
+    let mut state = 11;
+    let mut expected = Vec::new();
+    for i in 0..200u64 {
+        let mut exchange = exchange("orders", T13 + i, i as u8);
+        // Bodies that do not compress: 64 KiB each, 12.5 MiB in all.
+        let body: Vec<u8> = (0..8 * 1024)
+            .flat_map(|_| tapedeck_proto::splitmix64(&mut state).to_le_bytes())
+            .collect();
+        let response = exchange.response.get_or_insert_with(Default::default);
+        response.body_size = body.len() as u64;
+        response.body = body;
+        expected.push(exchange);
+    }
+    let name = FileNamer::new(5, 1).next_name();
+    let size = write_partition(
+        &store,
+        &partition,
+        &name,
+        &[to_record_batch(&expected).unwrap()],
+        FlushCompression::Lz4,
+    )
+    .await
+    .unwrap();
+    assert!(size > 10 * 1024 * 1024, "{size} bytes: not past the buffer");
+    let meta = store.head(&partition.file(&name)).await.unwrap();
+    assert_eq!(meta.size, size as u64);
+    assert_eq!(read_partition(&store, &partition).await, expected);
 }
