@@ -340,18 +340,16 @@ impl Received {
         let batch = BatchRef::parse(&bytes)?;
         let mut placement = Placement::with_capacity(batch.exchanges.len());
         let mut invalid = None;
-        let mut view = ExchangeRef::default();
-        for (index, range) in batch.exchanges.iter().enumerate() {
-            view.parse(&bytes[range.clone()])?;
+        batch.for_each(&bytes, |index, exchange| {
             if invalid.is_some() {
                 // Parsed on to fail exactly where prost fails; the batch is refused anyway.
-                continue;
+                return;
             }
-            match check_exchange(&view) {
-                Ok(()) => placement.place(&view),
+            match check_exchange(exchange) {
+                Ok(()) => placement.place(exchange),
                 Err(reason) => invalid = Some((index, reason)),
             }
-        }
+        })?;
         let (sequence, dropped_since_last) = (batch.sequence, batch.dropped_since_last);
         let count = batch.exchanges.len();
         Ok(Self {

@@ -400,15 +400,30 @@ impl<'a> BatchRef<'a> {
     /// `ExchangeBatch::decode` fails; `each` is not called after a decode error.
     pub fn parse_all(
         bytes: &'a [u8],
-        mut each: impl FnMut(usize, &ExchangeRef<'a>),
+        each: impl FnMut(usize, &ExchangeRef<'a>),
     ) -> Result<Self, DecodeError> {
         let batch = Self::parse(bytes)?;
+        batch.for_each(bytes, each)?;
+        Ok(batch)
+    }
+
+    /// The second half of [`BatchRef::parse_all`], for a caller that needs the batch's top
+    /// level (how many exchanges it holds) before the exchanges: parses each exchange of this
+    /// batch, read by [`BatchRef::parse`] from `bytes`, and calls `each` with it in order.
+    pub fn for_each(
+        &self,
+        bytes: &'a [u8],
+        mut each: impl FnMut(usize, &ExchangeRef<'a>),
+    ) -> Result<(), DecodeError> {
         let mut view = ExchangeRef::default();
-        for (index, range) in batch.exchanges.iter().enumerate() {
-            view.parse(&bytes[range.clone()])?;
+        for (index, range) in self.exchanges.iter().enumerate() {
+            let exchange = bytes
+                .get(range.clone())
+                .ok_or_else(|| error("an exchange's range is out of the batch"))?;
+            view.parse(exchange)?;
             each(index, &view);
         }
-        Ok(batch)
+        Ok(())
     }
 }
 
