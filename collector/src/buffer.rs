@@ -109,16 +109,6 @@ impl Placement {
         }
     }
 
-    /// Exchanges placed.
-    pub fn len(&self) -> usize {
-        self.rows
-    }
-
-    /// Whether no exchange was placed.
-    pub fn is_empty(&self) -> bool {
-        self.rows == 0
-    }
-
     /// The rows by partition, partitions in key order, for [`Buffer::insert_prepared`].
     pub fn finish(self) -> Result<Prepared, ArrowError> {
         if let Some(error) = self.error {
