@@ -12,6 +12,9 @@
 //! Used by the `tapedeck collector`, `tapedeck sql` and `tapedeck import` commands and the
 //! end-to-end tests.
 
+/// The largest HTTP/2 frame the ingest server accepts (SETTINGS_MAX_FRAME_SIZE).
+const MAX_PUSH_FRAME_BYTES: u32 = 1 << 20;
+
 pub mod auth;
 pub mod buffer;
 pub mod cache;
@@ -237,10 +240,13 @@ pub async fn run_with(
     let grpc_addr = listeners.grpc.local_addr().ok();
     let grpc_task = tasks.spawn({
         // Batches are up to megabytes: HTTP/2's default 64 KiB windows would make every push
-        // wait for window updates.
+        // wait for window updates, and its default 16 KiB frames would deliver a push in dozens
+        // of pieces, each a wake-up and a copy into the message buffer; a sender may now send a
+        // push of up to 1 MiB as one frame. (Measured: BENCHMARKS.md, "Sixth pass".)
         let server = tonic::transport::Server::builder()
             .initial_stream_window_size(4 * 1024 * 1024)
             .initial_connection_window_size(16 * 1024 * 1024)
+            .max_frame_size(MAX_PUSH_FRAME_BYTES)
             .layer(tower::util::MapResponseLayer::new(ingest::count_refusals(
                 metrics.clone(),
             )))

@@ -55,7 +55,7 @@ use parquet::arrow::async_reader::{AsyncFileReader, MetadataSuffixFetch};
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::errors::ParquetError;
 use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
-use parquet::file::properties::WriterProperties;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use tapedeck_proto::Exchange;
 use tapedeck_proto::arrow::{schema, to_record_batch};
 use tapedeck_proto::arrow_array::RecordBatch;
@@ -165,8 +165,37 @@ fn writer_properties(compression: Compression) -> WriterProperties {
     for column in [columns::ID, columns::REQUEST_BODY, columns::RESPONSE_BODY] {
         builder = builder.set_column_dictionary_enabled(column.into(), false);
     }
+    for path in UNPRUNED.iter() {
+        builder = builder.set_column_statistics_enabled(path.clone(), EnabledStatistics::None);
+    }
     builder.build()
 }
+
+/// The leaf columns no query prunes by (random ids, bodies, header fields): their min and max
+/// only cost comparisons for every value written, so none are kept.
+static UNPRUNED: std::sync::LazyLock<Vec<parquet::schema::types::ColumnPath>> =
+    std::sync::LazyLock::new(|| {
+        use tapedeck_proto::arrow::columns;
+        let unpruned = [
+            columns::ID,
+            columns::TRACE_ID,
+            columns::REQUEST_BODY,
+            columns::RESPONSE_BODY,
+            columns::REQUEST_HEADERS,
+            columns::REQUEST_TRAILERS,
+            columns::RESPONSE_HEADERS,
+            columns::RESPONSE_TRAILERS,
+        ];
+        let descriptor = parquet::arrow::ArrowSchemaConverter::new()
+            .convert(&schema())
+            .expect("the exchanges schema converts to Parquet");
+        descriptor
+            .columns()
+            .iter()
+            .map(|column| column.path().clone())
+            .filter(|path| unpruned.contains(&path.parts()[0].as_str()))
+            .collect()
+    });
 
 /// Writes record batches of the `exchanges` table as one Parquet file of a partition, its pages
 /// compressed with `compression`. The file appears whole or not at all (one put, or one

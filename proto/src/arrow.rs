@@ -13,7 +13,7 @@ use std::sync::{Arc, LazyLock};
 
 use arrow_array::builder::{
     ArrayBuilder, BinaryBuilder, BooleanBuilder, FixedSizeBinaryBuilder, Float64Builder,
-    Int32Builder, Int64Builder, ListBuilder, StringBuilder, StructBuilder,
+    Int32Builder, Int64Builder, ListBuilder, OffsetBufferBuilder, StringBuilder,
     TimestampNanosecondBuilder,
 };
 use arrow_array::{
@@ -152,52 +152,73 @@ pub fn schema() -> SchemaRef {
     SCHEMA.clone()
 }
 
-struct HeadersBuilder(ListBuilder<StructBuilder>);
+/// Builds one header-list column (`List<Struct<name, value, value_bytes>>`) from typed child
+/// builders, so that appending a field is three plain appends (a `StructBuilder` would look
+/// each child up through `dyn Any` for every field).
+struct HeadersBuilder {
+    /// Where each row's fields start and end in the children.
+    offsets: OffsetBufferBuilder<i32>,
+    names: StringBuilder,
+    values: StringBuilder,
+    /// The raw value, for a value that is not UTF-8 (null otherwise).
+    value_bytes: BinaryBuilder,
+}
 
 impl HeadersBuilder {
-    fn new(capacity: usize) -> Self {
-        let fields = header_fields();
-        let item = Field::new("item", DataType::Struct(fields.clone()), false);
-        Self(
-            ListBuilder::with_capacity(StructBuilder::from_fields(fields, capacity), capacity)
-                .with_field(Arc::new(item)),
-        )
+    /// Room for `rows` rows of one field each (the children grow as fields are appended).
+    fn new(rows: usize) -> Self {
+        Self {
+            offsets: OffsetBufferBuilder::new(rows),
+            names: StringBuilder::with_capacity(rows, 1024),
+            values: StringBuilder::with_capacity(rows, 1024),
+            value_bytes: BinaryBuilder::with_capacity(rows, 1024),
+        }
     }
 
-    fn append(&mut self, headers: &[HeaderRef<'_>]) {
-        let entries = self.0.values();
+    fn append(&mut self, headers: &[HeaderRef<'_>]) -> Result<(), ArrowError> {
+        // The list's offsets are i32 (as `ListBuilder` would panic, this refuses instead).
+        if i32::try_from(self.names.len() + headers.len()).is_err() {
+            return Err(ArrowError::InvalidArgumentError(
+                "over 2^31 header fields in one batch".into(),
+            ));
+        }
         for header in headers {
-            string_field(entries, 0).append_value(header.name);
+            self.names.append_value(header.name);
             match std::str::from_utf8(header.value) {
                 Ok(text) => {
-                    string_field(entries, 1).append_value(text);
-                    binary_field(entries, 2).append_null();
+                    self.values.append_value(text);
+                    self.value_bytes.append_null();
                 }
                 Err(_) => {
-                    string_field(entries, 1).append_value(String::from_utf8_lossy(header.value));
-                    binary_field(entries, 2).append_value(header.value);
+                    self.values
+                        .append_value(String::from_utf8_lossy(header.value));
+                    self.value_bytes.append_value(header.value);
                 }
             }
-            entries.append(true);
         }
-        self.0.append(true);
+        self.offsets.push_length(headers.len());
+        Ok(())
     }
 
-    fn finish(mut self) -> ArrayRef {
-        Arc::new(self.0.finish())
+    fn finish(mut self) -> Result<ArrayRef, ArrowError> {
+        let fields = header_fields();
+        let entries = StructArray::try_new(
+            fields.clone(),
+            vec![
+                Arc::new(self.names.finish()),
+                Arc::new(self.values.finish()),
+                Arc::new(self.value_bytes.finish()),
+            ],
+            None,
+        )?;
+        let item = Arc::new(Field::new("item", DataType::Struct(fields), false));
+        Ok(Arc::new(ListArray::try_new(
+            item,
+            self.offsets.finish(),
+            Arc::new(entries),
+            None,
+        )?))
     }
-}
-
-fn string_field(builder: &mut StructBuilder, i: usize) -> &mut StringBuilder {
-    builder
-        .field_builder::<StringBuilder>(i)
-        .expect("header struct field is Utf8 by construction")
-}
-
-fn binary_field(builder: &mut StructBuilder, i: usize) -> &mut BinaryBuilder {
-    builder
-        .field_builder::<BinaryBuilder>(i)
-        .expect("header struct field is Binary by construction")
 }
 
 fn to_i64(value: u64) -> i64 {
@@ -235,7 +256,8 @@ pub struct ExchangesBuilder {
 impl std::fmt::Debug for HeadersBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HeadersBuilder")
-            .field("len", &self.0.len())
+            .field("rows", &(self.offsets.len() - 1))
+            .field("fields", &self.names.len())
             .finish()
     }
 }
@@ -273,6 +295,27 @@ impl ExchangesBuilder {
         }
     }
 
+    /// The Utf8 columns' values of `e`, in the order of `strings`.
+    fn texts<'a>(e: &ExchangeRef<'a>) -> [&'a str; 15] {
+        [
+            e.trace_id,
+            e.direction().as_word(),
+            e.workload,
+            e.namespace,
+            e.pod,
+            e.peer_address,
+            e.upstream_cluster,
+            e.route_name,
+            e.protocol().as_word(),
+            e.scheme,
+            e.authority,
+            e.method,
+            e.path,
+            e.response_flags,
+            e.response_code_details,
+        ]
+    }
+
     /// Exchanges appended so far.
     pub fn len(&self) -> usize {
         self.id.len()
@@ -295,44 +338,28 @@ impl ExchangesBuilder {
         self.duration.append_value(to_i64(e.duration_nanos));
         self.response_headers_ns
             .append_value(to_i64(e.response_headers_nanos));
-        let texts: [&str; 15] = [
-            e.trace_id,
-            e.direction().as_word(),
-            e.workload,
-            e.namespace,
-            e.pod,
-            e.peer_address,
-            e.upstream_cluster,
-            e.route_name,
-            e.protocol().as_word(),
-            e.scheme,
-            e.authority,
-            e.method,
-            e.path,
-            e.response_flags,
-            e.response_code_details,
-        ];
+        let texts = Self::texts(e);
         for (builder, text) in self.strings.iter_mut().zip(texts) {
             builder.append_value(text);
         }
         let empty = MessageRef::default();
         let request = e.request().unwrap_or(&empty);
         let response = e.response().unwrap_or(&empty);
-        self.request_headers.append(&request.headers);
+        self.request_headers.append(&request.headers)?;
         self.request_body.append_value(request.body);
         self.request_body_size
             .append_value(to_i64(request.body_size));
         self.request_truncated.append_value(request.body_truncated);
-        self.request_trailers.append(&request.trailers);
+        self.request_trailers.append(&request.trailers)?;
         self.status
             .append_value(i32::try_from(e.status).unwrap_or(i32::MAX));
-        self.response_headers.append(&response.headers);
+        self.response_headers.append(&response.headers)?;
         self.response_body.append_value(response.body);
         self.response_body_size
             .append_value(to_i64(response.body_size));
         self.response_truncated
             .append_value(response.body_truncated);
-        self.response_trailers.append(&response.trailers);
+        self.response_trailers.append(&response.trailers)?;
         self.sample_rate.append_value(e.sample_rate);
         for redaction in &e.redactions {
             self.redactions.values().append_value(redaction);
@@ -394,17 +421,17 @@ impl ExchangesBuilder {
             take(10),
             take(11),
             take(12),
-            request_headers.finish(),
+            request_headers.finish()?,
             Arc::new(request_body.finish()),
             Arc::new(request_body_size.finish()),
             Arc::new(request_truncated.finish()),
-            request_trailers.finish(),
+            request_trailers.finish()?,
             Arc::new(status.finish()),
-            response_headers.finish(),
+            response_headers.finish()?,
             Arc::new(response_body.finish()),
             Arc::new(response_body_size.finish()),
             Arc::new(response_truncated.finish()),
-            response_trailers.finish(),
+            response_trailers.finish()?,
             take(13),
             take(14),
             Arc::new(sample_rate.finish()),

@@ -185,6 +185,85 @@ async fn flushed_files_of_both_codecs_are_queryable_and_compacted_into_zstd() {
     assert_eq!(count(engine).await, 3);
 }
 
+/// Min and max are kept for the columns a query can prune row groups by (times, status, the
+/// request line, identity), and not for random ids, bodies and header fields, where they only
+/// cost two comparisons per value written; queries on those columns still find their rows.
+#[tokio::test]
+async fn statistics_are_kept_only_for_columns_queries_prune_by() {
+    use tapedeck_proto::arrow::columns;
+    let data = tempfile::tempdir().unwrap();
+    let store = open_store(data.path(), None).unwrap().store;
+    let names = FileNamer::new(9, 1);
+    let partition = key("orders", T13);
+    let batch: Vec<Exchange> = (0..5u8).map(|i| exchange("orders", T13, i)).collect();
+    let name = names.next_name();
+    let records = to_record_batch(&batch).unwrap();
+    write_partition(&store, &partition, &name, &[records], FlushCompression::Lz4)
+        .await
+        .unwrap();
+
+    let bytes = store
+        .get(&partition.file(&name))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let reader = parquet::file::reader::SerializedFileReader::new(bytes).unwrap();
+    let metadata = parquet::file::reader::FileReader::metadata(&reader);
+    let unpruned = [
+        columns::ID,
+        columns::TRACE_ID,
+        columns::REQUEST_BODY,
+        columns::RESPONSE_BODY,
+        columns::REQUEST_HEADERS,
+        columns::REQUEST_TRAILERS,
+        columns::RESPONSE_HEADERS,
+        columns::RESPONSE_TRAILERS,
+    ];
+    let (mut without, mut with) = (0, Vec::new());
+    for column in metadata.row_group(0).columns() {
+        let top = column.column_path().parts()[0].clone();
+        if unpruned.contains(&top.as_str()) {
+            assert!(column.statistics().is_none(), "{}", column.column_path());
+            without += 1;
+        } else if column.statistics().is_some() {
+            with.push(top);
+        }
+    }
+    // 4 plain columns and the 3 leaves (name, value, value_bytes) of 4 header lists.
+    assert_eq!(without, 16);
+    for kept in [
+        columns::START_TIME,
+        columns::STATUS,
+        columns::WORKLOAD,
+        columns::METHOD,
+        columns::PATH,
+        columns::DURATION_NS,
+    ] {
+        assert!(with.iter().any(|c| c == kept), "{kept}: {with:?}");
+    }
+
+    let query = crate::query::QueryArgs::default();
+    let engine = crate::query::open_offline(data.path(), None, &query)
+        .await
+        .unwrap();
+    let (_, batches) = engine
+        .sql(
+            "SELECT count(*) FROM exchanges WHERE trace_id = 'trace-3' \
+             AND request_body = X'030303' AND id = X'03030303030303030303030303030303'",
+        )
+        .await
+        .unwrap();
+    let count = batches[0]
+        .column(0)
+        .as_any()
+        .downcast_ref::<tapedeck_proto::arrow_array::Int64Array>()
+        .unwrap()
+        .value(0);
+    assert_eq!(count, 1);
+}
+
 /// A file whose row groups were encoded column by column on several threads is byte for byte
 /// the file `ArrowWriter` writes on one thread from the same batches, row groups cut across
 /// batch boundaries included; it reads back as written through Parquet and through SQL.
