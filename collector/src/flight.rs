@@ -54,7 +54,6 @@ use datafusion::common::ScalarValue;
 use futures::{Stream, TryStreamExt};
 use tapedeck_proto::prost::Message as _;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::metadata::MetadataValue;
 use tonic::service::Interceptor;
 use tonic::transport::{Endpoint, Server};
@@ -149,7 +148,7 @@ pub async fn serve(
     );
     Server::builder()
         .add_service(service)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(crate::accept_without_delay(listener), shutdown)
         .await?;
     Ok(())
 }

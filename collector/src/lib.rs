@@ -15,6 +15,24 @@
 /// The largest HTTP/2 frame the ingest server accepts (SETTINGS_MAX_FRAME_SIZE).
 const MAX_PUSH_FRAME_BYTES: u32 = 1 << 20;
 
+/// The connections `listener` accepts, with Nagle's algorithm off (`TCP_NODELAY`), for a tonic
+/// server: tonic sets it only on sockets it accepts itself (its `tcp_nodelay` setting does not
+/// apply to a stream of accepted connections). With Nagle on, a small response, such as a
+/// push's acknowledgement, can wait for the TCP ACK of a window update sent just before it,
+/// that is for the peer's delayed-ACK timer.
+pub(crate) fn accept_without_delay(
+    listener: tokio::net::TcpListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use tokio_stream::StreamExt as _;
+    TcpListenerStream::new(listener).map(|accepted| {
+        let stream = accepted?;
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(%error, "Could not turn Nagle's algorithm off for a connection.");
+        }
+        Ok(stream)
+    })
+}
+
 pub mod auth;
 pub mod buffer;
 pub mod cache;
@@ -252,7 +270,7 @@ pub async fn run_with(
             )))
             .add_service(capture.into_push_server())
             .serve_with_incoming_shutdown(
-                TcpListenerStream::new(listeners.grpc),
+                accept_without_delay(listeners.grpc),
                 stopped(stop.clone()),
             );
         async move { server.await.map_err(Error::from) }
@@ -341,4 +359,35 @@ pub async fn run_with(
     drop(flusher);
     wal.close();
     outcome
+}
+
+#[cfg(test)]
+mod accept_tests {
+    use tokio_stream::StreamExt as _;
+
+    use super::*;
+
+    /// Connections the servers accept have `TCP_NODELAY`; a plain listener stream's do not (so
+    /// the check can tell them apart).
+    #[tokio::test]
+    async fn accepted_connections_have_nagle_off() {
+        for (delay_off, expected) in [(true, true), (false, false)] {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let address = listener.local_addr().unwrap();
+            let mut accepted: std::pin::Pin<
+                Box<dyn tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>>>,
+            > = if delay_off {
+                Box::pin(accept_without_delay(listener))
+            } else {
+                Box::pin(TcpListenerStream::new(listener))
+            };
+            let _client = tokio::net::TcpStream::connect(address).await.unwrap();
+            let stream = accepted.next().await.unwrap().unwrap();
+            assert_eq!(
+                stream.nodelay().unwrap(),
+                expected,
+                "delay off: {delay_off}"
+            );
+        }
+    }
 }
