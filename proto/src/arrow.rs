@@ -295,27 +295,6 @@ impl ExchangesBuilder {
         }
     }
 
-    /// The Utf8 columns' values of `e`, in the order of `strings`.
-    fn texts<'a>(e: &ExchangeRef<'a>) -> [&'a str; 15] {
-        [
-            e.trace_id,
-            e.direction().as_word(),
-            e.workload,
-            e.namespace,
-            e.pod,
-            e.peer_address,
-            e.upstream_cluster,
-            e.route_name,
-            e.protocol().as_word(),
-            e.scheme,
-            e.authority,
-            e.method,
-            e.path,
-            e.response_flags,
-            e.response_code_details,
-        ]
-    }
-
     /// Exchanges appended so far.
     pub fn len(&self) -> usize {
         self.id.len()
@@ -338,7 +317,23 @@ impl ExchangesBuilder {
         self.duration.append_value(to_i64(e.duration_nanos));
         self.response_headers_ns
             .append_value(to_i64(e.response_headers_nanos));
-        let texts = Self::texts(e);
+        let texts: [&str; 15] = [
+            e.trace_id,
+            e.direction().as_word(),
+            e.workload,
+            e.namespace,
+            e.pod,
+            e.peer_address,
+            e.upstream_cluster,
+            e.route_name,
+            e.protocol().as_word(),
+            e.scheme,
+            e.authority,
+            e.method,
+            e.path,
+            e.response_flags,
+            e.response_code_details,
+        ];
         for (builder, text) in self.strings.iter_mut().zip(texts) {
             builder.append_value(text);
         }
