@@ -2,4 +2,5 @@
 //! binary's `tapedeck demo` runs and the end-to-end test (`tests/`, `tapedeck-e2e`) asserts
 //! stage by stage.
 
+pub mod allocator;
 pub mod demo;

@@ -170,6 +170,7 @@ fn no_huge_pages() {
 }
 
 fn main() -> ExitCode {
+    tapedeck_cli::allocator::reuse_freed_pages();
     let cli = Cli::parse();
     if !matches!(
         cli.command,

@@ -444,84 +444,163 @@ where
                 Ok(Status::unimplemented("tapedeck.capture.v1.Capture has only Push").into_http())
             });
         }
-        let method = PushMethod(self.service.clone());
+        let service = self.service.clone();
         let limit = self.max_decoding_message_size;
         Box::pin(async move {
-            let mut grpc = tonic::server::Grpc::new(PushCodec)
-                .apply_max_message_size_config(Some(limit), None);
-            Ok(grpc.unary(method, request).await)
+            Ok(push(service, limit, request)
+                .await
+                .unwrap_or_else(Status::into_http))
         })
     }
 }
 
-struct PushMethod(Arc<CaptureService>);
+/// One unary `Push` call: the gRPC framing (RFC-like spec: `PROTOCOL-HTTP2.md` of grpc/grpc)
+/// read here rather than by tonic's `Grpc::unary`, which copies every request into a buffer of
+/// its own. A push that arrives in one HTTP/2 DATA frame (the server accepts frames of up to
+/// [`crate::MAX_PUSH_FRAME_BYTES`]) is decoded from that frame's bytes, and those same bytes
+/// are what the log writes; one in several frames is joined once, as tonic would. Refusals
+/// are tonic's: the same codes and, where callers or [`count_refusals`] look, the same words.
+async fn push<B>(
+    service: Arc<CaptureService>,
+    limit: usize,
+    request: http::Request<B>,
+) -> Result<http::Response<tonic::body::Body>, Status>
+where
+    B: tonic::codegen::Body + Send + 'static,
+    B::Error: Into<tonic::codegen::StdError> + Send + 'static,
+{
+    if let Some(encoding) = request.headers().get("grpc-encoding")
+        && encoding != "identity"
+    {
+        return Err(Status::unimplemented(format!(
+            "Content is compressed with `{}` which isn't supported",
+            encoding.to_str().unwrap_or("(not text)")
+        )));
+    }
+    let (parts, body) = request.into_parts();
+    let message = read_message(body, limit).await?;
+    let received =
+        Received::decode(message).map_err(|error| Status::internal(error.to_string()))?;
+    let ack = service
+        .push_received(Request::from_http(http::Request::from_parts(
+            parts, received,
+        )))
+        .await?
+        .into_inner();
+    Ok(ack_response(&ack))
+}
 
-impl tonic::server::UnaryService<Received> for PushMethod {
-    type Response = PushAck;
-    type Future = tonic::codegen::BoxFuture<Response<PushAck>, Status>;
+/// The length of gRPC's message prefix: a compression flag and a big-endian length.
+const GRPC_PREFIX: usize = 5;
 
-    fn call(&mut self, request: Request<Received>) -> Self::Future {
-        let service = self.0.clone();
-        Box::pin(async move { service.push_received(request).await })
+/// Reads the one message of a unary request's body, without copying it when it arrived in one
+/// frame. The message's length is checked against `limit` as soon as its prefix is in.
+async fn read_message<B>(body: B, limit: usize) -> Result<Bytes, Status>
+where
+    B: tonic::codegen::Body + Send + 'static,
+    B::Error: Into<tonic::codegen::StdError> + Send + 'static,
+{
+    use bytes::Buf as _;
+    use http_body_util::BodyExt as _;
+    let mut body = std::pin::pin!(body);
+    let mut chunks: Vec<Bytes> = Vec::new();
+    let mut received = 0usize;
+    // The whole length (prefix and message) once the prefix is in.
+    let mut expected: Option<usize> = None;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|error| Status::from_error(error.into()))?;
+        let Ok(mut data) = frame.into_data() else {
+            continue; // trailers: a push carries nothing there
+        };
+        let data = data.copy_to_bytes(data.remaining());
+        if data.is_empty() {
+            continue;
+        }
+        received += data.len();
+        chunks.push(data);
+        if expected.is_none() && received >= GRPC_PREFIX {
+            expected = Some(GRPC_PREFIX + message_length(&chunks, limit)?);
+        }
+        if expected.is_some_and(|expected| received > expected) {
+            return Err(Status::internal(
+                "protocol error: a unary request holds more than one message",
+            ));
+        }
+    }
+    match expected {
+        None if received == 0 => Err(Status::internal("Missing request message.")),
+        Some(expected) if received == expected => Ok(if let [whole] = chunks.as_slice() {
+            whole.slice(GRPC_PREFIX..)
+        } else {
+            let mut joined = bytes::BytesMut::with_capacity(received);
+            for chunk in &chunks {
+                joined.extend_from_slice(chunk);
+            }
+            joined.freeze().split_off(GRPC_PREFIX)
+        }),
+        _ => Err(Status::internal("Unexpected EOF decoding stream.")),
     }
 }
 
-/// Decodes a batch from the request's bytes and keeps them; encodes the acknowledgement.
-#[derive(Debug, Clone, Copy, Default)]
-struct PushCodec;
-
-#[derive(Debug)]
-struct ReceivedDecoder;
-
-#[derive(Debug)]
-struct AckEncoder;
-
-impl tonic::codec::Codec for PushCodec {
-    type Encode = PushAck;
-    type Decode = Received;
-    type Encoder = AckEncoder;
-    type Decoder = ReceivedDecoder;
-
-    fn encoder(&mut self) -> AckEncoder {
-        AckEncoder
+/// The message length of gRPC's prefix at the start of `chunks` (which hold at least
+/// [`GRPC_PREFIX`] bytes), refused as tonic refuses: a compressed message (no compression is
+/// accepted) and one longer than `limit`.
+fn message_length(chunks: &[Bytes], limit: usize) -> Result<usize, Status> {
+    let mut prefix = [0u8; GRPC_PREFIX];
+    let mut filled = 0;
+    for chunk in chunks {
+        let take = (GRPC_PREFIX - filled).min(chunk.len());
+        prefix[filled..filled + take].copy_from_slice(&chunk[..take]);
+        filled += take;
+        if filled == GRPC_PREFIX {
+            break;
+        }
     }
-
-    fn decoder(&mut self) -> ReceivedDecoder {
-        ReceivedDecoder
+    match prefix[0] {
+        0 => {}
+        1 => {
+            return Err(Status::internal(
+                "protocol error: received message with compressed-flag but no grpc-encoding was specified",
+            ));
+        }
+        flag => {
+            return Err(Status::internal(format!(
+                "protocol error: received message with invalid compression flag: {flag} (valid flags are 0 and 1), while sending request"
+            )));
+        }
     }
+    let length = u32::from_be_bytes([prefix[1], prefix[2], prefix[3], prefix[4]]) as usize;
+    if length > limit {
+        return Err(Status::out_of_range(format!(
+            "Error, decoded message length too large: found {length} bytes, the limit is: {limit} bytes"
+        )));
+    }
+    Ok(length)
 }
 
-impl tonic::codec::Decoder for ReceivedDecoder {
-    type Item = Received;
-    type Error = Status;
-
-    fn decode(
-        &mut self,
-        src: &mut tonic::codec::DecodeBuf<'_>,
-    ) -> Result<Option<Received>, Status> {
-        use bytes::Buf as _;
-        // The buffer is tonic's: this splits it off without copying.
-        let bytes = src.copy_to_bytes(src.remaining());
-        // Refused exactly where prost refuses, with a message that starts as prost's (and so
-        // as tonic's prost codec reports it), which `count_refusals` recognises.
-        let received =
-            Received::decode(bytes).map_err(|error| Status::internal(error.to_string()))?;
-        Ok(Some(received))
-    }
-}
-
-impl tonic::codec::Encoder for AckEncoder {
-    type Item = PushAck;
-    type Error = Status;
-
-    fn encode(
-        &mut self,
-        item: PushAck,
-        dst: &mut tonic::codec::EncodeBuf<'_>,
-    ) -> Result<(), Status> {
-        item.encode(dst)
-            .map_err(|error| Status::internal(error.to_string()))
-    }
+/// A successful unary response: the acknowledgement as one gRPC message, then `grpc-status: 0`.
+fn ack_response(ack: &PushAck) -> http::Response<tonic::body::Body> {
+    use bytes::BufMut as _;
+    let length = ack.encoded_len();
+    let mut message = bytes::BytesMut::with_capacity(GRPC_PREFIX + length);
+    message.put_u8(0);
+    message.put_u32(length as u32);
+    ack.encode(&mut message)
+        .expect("the buffer was sized to the acknowledgement");
+    let mut trailers = http::HeaderMap::new();
+    trailers.insert(Status::GRPC_STATUS, http::HeaderValue::from_static("0"));
+    let frames = [
+        Ok::<_, Status>(http_body::Frame::data(message.freeze())),
+        Ok(http_body::Frame::trailers(trailers)),
+    ];
+    let mut response = http::Response::new(tonic::body::Body::new(
+        http_body_util::StreamBody::new(futures::stream::iter(frames)),
+    ));
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/grpc"),
+    );
+    response
 }
 
 /// How prost decode errors start, as tonic reports them.

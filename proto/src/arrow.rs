@@ -184,7 +184,7 @@ impl HeadersBuilder {
         }
         for header in headers {
             self.names.append_value(header.name);
-            match std::str::from_utf8(header.value) {
+            match crate::wire::utf8(header.value) {
                 Ok(text) => {
                     self.values.append_value(text);
                     self.value_bytes.append_null();

@@ -453,6 +453,19 @@ const START_GROUP: u8 = 3;
 const END_GROUP: u8 = 4;
 const FIXED32: u8 = 5;
 
+/// `std::str::from_utf8` with a fast path for ASCII, which nearly every name, path, address
+/// and header is: `is_ascii` checks a word at a time where `from_utf8` goes byte by byte
+/// through a string shorter than two words.
+#[inline]
+pub fn utf8(bytes: &[u8]) -> Result<&str, std::str::Utf8Error> {
+    if bytes.is_ascii() {
+        // SAFETY: ASCII is valid UTF-8.
+        Ok(unsafe { std::str::from_utf8_unchecked(bytes) })
+    } else {
+        std::str::from_utf8(bytes)
+    }
+}
+
 struct Reader<'a> {
     buf: &'a [u8],
     pos: usize,
@@ -468,8 +481,20 @@ impl<'a> Reader<'a> {
     }
 
     /// prost's `decode_varint`: at most 10 bytes, the tenth 0 or 1; overlong forms accepted.
-    #[inline]
+    #[inline(always)]
     fn varint(&mut self) -> Result<u64, DecodeError> {
+        // Tags, lengths and small numbers: one byte.
+        if let Some(&byte) = self.buf.get(self.pos)
+            && byte < 0x80
+        {
+            self.pos += 1;
+            return Ok(u64::from(byte));
+        }
+        self.varint_long()
+    }
+
+    #[inline(never)]
+    fn varint_long(&mut self) -> Result<u64, DecodeError> {
         let mut value = 0u64;
         for count in 0..10 {
             let Some(&byte) = self.buf.get(self.pos) else {
@@ -546,7 +571,7 @@ impl<'a> Reader<'a> {
 
     #[inline]
     fn string(&mut self, wire: u8) -> Result<&'a str, DecodeError> {
-        std::str::from_utf8(self.bytes(wire)?)
+        utf8(self.bytes(wire)?)
             .map_err(|_| error("invalid string value: data is not UTF-8 encoded"))
     }
 

@@ -213,6 +213,20 @@ fn edge_encodings_agree_with_prost() {
         [len_field(2, &[0xff]), len_field(2, b"ok")].concat(),
         batch_of(&[len_field(17, &[0xc3]), len_field(17, b"/")].concat()),
         batch_of(&len_field(18, &len_field(1, &len_field(1, &[0xff])))),
+        // Strings of every kind the ASCII fast path sees: multi-byte UTF-8, long ASCII, a
+        // non-ASCII byte at the end of a long string, a surrogate and an overlong form.
+        batch_of(&len_field(17, "/caf\u{e9}/\u{1f600}".as_bytes())),
+        batch_of(&len_field(17, &[b"/".repeat(40), vec![0xff]].concat())),
+        batch_of(&len_field(
+            17,
+            &[b"/".repeat(40), vec![0xc3, 0xa9]].concat(),
+        )),
+        batch_of(&len_field(7, &[0xed, 0xa0, 0x80])),
+        batch_of(&len_field(7, &[0xc0, 0xaf])),
+        batch_of(&len_field(
+            18,
+            &len_field(1, &len_field(1, "n\u{e4}me".as_bytes())),
+        )),
         // A header value that is not UTF-8 (bytes: accepted).
         batch_of(&len_field(18, &len_field(1, &len_field(2, &[0xff])))),
         // Lengths past the end, and at u64::MAX.
@@ -296,4 +310,38 @@ fn wire_decode_fuzz_corpus_and_mutations() {
         "{accepted} of {} accepted: the cases must include both",
         inputs.len()
     );
+}
+
+#[test]
+fn the_utf8_check_agrees_with_the_standard_one() {
+    let mut samples: Vec<Vec<u8>> = vec![
+        Vec::new(),
+        b"GET".to_vec(),
+        b"orders.shop.svc.cluster.local".to_vec(),
+        "caf\u{e9} \u{1f600}".as_bytes().to_vec(),
+        vec![0xed, 0xa0, 0x80],
+        vec![0xc0, 0xaf],
+        vec![0xf4, 0x90, 0x80, 0x80],
+    ];
+    // Every length up to three words, with one byte of each class at every position.
+    for len in 0..24 {
+        for at in 0..len {
+            for byte in [0x7f, 0x80, 0xc3, 0xe2, 0xf0, 0xff] {
+                let mut sample = vec![b'a'; len];
+                sample[at] = byte;
+                samples.push(sample.clone());
+                if at + 1 < len {
+                    sample[at + 1] = 0xa9;
+                    samples.push(sample);
+                }
+            }
+        }
+    }
+    for sample in &samples {
+        assert_eq!(
+            tapedeck_proto::wire::utf8(sample),
+            std::str::from_utf8(sample),
+            "{sample:?}"
+        );
+    }
 }

@@ -276,3 +276,53 @@ fn a_batch_with_several_partitions_keeps_arrival_order_within_each() {
         Buffer::prepare(&batch.exchanges).unwrap().batches().len()
     );
 }
+
+/// A request body of these DATA frames.
+fn body_of(
+    chunks: Vec<Bytes>,
+) -> impl tonic::codegen::Body<Data = Bytes, Error = std::convert::Infallible> + Send + 'static {
+    http_body_util::StreamBody::new(futures::stream::iter(
+        chunks
+            .into_iter()
+            .map(|chunk| Ok(http_body::Frame::data(chunk))),
+    ))
+}
+
+fn prefixed(message: &[u8]) -> Vec<u8> {
+    let mut out = vec![0];
+    out.extend((message.len() as u32).to_be_bytes());
+    out.extend(message);
+    out
+}
+
+#[tokio::test]
+async fn a_push_in_one_frame_is_read_without_a_copy() {
+    let message: Vec<u8> = (0..=255).collect();
+    let frame = Bytes::from(prefixed(&message));
+    let read = read_message(body_of(vec![frame.clone()]), 1024)
+        .await
+        .unwrap();
+    assert_eq!(read, message);
+    // The message is a view of the frame's own bytes.
+    assert_eq!(read.as_ptr(), frame[GRPC_PREFIX..].as_ptr());
+}
+
+#[tokio::test]
+async fn a_push_in_many_frames_is_joined_in_order() {
+    let message: Vec<u8> = (0..1000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let whole = prefixed(&message);
+    for size in [1, 2, 4, 5, 6, 333, whole.len() - 1] {
+        let chunks = whole.chunks(size).map(Bytes::copy_from_slice).collect();
+        let read = read_message(body_of(chunks), 1000).await.unwrap();
+        assert_eq!(read, message, "frames of {size}");
+    }
+    // One byte over the limit is refused from the prefix alone.
+    let status = read_message(body_of(vec![Bytes::from(whole[..5].to_vec())]), 999)
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::OutOfRange);
+    assert_eq!(
+        status.message(),
+        "Error, decoded message length too large: found 1000 bytes, the limit is: 999 bytes"
+    );
+}

@@ -408,3 +408,225 @@ async fn drop_reports_count_when_stored_and_vm_starts_are_counted_by_workload() 
     drop(client);
     collector.stop().await.unwrap();
 }
+
+/// What a hand-framed push was answered with: the gRPC status (from the trailers, or from the
+/// headers of a trailers-only answer) and the acknowledgement, if any.
+struct RawAnswer {
+    code: Code,
+    message: String,
+    ack: Option<PushAck>,
+}
+
+/// Pushes `chunks` as the request body of `Capture/Push`, each chunk its own DATA frame, with
+/// `headers` added, over a fresh HTTP/2 connection.
+async fn raw_push(
+    collector: &Collector,
+    chunks: Vec<Vec<u8>>,
+    headers: &[(&str, &str)],
+) -> RawAnswer {
+    use http_body_util::BodyExt as _;
+    use prost::Message as _;
+    let stream = tokio::net::TcpStream::connect(collector.grpc)
+        .await
+        .unwrap();
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(connection);
+    let frames = chunks.into_iter().map(|chunk| {
+        Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(bytes::Bytes::from(chunk)))
+    });
+    let mut request = http::Request::post(format!(
+        "http://{}/tapedeck.capture.v1.Capture/Push",
+        collector.grpc
+    ))
+    .header("content-type", "application/grpc")
+    .header("te", "trailers");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request
+        .body(http_body_util::StreamBody::new(futures::stream::iter(
+            frames,
+        )))
+        .unwrap();
+    let response = within("raw push", sender.send_request(request))
+        .await
+        .unwrap();
+    let (parts, body) = response.into_parts();
+    let collected = within("raw push body", body.collect()).await.unwrap();
+    let trailers = collected.trailers().cloned().unwrap_or_default();
+    let data = collected.to_bytes();
+    let status = |headers: &http::HeaderMap| {
+        headers.get("grpc-status").map(|code| {
+            let code = Code::from(code.to_str().unwrap().parse::<i32>().unwrap());
+            let message = headers
+                .get("grpc-message")
+                .map(|message| percent_decode(message.to_str().unwrap()))
+                .unwrap_or_default();
+            (code, message)
+        })
+    };
+    let (code, message) = status(&trailers)
+        .or_else(|| status(&parts.headers))
+        .expect("a grpc-status");
+    let ack = (data.len() > 5).then(|| {
+        assert_eq!(data[0], 0, "an uncompressed answer");
+        let length = u32::from_be_bytes(data[1..5].try_into().unwrap()) as usize;
+        assert_eq!(data.len(), 5 + length, "one message");
+        PushAck::decode(&data[5..]).unwrap()
+    });
+    assert_eq!(parts.headers["content-type"], "application/grpc");
+    RawAnswer { code, message, ack }
+}
+
+/// gRPC's `grpc-message` percent-encoding, undone.
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            out.push(u8::from_str_radix(&text[i + 1..i + 3], 16).unwrap());
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).unwrap()
+}
+
+/// The gRPC message prefix and `message`.
+fn framed(flag: u8, message: &[u8]) -> Vec<u8> {
+    let mut out = vec![flag];
+    out.extend((message.len() as u32).to_be_bytes());
+    out.extend(message);
+    out
+}
+
+/// A hand-framed push that is refused: its DATA frames, extra headers, and the code and words
+/// of the answer.
+type Refusal<'a> = (Vec<Vec<u8>>, &'a [(&'a str, &'a str)], Code, &'a str);
+
+#[tokio::test]
+async fn pushes_are_read_in_any_framing_and_refused_as_tonic_refuses() {
+    use prost::Message as _;
+    let data = tempfile::tempdir().unwrap();
+    let collector = Collector::start(tapedeck_collector::CollectorArgs {
+        max_push_bytes: 64 * 1024,
+        ..args(data.path())
+    })
+    .await;
+    let mut expected = Vec::new();
+    // The same kind of batch in one DATA frame, in frames of 7 bytes, with the prefix split
+    // over three frames, and in two halves.
+    let splits: [&dyn Fn(Vec<u8>) -> Vec<Vec<u8>>; 4] = [
+        &|whole| vec![whole],
+        &|whole| whole.chunks(7).map(<[u8]>::to_vec).collect(),
+        &|whole| {
+            vec![
+                whole[..2].to_vec(),
+                whole[2..4].to_vec(),
+                whole[4..].to_vec(),
+            ]
+        },
+        &|whole| {
+            let half = whole.len() / 2;
+            vec![whole[..half].to_vec(), Vec::new(), whole[half..].to_vec()]
+        },
+    ];
+    for (n, split) in splits.iter().enumerate() {
+        let exchanges: Vec<_> = (0..3)
+            .map(|i| exchange((n * 10 + i) as u8 + 1, "orders", T13))
+            .collect();
+        expected.extend(exchanges.clone());
+        let message = batch(n as u64 + 1, exchanges).encode_to_vec();
+        let answer = raw_push(&collector, split(framed(0, &message)), &[]).await;
+        assert_eq!(
+            (answer.code, answer.message.as_str()),
+            (Code::Ok, ""),
+            "split {n}"
+        );
+        assert_eq!(answer.ack, Some(PushAck { accepted: 3 }), "split {n}");
+    }
+
+    let one = batch(20, vec![exchange(99, "orders", T13)]).encode_to_vec();
+    let refusals: Vec<Refusal<'_>> = vec![
+        (
+            vec![framed(1, &one)],
+            &[],
+            Code::Internal,
+            "compressed-flag but no grpc-encoding",
+        ),
+        (
+            vec![framed(2, &one)],
+            &[],
+            Code::Internal,
+            "invalid compression flag: 2",
+        ),
+        (
+            vec![framed(0, &one)],
+            &[("grpc-encoding", "gzip")],
+            Code::Unimplemented,
+            "`gzip`",
+        ),
+        (
+            [framed(0, &one), framed(0, &one)].to_vec(),
+            &[],
+            Code::Internal,
+            "more than one message",
+        ),
+        (
+            vec![framed(0, &one)[..one.len() / 2].to_vec()],
+            &[],
+            Code::Internal,
+            "Unexpected EOF",
+        ),
+        (vec![vec![0, 0]], &[], Code::Internal, "Unexpected EOF"),
+        (Vec::new(), &[], Code::Internal, "Missing request message"),
+        (
+            vec![framed(0, &vec![0; 64 * 1024 + 1])[..5].to_vec()],
+            &[],
+            Code::OutOfRange,
+            "the limit is: 65536 bytes",
+        ),
+        (
+            vec![framed(0, &[0xff; 12])],
+            &[],
+            Code::InvalidArgument,
+            "failed to decode Protobuf message",
+        ),
+    ];
+    for (chunks, headers, code, words) in refusals {
+        let answer = raw_push(&collector, chunks, headers).await;
+        assert_eq!(answer.code, code, "{words}: {}", answer.message);
+        assert!(
+            answer.message.contains(words),
+            "{words}: {}",
+            answer.message
+        );
+        assert_eq!(answer.ack, None);
+    }
+    // An identity encoding is no compression.
+    let answer = raw_push(
+        &collector,
+        vec![framed(0, &one)],
+        &[("grpc-encoding", "identity")],
+    )
+    .await;
+    assert_eq!(
+        answer.ack,
+        Some(PushAck { accepted: 1 }),
+        "{}",
+        answer.message
+    );
+    expected.push(exchange(99, "orders", T13));
+
+    let store = collector.store.clone();
+    collector.stop().await.unwrap();
+    assert_eq!(stored(&store.store).await, by_id(expected));
+}

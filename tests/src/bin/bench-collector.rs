@@ -91,9 +91,17 @@ enum Bench {
     },
 }
 
-#[tokio::main]
-async fn main() -> Result<()> {
-    match Args::parse().command {
+fn main() -> Result<()> {
+    // As the `tapedeck` binary does, before any thread exists.
+    tapedeck_cli::allocator::reuse_freed_pages();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run(Args::parse()))
+}
+
+async fn run(args: Args) -> Result<()> {
+    match args.command {
         Bench::Ingest {
             seconds,
             warmup,
