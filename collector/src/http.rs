@@ -65,6 +65,21 @@ async fn readyz(State(state): State<HttpState>) -> impl IntoResponse {
     }
 }
 
+/// `listener` for `axum::serve`, with Nagle's algorithm off (`TCP_NODELAY`) on every
+/// connection it accepts, as [`crate::accept_without_delay`] does for the tonic servers: axum
+/// 0.8 leaves it on, and a response written in pieces (headers, then a streamed body) can then
+/// wait for the peer's delayed ACK.
+pub fn without_delay(
+    listener: TcpListener,
+) -> impl axum::serve::Listener<Io = tokio::net::TcpStream, Addr = std::net::SocketAddr> {
+    use axum::serve::ListenerExt as _;
+    listener.tap_io(|stream| {
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(%error, "Could not turn Nagle's algorithm off for a connection.");
+        }
+    })
+}
+
 /// Serves [`app`] on a bound listener until `shutdown` completes.
 pub async fn serve(
     listener: TcpListener,
@@ -75,7 +90,7 @@ pub async fn serve(
         what: "reading the HTTP listener's address".into(),
         source,
     })?;
-    axum::serve(listener, app(state))
+    axum::serve(without_delay(listener), app(state))
         .with_graceful_shutdown(shutdown)
         .await
         .map_err(|source| Error::Listen {

@@ -390,4 +390,22 @@ mod accept_tests {
             );
         }
     }
+
+    /// The same for the HTTP port's listener (metrics, snapshots, the viewer) and a plain one.
+    #[tokio::test]
+    async fn the_http_listener_turns_nagle_off() {
+        use axum::serve::Listener as _;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let mut without = crate::http::without_delay(listener);
+        let _client = tokio::net::TcpStream::connect(address).await.unwrap();
+        let (stream, _) = without.accept().await;
+        assert!(stream.nodelay().unwrap());
+
+        let mut plain = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = plain.local_addr().unwrap();
+        let _client = tokio::net::TcpStream::connect(address).await.unwrap();
+        let (stream, _) = axum::serve::Listener::accept(&mut plain).await;
+        assert!(!stream.nodelay().unwrap());
+    }
 }

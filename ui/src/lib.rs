@@ -351,10 +351,13 @@ pub async fn serve(
     let addr = listener
         .local_addr()
         .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)));
-    axum::serve(listener, router(ui))
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(|source| Error::Serve { addr, source })
+    axum::serve(
+        tapedeck_collector::http::without_delay(listener),
+        router(ui),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+    .map_err(|source| Error::Serve { addr, source })
 }
 
 /// An API error: a status and a message for the person using the page, sent as
