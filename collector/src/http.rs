@@ -66,7 +66,7 @@ async fn readyz(State(state): State<HttpState>) -> impl IntoResponse {
 }
 
 /// `listener` for `axum::serve`, with Nagle's algorithm off (`TCP_NODELAY`) on every
-/// connection it accepts, as [`crate::accept_without_delay`] does for the tonic servers: axum
+/// connection it accepts, as `accept_without_delay` does for the tonic servers: axum
 /// 0.8 leaves it on, and a response written in pieces (headers, then a streamed body) can then
 /// wait for the peer's delayed ACK.
 pub fn without_delay(
