@@ -454,9 +454,9 @@ where
     }
 }
 
-/// One unary `Push` call: the gRPC framing (RFC-like spec: `PROTOCOL-HTTP2.md` of grpc/grpc)
-/// read here rather than by tonic's `Grpc::unary`, which copies every request into a buffer of
-/// its own. A push that arrives in one HTTP/2 DATA frame (the server accepts frames of up to
+/// One unary `Push` call: the gRPC framing (grpc/grpc's `PROTOCOL-HTTP2.md`) read here rather
+/// than by tonic's `Grpc::unary`, which copies every request into a buffer of its own. A push
+/// that arrives in one HTTP/2 DATA frame (the server accepts frames of up to
 /// [`crate::MAX_PUSH_FRAME_BYTES`]) is decoded from that frame's bytes, and those same bytes
 /// are what the log writes; one in several frames is joined once, as tonic would. Refusals
 /// are tonic's: the same codes and, where callers or [`count_refusals`] look, the same words.
@@ -494,7 +494,11 @@ where
 const GRPC_PREFIX: usize = 5;
 
 /// Reads the one message of a unary request's body, without copying it when it arrived in one
-/// frame. The message's length is checked against `limit` as soon as its prefix is in.
+/// frame. The message's length is checked against `limit` as soon as its prefix is in. From
+/// a second frame on, the frames are copied into one buffer as they come, so that what a
+/// request holds stays within `limit` whatever the size of its frames (a view per frame would
+/// keep each frame's receive buffer, and a slot, alive: with 1-byte frames, many times the
+/// message).
 async fn read_message<B>(body: B, limit: usize) -> Result<Bytes, Status>
 where
     B: tonic::codegen::Body + Send + 'static,
@@ -503,10 +507,12 @@ where
     use bytes::Buf as _;
     use http_body_util::BodyExt as _;
     let mut body = std::pin::pin!(body);
-    let mut chunks: Vec<Bytes> = Vec::new();
+    let mut prefix = [0u8; GRPC_PREFIX];
     let mut received = 0usize;
     // The whole length (prefix and message) once the prefix is in.
     let mut expected: Option<usize> = None;
+    let mut first: Option<Bytes> = None;
+    let mut joined: Option<bytes::BytesMut> = None;
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|error| Status::from_error(error.into()))?;
         let Ok(mut data) = frame.into_data() else {
@@ -516,46 +522,44 @@ where
         if data.is_empty() {
             continue;
         }
-        received += data.len();
-        chunks.push(data);
-        if expected.is_none() && received >= GRPC_PREFIX {
-            expected = Some(GRPC_PREFIX + message_length(&chunks, limit)?);
+        if received < GRPC_PREFIX {
+            let take = (GRPC_PREFIX - received).min(data.len());
+            prefix[received..received + take].copy_from_slice(&data[..take]);
+            if received + take == GRPC_PREFIX {
+                expected = Some(GRPC_PREFIX + message_length(&prefix, limit)?);
+            }
         }
+        received += data.len();
         if expected.is_some_and(|expected| received > expected) {
             return Err(Status::internal(
                 "protocol error: a unary request holds more than one message",
             ));
         }
+        if let Some(joined) = &mut joined {
+            joined.extend_from_slice(&data);
+        } else if let Some(first) = first.take() {
+            let mut buffer = bytes::BytesMut::with_capacity(expected.unwrap_or(received));
+            buffer.extend_from_slice(&first);
+            buffer.extend_from_slice(&data);
+            joined = Some(buffer);
+        } else {
+            first = Some(data);
+        }
     }
     match expected {
         None if received == 0 => Err(Status::internal("Missing request message.")),
-        Some(expected) if received == expected => Ok(if let [whole] = chunks.as_slice() {
-            whole.slice(GRPC_PREFIX..)
-        } else {
-            let mut joined = bytes::BytesMut::with_capacity(received);
-            for chunk in &chunks {
-                joined.extend_from_slice(chunk);
-            }
-            joined.freeze().split_off(GRPC_PREFIX)
-        }),
+        Some(expected) if received == expected => match (joined, first) {
+            (Some(joined), _) => Ok(joined.freeze().split_off(GRPC_PREFIX)),
+            (None, Some(whole)) => Ok(whole.slice(GRPC_PREFIX..)),
+            (None, None) => Err(Status::internal("Missing request message.")),
+        },
         _ => Err(Status::internal("Unexpected EOF decoding stream.")),
     }
 }
 
-/// The message length of gRPC's prefix at the start of `chunks` (which hold at least
-/// [`GRPC_PREFIX`] bytes), refused as tonic refuses: a compressed message (no compression is
-/// accepted) and one longer than `limit`.
-fn message_length(chunks: &[Bytes], limit: usize) -> Result<usize, Status> {
-    let mut prefix = [0u8; GRPC_PREFIX];
-    let mut filled = 0;
-    for chunk in chunks {
-        let take = (GRPC_PREFIX - filled).min(chunk.len());
-        prefix[filled..filled + take].copy_from_slice(&chunk[..take]);
-        filled += take;
-        if filled == GRPC_PREFIX {
-            break;
-        }
-    }
+/// The message length of gRPC's prefix, refused as tonic refuses: a compressed message (no
+/// compression is accepted) and one longer than `limit`.
+fn message_length(prefix: &[u8; GRPC_PREFIX], limit: usize) -> Result<usize, Status> {
     match prefix[0] {
         0 => {}
         1 => {

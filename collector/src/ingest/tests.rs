@@ -326,3 +326,51 @@ async fn a_push_in_many_frames_is_joined_in_order() {
         "Error, decoded message length too large: found 1000 bytes, the limit is: 999 bytes"
     );
 }
+
+/// A frame that counts how many frames are alive.
+struct Counted {
+    bytes: Vec<u8>,
+    alive: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl AsRef<[u8]> for Counted {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.alive.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[tokio::test]
+async fn frames_are_not_kept_while_a_push_in_many_is_read() {
+    use futures::StreamExt as _;
+    use std::sync::atomic::Ordering;
+    let message: Vec<u8> = (0..600u32).map(|i| i as u8).collect();
+    let whole = prefixed(&message);
+    let alive = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let most = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let frames: Vec<Vec<u8>> = whole.chunks(10).map(<[u8]>::to_vec).collect();
+    let (alive_in, most_in) = (alive.clone(), most.clone());
+    // Each frame is made when the reader asks for it; the most frames alive at once is kept.
+    let body = http_body_util::StreamBody::new(futures::stream::iter(frames).map(move |bytes| {
+        most_in.fetch_max(alive_in.load(Ordering::SeqCst), Ordering::SeqCst);
+        alive_in.fetch_add(1, Ordering::SeqCst);
+        Ok::<_, std::convert::Infallible>(http_body::Frame::data(Bytes::from_owner(Counted {
+            bytes,
+            alive: alive_in.clone(),
+        })))
+    }));
+    let read = read_message(body, 1000).await.unwrap();
+    assert_eq!(read, message);
+    // At most the first frame waits for the second; later ones are copied and let go.
+    assert!(
+        most.load(Ordering::SeqCst) <= 1,
+        "{} frames alive",
+        most.load(Ordering::SeqCst)
+    );
+    assert_eq!(alive.load(Ordering::SeqCst), 0);
+}
