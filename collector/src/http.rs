@@ -73,11 +73,7 @@ pub fn without_delay(
     listener: TcpListener,
 ) -> impl axum::serve::Listener<Io = tokio::net::TcpStream, Addr = std::net::SocketAddr> {
     use axum::serve::ListenerExt as _;
-    listener.tap_io(|stream| {
-        if let Err(error) = stream.set_nodelay(true) {
-            tracing::debug!(%error, "Could not turn Nagle's algorithm off for a connection.");
-        }
-    })
+    listener.tap_io(|stream| crate::nagle_off(stream))
 }
 
 /// Serves [`app`] on a bound listener until `shutdown` completes.

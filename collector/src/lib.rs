@@ -26,11 +26,17 @@ pub(crate) fn accept_without_delay(
     use tokio_stream::StreamExt as _;
     TcpListenerStream::new(listener).map(|accepted| {
         let stream = accepted?;
-        if let Err(error) = stream.set_nodelay(true) {
-            tracing::debug!(%error, "Could not turn Nagle's algorithm off for a connection.");
-        }
+        nagle_off(&stream);
         Ok(stream)
     })
+}
+
+/// Turns Nagle's algorithm off for an accepted connection (the tonic servers' and the HTTP
+/// port's); a failure only costs latency, so it is logged and the connection kept.
+pub(crate) fn nagle_off(stream: &tokio::net::TcpStream) {
+    if let Err(error) = stream.set_nodelay(true) {
+        tracing::debug!(%error, "Could not turn Nagle's algorithm off for a connection.");
+    }
 }
 
 pub mod auth;

@@ -460,19 +460,11 @@ async fn raw_push(
     let collected = within("raw push body", body.collect()).await.unwrap();
     let trailers = collected.trailers().cloned().unwrap_or_default();
     let data = collected.to_bytes();
-    let status = |headers: &http::HeaderMap| {
-        headers.get("grpc-status").map(|code| {
-            let code = Code::from(code.to_str().unwrap().parse::<i32>().unwrap());
-            let message = headers
-                .get("grpc-message")
-                .map(|message| percent_decode(message.to_str().unwrap()))
-                .unwrap_or_default();
-            (code, message)
-        })
-    };
-    let (code, message) = status(&trailers)
-        .or_else(|| status(&parts.headers))
+    // tonic's own reading of `grpc-status` and the percent-encoded `grpc-message`.
+    let status = tonic::Status::from_header_map(&trailers)
+        .or_else(|| tonic::Status::from_header_map(&parts.headers))
         .expect("a grpc-status");
+    let (code, message) = (status.code(), status.message().to_string());
     let ack = (data.len() > 5).then(|| {
         assert_eq!(data[0], 0, "an uncompressed answer");
         let length = u32::from_be_bytes(data[1..5].try_into().unwrap()) as usize;
@@ -481,23 +473,6 @@ async fn raw_push(
     });
     assert_eq!(parts.headers["content-type"], "application/grpc");
     RawAnswer { code, message, ack }
-}
-
-/// gRPC's `grpc-message` percent-encoding, undone.
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            out.push(u8::from_str_radix(&text[i + 1..i + 3], 16).unwrap());
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).unwrap()
 }
 
 /// The gRPC message prefix and `message`.
