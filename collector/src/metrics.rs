@@ -43,6 +43,8 @@ pub const WAL_FSYNC_SECONDS: &str = "tapedeck_collector_wal_fsync_seconds";
 pub const WAL_GROUP_SIZE: &str = "tapedeck_collector_wal_group_size";
 /// Bytes appended to the write-ahead log.
 pub const WAL_BYTES: &str = "tapedeck_collector_wal_bytes";
+/// Write-ahead log segments started in a spare file (written over, not grown).
+pub const WAL_SEGMENTS_REUSED: &str = "tapedeck_collector_wal_segments_reused";
 /// Bytes held by the buffer (not yet in Parquet).
 pub const BUFFER_BYTES: &str = "tapedeck_collector_buffer_bytes";
 /// Rows in the buffer's open set.
@@ -97,6 +99,8 @@ pub struct Metrics {
     pub wal_group_size: Histogram,
     /// [`WAL_BYTES`].
     pub wal_bytes: Counter,
+    /// [`WAL_SEGMENTS_REUSED`].
+    pub wal_segments_reused: Counter,
     /// [`BUFFER_BYTES`].
     pub buffer_bytes: Gauge,
     /// [`BUFFER_ROWS`].
@@ -154,6 +158,10 @@ impl Metrics {
         );
         let wal_fsyncs = counter(WAL_FSYNCS, "fsyncs of the write-ahead log.");
         let wal_bytes = counter(WAL_BYTES, "Bytes appended to the write-ahead log.");
+        let wal_segments_reused = counter(
+            WAL_SEGMENTS_REUSED,
+            "Write-ahead log segments started in a spare file (written over, not grown).",
+        );
         let parquet_files_written = counter(PARQUET_FILES_WRITTEN, "Parquet files written.");
         let parquet_bytes_written =
             counter(PARQUET_BYTES_WRITTEN, "Bytes of Parquet files written.");
@@ -236,6 +244,7 @@ impl Metrics {
             wal_fsync_seconds,
             wal_group_size,
             wal_bytes,
+            wal_segments_reused,
             buffer_bytes,
             buffer_rows,
             parquet_files_written,

@@ -3,16 +3,25 @@
 //! # On disk
 //!
 //! `DATA/wal/` holds segment files named `<sequence>.wal`, the sequence in 20 decimal digits so
-//! that names sort by age. A segment is a run of records:
+//! that names sort by age. A segment starts with a 16-byte header, [`SEGMENT_MAGIC`] and the
+//! segment's own sequence (u64 LE), followed by a run of records:
 //!
 //! ```text
-//! [u32 LE payload length][u32 LE CRC-32 (IEEE) of the payload][payload]
+//! [u32 LE payload length][u32 LE CRC-32 (IEEE) of the sequence (u64 LE), then the payload][payload]
 //! ```
 //!
-//! where the payload is one encoded `ExchangeBatch` as it was accepted.
+//! where the payload is one encoded `ExchangeBatch` as it was accepted. The sequence in every
+//! checksum is what makes segment files reusable (below): a record left over from the file's
+//! earlier life fails its checksum under the new sequence, so it reads as the end of the log,
+//! never as data.
 //!
-//! It also holds *flush intents*, `flush-<sequence>.intent` (see below): one record framed the
-//! same way whose payload is a JSON [`FlushIntent`].
+//! Segments written before the header existed (no [`SEGMENT_MAGIC`] at the start) are read as
+//! they were written: records from offset 0, each checksum over the payload alone.
+//!
+//! It also holds *flush intents*, `flush-<sequence>.intent` (see below): one record framed
+//! like a headerless segment's whose payload is a JSON [`FlushIntent`]; and up to
+//! [`MAX_SPARES`] *spare* segment files, `<sequence>.spare`, segments whose data is in Parquet,
+//! kept to be written over instead of deleted.
 //!
 //! # Durability
 //!
@@ -23,7 +32,22 @@
 //! record is ever written behind a damaged one.
 //!
 //! [`Wal::rotate`] closes the open segment and starts the next one; [`Wal::remove_through`]
-//! deletes closed segments once everything in them is in Parquet (see `writer`).
+//! retires closed segments once everything in them is in Parquet (see `writer`).
+//!
+//! # Reused segment files
+//!
+//! An fdatasync of a file that grows must also commit the file system's journal (the new size
+//! and blocks), and on ext4 that commit waits for every other file's data the journal orders
+//! before it, here the flush's Parquet files. An fdatasync of data written over blocks the file
+//! already has commits no metadata. So [`Wal::remove_through`] renames up to [`MAX_SPARES`]
+//! retired segments to `<sequence>.spare` rather than deleting them, and [`Wal::rotate`] starts
+//! the next segment in a spare when there is one: renamed to the new segment's name, its
+//! header written over and fsynced (with the folder) before the first record is. What is
+//! acknowledged is unchanged: a record is acknowledged once the fdatasync after its write
+//! returned. Closing a segment cuts the file to its records and fsyncs it before the next
+//! segment starts, so only the last segment can hold bytes from a file's earlier life; a
+//! spare renamed but not yet given its header (a crash in between) still carries its former
+//! sequence, and reads as an empty segment.
 //!
 //! # Flush intents: exactly once into Parquet
 //!
@@ -49,9 +73,10 @@
 //! # Recovery
 //!
 //! [`Wal::open`] reads every segment in order and replays each batch. A damaged record ends the
-//! last segment (a write torn by a crash: nothing in it was acknowledged), which is truncated
-//! there; a damaged record in any earlier segment is an error naming the file and offset, and
-//! nothing is deleted. Appends then go to a new segment.
+//! last segment (a write torn by a crash, or the earlier contents of a reused file: nothing
+//! there was acknowledged), which is truncated there; a damaged record in any earlier segment
+//! is an error naming the file and offset, and nothing is deleted. Appends then go to a new
+//! segment.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
@@ -84,6 +109,15 @@ const TEMP_SUFFIX: &str = ".tmp";
 pub const RECORD_HEADER_BYTES: usize = 8;
 /// Appends queued beyond this many bytes wait for the next group.
 const MAX_GROUP_BYTES: usize = 64 * 1024 * 1024;
+/// The first bytes of a segment with a header: the format's name and version.
+pub const SEGMENT_MAGIC: [u8; 8] = *b"tdwal\x002\n";
+/// Bytes of a segment's header: [`SEGMENT_MAGIC`] and the sequence, u64 LE.
+pub const SEGMENT_HEADER_BYTES: usize = 16;
+/// The file name suffix of spare segment files.
+pub const SPARE_SUFFIX: &str = ".spare";
+/// Retired segment files kept to be written over: two let a flush retire the segment it wrote
+/// while the next one is already open in the other.
+pub const MAX_SPARES: usize = 2;
 
 /// The file name of segment `sequence`.
 pub fn segment_name(sequence: u64) -> String {
@@ -97,6 +131,28 @@ pub fn parse_segment_name(name: &str) -> Option<u64> {
         return None;
     }
     digits.parse().ok()
+}
+
+/// The file name of retired segment `sequence`, kept as a spare.
+pub fn spare_name(sequence: u64) -> String {
+    format!("{sequence:020}{SPARE_SUFFIX}")
+}
+
+/// The sequence of a spare's file name, if it is one.
+pub fn parse_spare_name(name: &str) -> Option<u64> {
+    let digits = name.strip_suffix(SPARE_SUFFIX)?;
+    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// The header segment `sequence` starts with.
+pub fn segment_header(sequence: u64) -> [u8; SEGMENT_HEADER_BYTES] {
+    let mut header = [0; SEGMENT_HEADER_BYTES];
+    header[..8].copy_from_slice(&SEGMENT_MAGIC);
+    header[8..].copy_from_slice(&sequence.to_le_bytes());
+    header
 }
 
 /// The file name of the intent of the flush that closed segment `sequence`.
@@ -115,20 +171,39 @@ pub fn parse_intent_name(name: &str) -> Option<u64> {
     digits.parse().ok()
 }
 
-/// Encodes one record (header and payload).
-pub fn encode_record(payload: &[u8], out: &mut Vec<u8>) {
-    out.extend_from_slice(&record_header(payload));
+/// Encodes one record of segment `sequence` (header and payload), to follow
+/// [`segment_header`]`(sequence)` and the segment's earlier records.
+pub fn encode_segment_record(sequence: u64, payload: &[u8], out: &mut Vec<u8>) {
+    out.extend_from_slice(&record_header(Some(sequence), payload));
     out.extend_from_slice(payload);
 }
 
-/// The header of `payload`'s record: its length and its CRC-32, little-endian.
-fn record_header(payload: &[u8]) -> [u8; RECORD_HEADER_BYTES] {
+/// Encodes one record framed without a sequence (header and payload): a flush intent's, or a
+/// record of a segment without a header (the format before [`SEGMENT_MAGIC`]).
+pub fn encode_record(payload: &[u8], out: &mut Vec<u8>) {
+    out.extend_from_slice(&record_header(None, payload));
+    out.extend_from_slice(payload);
+}
+
+/// The header of `payload`'s record: its length and its checksum, little-endian.
+fn record_header(sequence: Option<u64>, payload: &[u8]) -> [u8; RECORD_HEADER_BYTES] {
     // `Wal::append` refuses payloads of 4 GiB or more.
     let len = payload.len() as u32;
     let mut header = [0; RECORD_HEADER_BYTES];
     header[..4].copy_from_slice(&len.to_le_bytes());
-    header[4..].copy_from_slice(&crc32fast::hash(payload).to_le_bytes());
+    header[4..].copy_from_slice(&record_checksum(sequence, payload).to_le_bytes());
     header
+}
+
+/// The CRC-32 of a record: over the segment's sequence (u64 LE) and then the payload, or over
+/// the payload alone where there is no sequence (intents, headerless segments).
+fn record_checksum(sequence: Option<u64>, payload: &[u8]) -> u32 {
+    let mut crc = crc32fast::Hasher::new();
+    if let Some(sequence) = sequence {
+        crc.update(&sequence.to_le_bytes());
+    }
+    crc.update(payload);
+    crc.finalize()
 }
 
 /// Writes all of `slices` with `writev` (no copy of the payloads into one buffer).
@@ -207,7 +282,7 @@ impl FlushIntent {
                 payload.len()
             )));
         }
-        let actual = crc32fast::hash(payload);
+        let actual = record_checksum(None, payload);
         if actual != crc {
             return Err(corrupt(format!(
                 "checksum mismatch: recorded {crc:08x}, computed {actual:08x}"
@@ -291,6 +366,7 @@ pub struct Wal {
 #[derive(Debug)]
 struct Inner {
     dir: PathBuf,
+    spares: Arc<Spares>,
     commands: mpsc::UnboundedSender<Command>,
     current: Arc<AtomicU64>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -332,7 +408,7 @@ impl Wal {
         let mut recovery = Recovery::default();
         for (i, (sequence, path)) in segments.iter().enumerate() {
             let last = i + 1 == segments.len();
-            let end = read_segment(path, |batch| {
+            let end = read_segment(path, *sequence, |batch| {
                 recovery.records += 1;
                 recovery.exchanges += batch.exchanges.len();
                 replay(batch)
@@ -376,12 +452,17 @@ impl Wal {
             }
         }
         let next = recovery.last_segment.map_or(1, |last| last + 1);
-        let segment = Segment::create(dir, next)?;
+        let spares = Arc::new(Spares::load(dir)?);
+        let segment = Segment::create(dir, next, &spares)?;
+        if segment.reused {
+            metrics.wal_segments_reused.inc();
+        }
         let current = Arc::new(AtomicU64::new(next));
         let (commands, receiver) = mpsc::unbounded_channel();
         let writer = Writer {
             dir: dir.to_path_buf(),
             segment,
+            spares: spares.clone(),
             failed: None,
             current: current.clone(),
             metrics,
@@ -393,6 +474,7 @@ impl Wal {
         let wal = Self {
             inner: Arc::new(Inner {
                 dir: dir.to_path_buf(),
+                spares,
                 commands,
                 current,
                 thread: Mutex::new(Some(thread)),
@@ -451,16 +533,18 @@ impl Wal {
         done.await.map_err(|_| Error::ShuttingDown)?
     }
 
-    /// Deletes the closed segments with a sequence up to `sequence` (never the open one).
-    /// Returns how many were deleted.
+    /// Retires the closed segments with a sequence up to `sequence` (never the open one): each
+    /// is kept as a spare while there is room for one, else deleted. Returns how many were
+    /// retired.
     pub async fn remove_through(&self, sequence: u64) -> Result<usize> {
         let dir = self.inner.dir.clone();
+        let spares = self.inner.spares.clone();
         let sequence = sequence.min(self.current_segment().saturating_sub(1));
         tokio::task::spawn_blocking(move || {
             let mut removed = 0;
             for (found, path) in list_segments(&dir)? {
                 if found <= sequence {
-                    fs::remove_file(&path).map_err(|source| Error::Wal { path, source })?;
+                    spares.retire(&dir, found, path)?;
                     removed += 1;
                 }
             }
@@ -548,7 +632,7 @@ fn read_segments(
     let segments = list_segments(dir)?;
     let mut batches = Vec::new();
     for (i, (sequence, path)) in segments.iter().enumerate() {
-        let end = read_segment(path, |batch| {
+        let end = read_segment(path, *sequence, |batch| {
             batches.extend(keep(*sequence, batch));
             Ok(())
         })?;
@@ -850,9 +934,10 @@ enum SegmentEnd {
     },
 }
 
-/// Reads a segment's records in order until its end or the first damaged record.
+/// Reads segment `sequence`'s records in order until its end or the first damaged record.
 fn read_segment(
     path: &Path,
+    sequence: u64,
     mut on_batch: impl FnMut(ExchangeBatch) -> Result<()>,
 ) -> Result<SegmentEnd> {
     let wal_error = |source| Error::Wal {
@@ -862,7 +947,33 @@ fn read_segment(
     let file = File::open(path).map_err(wal_error)?;
     let len = file.metadata().map_err(wal_error)?.len();
     let mut reader = BufReader::with_capacity(1024 * 1024, file);
+    // A segment with a header checksums its records with its sequence; one without (written
+    // before headers existed) has records from offset 0, checksummed alone.
     let mut offset = 0u64;
+    let mut checked_sequence = None;
+    if len >= SEGMENT_HEADER_BYTES as u64 {
+        let mut header = [0u8; SEGMENT_HEADER_BYTES];
+        reader.read_exact(&mut header).map_err(wal_error)?;
+        if header[..8] == SEGMENT_MAGIC {
+            let named = u64::from_le_bytes(header[8..].try_into().expect("8 bytes"));
+            if named != sequence {
+                return Ok(SegmentEnd::Damaged {
+                    offset: 0,
+                    len,
+                    reason: format!(
+                        "the header names segment {named}: a reused file whose new header was \
+                         never written"
+                    ),
+                });
+            }
+            offset = SEGMENT_HEADER_BYTES as u64;
+            checked_sequence = Some(sequence);
+        } else {
+            reader
+                .seek_relative(-(SEGMENT_HEADER_BYTES as i64))
+                .map_err(wal_error)?;
+        }
+    }
     let mut payload = Vec::new();
     loop {
         if offset == len {
@@ -894,7 +1005,7 @@ fn read_segment(
         }
         payload.resize(size as usize, 0);
         reader.read_exact(&mut payload).map_err(wal_error)?;
-        let actual = crc32fast::hash(&payload);
+        let actual = record_checksum(checked_sequence, &payload);
         if actual != crc {
             return damaged(format!(
                 "checksum mismatch: recorded {crc:08x}, computed {actual:08x}"
@@ -925,28 +1036,109 @@ struct Segment {
     path: PathBuf,
     sequence: u64,
     file: File,
-    /// Bytes of good records.
+    /// Bytes of the header and the good records.
     len: u64,
+    /// Bytes of the file: more than `len` in a reused file until it is written past its end.
+    size: u64,
+    /// Whether the file was a spare.
+    reused: bool,
 }
 
 impl Segment {
-    fn create(dir: &Path, sequence: u64) -> Result<Self> {
+    /// Starts segment `sequence` in a spare if there is one, else in a new file; its header is
+    /// durable, and the folder too, when this returns.
+    fn create(dir: &Path, sequence: u64, spares: &Spares) -> Result<Self> {
         let path = dir.join(segment_name(sequence));
-        let file = OpenOptions::new()
-            .create_new(true)
-            .append(true)
-            .open(&path)
-            .map_err(|source| Error::Wal {
-                path: path.clone(),
-                source,
-            })?;
+        let wal_error = |source| Error::Wal {
+            path: path.clone(),
+            source,
+        };
+        let mut reused = None;
+        if let Some(spare) = spares.take() {
+            match fs::rename(&spare, &path) {
+                Ok(()) => reused = Some(OpenOptions::new().write(true).open(&path)),
+                Err(error) => tracing::warn!(
+                    %error,
+                    spare = %spare.display(),
+                    "Could not reuse a spare write-ahead log file; starting a new one."
+                ),
+            }
+        }
+        let was_reused = reused.is_some();
+        let mut file = match reused {
+            Some(opened) => opened,
+            None => OpenOptions::new().create_new(true).write(true).open(&path),
+        }
+        .map_err(wal_error)?;
         sync_dir(dir)?;
+        let size = file.metadata().map_err(wal_error)?.len();
+        file.write_all(&segment_header(sequence))
+            .and_then(|()| file.sync_data())
+            .map_err(wal_error)?;
+        let len = SEGMENT_HEADER_BYTES as u64;
         Ok(Self {
             path,
             sequence,
             file,
-            len: 0,
+            len,
+            size: size.max(len),
+            reused: was_reused,
         })
+    }
+}
+
+/// Retired segment files kept to be written over (see the module docs), shared by the writer
+/// thread, which takes them, and [`Wal::remove_through`], which gives them.
+#[derive(Debug, Default)]
+struct Spares(Mutex<Vec<PathBuf>>);
+
+impl Spares {
+    /// The spares in `dir`: the [`MAX_SPARES`] latest are kept, any others deleted.
+    fn load(dir: &Path) -> Result<Self> {
+        let wal_error = |source| Error::Wal {
+            path: dir.to_path_buf(),
+            source,
+        };
+        let mut found = Vec::new();
+        for entry in fs::read_dir(dir).map_err(wal_error)? {
+            let entry = entry.map_err(wal_error)?;
+            if let Some(sequence) = entry.file_name().to_str().and_then(parse_spare_name) {
+                found.push((sequence, entry.path()));
+            }
+        }
+        found.sort();
+        let extra = found.len().saturating_sub(MAX_SPARES);
+        for (_, path) in found.drain(..extra) {
+            remove_if_present(&path)?;
+        }
+        if extra > 0 {
+            sync_dir(dir)?;
+        }
+        Ok(Self(Mutex::new(
+            found.into_iter().map(|(_, path)| path).collect(),
+        )))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<PathBuf>> {
+        self.0.lock().unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    fn take(&self) -> Option<PathBuf> {
+        self.lock().pop()
+    }
+
+    /// Retires segment file `path` (sequence `sequence`): kept as a spare while there is room,
+    /// else deleted. The caller fsyncs the folder.
+    fn retire(&self, dir: &Path, sequence: u64, path: PathBuf) -> Result<()> {
+        let mut spares = self.lock();
+        if spares.len() < MAX_SPARES {
+            let spare = dir.join(spare_name(sequence));
+            fs::rename(&path, &spare).map_err(|source| Error::Wal { path, source })?;
+            spares.push(spare);
+            Ok(())
+        } else {
+            fs::remove_file(&path).map_err(|source| Error::Wal { path, source })
+        }
     }
 }
 
@@ -954,6 +1146,7 @@ impl Segment {
 struct Writer {
     dir: PathBuf,
     segment: Segment,
+    spares: Arc<Spares>,
     /// Why appends are refused, after a failed write.
     failed: Option<String>,
     current: Arc<AtomicU64>,
@@ -1003,7 +1196,7 @@ impl Writer {
         // the kernel as one `writev` list, not copied into one buffer first.
         let headers: Vec<[u8; RECORD_HEADER_BYTES]> = group
             .iter()
-            .map(|(payload, _)| record_header(payload))
+            .map(|(payload, _)| record_header(Some(self.segment.sequence), payload))
             .collect();
         let mut slices: Vec<io::IoSlice<'_>> = group
             .iter()
@@ -1022,6 +1215,7 @@ impl Writer {
         match written {
             Ok(()) => {
                 self.segment.len += bytes;
+                self.segment.size = self.segment.size.max(self.segment.len);
                 self.metrics.wal_fsyncs.inc();
                 self.metrics
                     .wal_fsync_seconds
@@ -1053,7 +1247,9 @@ impl Writer {
 
     fn rotate(&mut self) -> Result<u64> {
         let closed = self.segment.sequence;
-        if self.failed.is_some() {
+        // A closed segment holds its records and nothing else: the rest of a reused file (or
+        // of a failed write) is cut, durably, before the next segment starts.
+        if self.failed.is_some() || self.segment.size > self.segment.len {
             self.segment
                 .file
                 .set_len(self.segment.len)
@@ -1062,8 +1258,12 @@ impl Writer {
                     path: self.segment.path.clone(),
                     source,
                 })?;
+            self.segment.size = self.segment.len;
         }
-        self.segment = Segment::create(&self.dir, closed + 1)?;
+        self.segment = Segment::create(&self.dir, closed + 1, &self.spares)?;
+        if self.segment.reused {
+            self.metrics.wal_segments_reused.inc();
+        }
         self.current.store(closed + 1, Ordering::Release);
         if self.failed.take().is_some() {
             tracing::info!(

@@ -3,12 +3,17 @@
 //!
 //! The fuzzed bytes describe a write-ahead log folder as a crash or a damaged disk may leave it:
 //! segments of intact records (each a distinct `ExchangeBatch`) then cut short, with a byte
-//! changed, zeroed or with bytes appended, or segments of arbitrary bytes; and possibly a flush
-//! intent (a valid one whose files are all, some or none in the store, an arbitrary one, or a
-//! temporary one). The collector's own start-up runs on it: `wal::resolve_intents` against an
-//! in-memory store, then `Wal::open`. Checked against a model of the documented format (records
-//! `[u32 LE length][u32 LE CRC-32][payload]`; a damaged record ends the last segment; anywhere
-//! else it is an error; a checksummed record that is not an `ExchangeBatch` is an error):
+//! changed, zeroed or with bytes appended, or segments of arbitrary bytes; segments with a
+//! header or without (the format before headers), with records of a reused file's former
+//! life after their own, or still carrying a former header; spare files (retired segments);
+//! and possibly a flush intent (a valid one whose files are all, some or none in the store, an
+//! arbitrary one, or a temporary one). The collector's own start-up runs on it:
+//! `wal::resolve_intents` against an in-memory store, then `Wal::open`. Checked against a model
+//! of the documented format (a 16-byte header of magic and sequence, then records
+//! `[u32 LE length][u32 LE CRC-32 of sequence and payload][payload]`, or, without the header,
+//! records checksummed over the payload alone; a header naming another segment, or a damaged
+//! record, ends the last segment; anywhere else it is an error; a checksummed record that is
+//! not an `ExchangeBatch` is an error):
 //! - nothing panics;
 //! - a corrupt intent is an error and deletes nothing; a settled intent is gone afterwards, the
 //!   segments of a complete flush are deleted unreplayed, the files of a partial one deleted;
@@ -80,10 +85,22 @@ enum Parsed {
     NotABatch,
 }
 
-/// The model: the record format of `collector/src/wal.rs`'s module docs, read independently.
-fn parse(bytes: &[u8]) -> Parsed {
+/// The model: the segment format of `collector/src/wal.rs`'s module docs, read independently,
+/// for the segment named `sequence`.
+fn parse(sequence: u64, bytes: &[u8]) -> Parsed {
     let mut batches = Vec::new();
     let mut at = 0usize;
+    let mut seed: Vec<u8> = Vec::new();
+    if bytes.len() >= 16 && bytes[..8] == *b"tdwal\x002\n" {
+        if bytes[8..16] != sequence.to_le_bytes() {
+            return Parsed::Records {
+                batches,
+                torn: Some(0),
+            };
+        }
+        at = 16;
+        seed = sequence.to_le_bytes().to_vec();
+    }
     while at < bytes.len() {
         let torn = Some(at as u64);
         let Some(header) = bytes.get(at..at + 8) else {
@@ -94,7 +111,7 @@ fn parse(bytes: &[u8]) -> Parsed {
         let Some(payload) = bytes.get(at + 8..at + 8 + len) else {
             return Parsed::Records { batches, torn };
         };
-        if crc32fast::hash(payload) != crc {
+        if crc32fast::hash(&[&seed[..], payload].concat()) != crc {
             return Parsed::Records { batches, torn };
         }
         match ExchangeBatch::decode(payload) {
@@ -189,10 +206,41 @@ pub(crate) fn check(data: &[u8]) -> bool {
             let n = usize::from(input.byte()) * 2;
             bytes = input.bytes(n);
         } else {
+            // Without a header (the earlier format), with one, with one and records of an
+            // earlier segment after its own (a reused file), or with an earlier segment's
+            // header (a reused file renamed before its header was written).
+            let layout = input.byte() % 4;
+            let framed_as = if layout == 3 {
+                sequence.saturating_sub(1 + u64::from(input.byte() % 4))
+            } else {
+                sequence
+            };
+            if layout != 0 {
+                bytes.extend_from_slice(&wal::segment_header(framed_as));
+            }
+            let encode = |sequence: u64, payload: &[u8], bytes: &mut Vec<u8>| {
+                if layout == 0 {
+                    wal::encode_record(payload, bytes);
+                } else {
+                    wal::encode_segment_record(sequence, payload, bytes);
+                }
+            };
             for _ in 0..=kind % 4 {
                 let size = input.byte();
-                wal::encode_record(&batch(next_batch, size).encode_to_vec(), &mut bytes);
+                encode(
+                    framed_as,
+                    &batch(next_batch, size).encode_to_vec(),
+                    &mut bytes,
+                );
                 next_batch += 1;
+            }
+            if layout == 2 {
+                for _ in 0..=input.byte() % 3 {
+                    let size = input.byte();
+                    let former = sequence.saturating_sub(1 + u64::from(input.byte() % 4));
+                    encode(former, &batch(next_batch, size).encode_to_vec(), &mut bytes);
+                    next_batch += 1;
+                }
             }
             match input.byte() % 6 {
                 0 | 1 => {}
@@ -221,6 +269,24 @@ pub(crate) fn check(data: &[u8]) -> bool {
         }
         std::fs::write(dir.join(wal::segment_name(sequence)), &bytes).expect("writing a segment");
         segments.push((sequence, bytes));
+    }
+    // Spare files, perhaps more than are kept: segments retired to be written over, each with
+    // the header and records of a sequence before every segment's, perhaps cut short.
+    for _ in 0..input.byte() % 4 {
+        let former = u64::from(input.byte()) % segments[0].0;
+        let mut bytes = wal::segment_header(former).to_vec();
+        for _ in 0..=input.byte() % 3 {
+            let size = input.byte();
+            wal::encode_segment_record(
+                former,
+                &batch(next_batch, size).encode_to_vec(),
+                &mut bytes,
+            );
+            next_batch += 1;
+        }
+        let at = input.u16() % (bytes.len() + 1);
+        bytes.truncate(at.max(1));
+        std::fs::write(dir.join(wal::spare_name(former)), &bytes).expect("writing a spare");
     }
 
     // A flush intent, perhaps.
@@ -377,7 +443,7 @@ pub(crate) fn check(data: &[u8]) -> bool {
     let mut damaged = false;
     let mut torn_tail = None;
     for (i, (sequence, bytes)) in kept.iter().enumerate() {
-        match parse(bytes) {
+        match parse(*sequence, bytes) {
             Parsed::NotABatch => damaged = true,
             Parsed::Records { batches, torn } => {
                 expected.extend(batches);

@@ -117,7 +117,7 @@ async fn a_damaged_record_before_the_last_segment_is_an_error_naming_file_and_of
     wal.close();
     let path = segment(dir.path(), 1);
     let mut bytes = fs::read(&path).unwrap();
-    let second = batch(1).encode_to_vec().len() + RECORD_HEADER_BYTES;
+    let second = SEGMENT_HEADER_BYTES + batch(1).encode_to_vec().len() + RECORD_HEADER_BYTES;
     // Flip a payload byte of the second record.
     bytes[second + RECORD_HEADER_BYTES + 2] ^= 0x40;
     fs::write(&path, &bytes).unwrap();
@@ -200,6 +200,181 @@ async fn remove_through_deletes_closed_segments_only() {
     assert_eq!(wal.remove_through(u64::MAX).await.unwrap(), 1);
     assert_eq!(sequences(&read_dir(dir.path()).unwrap()), [3]);
     assert!(segment(dir.path(), 3).exists());
+    // Both retired files are kept as spares.
+    assert_eq!(
+        names(dir.path(), SPARE_SUFFIX),
+        [spare_name(1), spare_name(2)]
+    );
+}
+
+/// The names of a folder's files that end in `suffix`, sorted.
+fn names(dir: &Path, suffix: &str) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(suffix))
+        .collect();
+    names.sort();
+    names
+}
+
+fn len(path: &Path) -> u64 {
+    fs::metadata(path).unwrap().len()
+}
+
+/// The bytes of batch `sequence`'s record.
+fn record_bytes(sequence: u64) -> u64 {
+    (batch(sequence).encode_to_vec().len() + RECORD_HEADER_BYTES) as u64
+}
+
+#[tokio::test]
+async fn a_reused_file_replays_only_its_own_records_and_is_cut_when_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = Arc::new(Metrics::new());
+    let (wal, _) = Wal::open(dir.path(), metrics.clone(), |_| Ok(())).unwrap();
+    for sequence in 1..=6 {
+        append(&wal, sequence).await;
+    }
+    assert_eq!(wal.rotate().await.unwrap(), 1);
+    append(&wal, 7).await;
+    // Segment 1's data is in Parquet: its file becomes a spare, and the next segment starts in
+    // it, written over from the start.
+    assert_eq!(wal.remove_through(1).await.unwrap(), 1);
+    assert!(!segment(dir.path(), 1).exists());
+    let spare_size = len(&dir.path().join(spare_name(1)));
+    assert_eq!(wal.rotate().await.unwrap(), 2);
+    assert_eq!(metrics.wal_segments_reused.get(), 1);
+    assert!(!dir.path().join(spare_name(1)).exists());
+    let third = segment(dir.path(), 3);
+    assert_eq!(
+        len(&third),
+        spare_size,
+        "the file was reused, not recreated"
+    );
+    append(&wal, 8).await;
+    // Records 2..=6 of the file's former life are still in it, past record 8; they are not
+    // segment 3's records.
+    let own = SEGMENT_HEADER_BYTES as u64 + record_bytes(8);
+    assert!(len(&third) > own + record_bytes(6));
+    assert_eq!(sequences(&read_dir(dir.path()).unwrap()), [7, 8]);
+    wal.close();
+
+    // A crash now: recovery replays 7 and 8 and cuts the rest of the reused file.
+    let (wal, replayed, recovery) = open(dir.path()).unwrap();
+    assert_eq!(sequences(&replayed), [7, 8]);
+    assert_eq!(
+        recovery.truncated,
+        Some((third.clone(), own, spare_size - own))
+    );
+    assert_eq!(len(&third), own);
+    append(&wal, 9).await;
+    wal.close();
+    let (_wal, replayed, _) = open(dir.path()).unwrap();
+    assert_eq!(sequences(&replayed), [7, 8, 9]);
+}
+
+#[tokio::test]
+async fn closing_a_reused_segment_leaves_only_its_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let (wal, _, _) = open(dir.path()).unwrap();
+    for sequence in 1..=6 {
+        append(&wal, sequence).await;
+    }
+    wal.rotate().await.unwrap();
+    wal.remove_through(1).await.unwrap();
+    wal.rotate().await.unwrap();
+    append(&wal, 7).await;
+    // Segment 3, in segment 1's file, is closed: it must hold nothing else, or the segment
+    // before the last would read as damaged.
+    assert_eq!(wal.rotate().await.unwrap(), 3);
+    assert_eq!(
+        len(&segment(dir.path(), 3)),
+        SEGMENT_HEADER_BYTES as u64 + record_bytes(7)
+    );
+    append(&wal, 8).await;
+    wal.close();
+    let (_wal, replayed, recovery) = open(dir.path()).unwrap();
+    assert_eq!(sequences(&replayed), [7, 8]);
+    assert_eq!(recovery.truncated, None);
+}
+
+#[tokio::test]
+async fn a_spare_renamed_before_its_header_was_written_reads_as_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let (wal, _, _) = open(dir.path()).unwrap();
+    for sequence in 1..=3 {
+        append(&wal, sequence).await;
+    }
+    wal.rotate().await.unwrap();
+    append(&wal, 4).await;
+    wal.remove_through(1).await.unwrap();
+    wal.close();
+    // A crash between the rename that made the spare segment 3 and its header's fsync: the
+    // file still starts with segment 1's header, and its records check under sequence 1.
+    let third = segment(dir.path(), 3);
+    fs::rename(dir.path().join(spare_name(1)), &third).unwrap();
+    let size = len(&third);
+    // Read-only: nothing of it, and no error.
+    assert_eq!(sequences(&read_dir(dir.path()).unwrap()), [4]);
+    let (_wal, replayed, recovery) = open(dir.path()).unwrap();
+    assert_eq!(sequences(&replayed), [4]);
+    assert_eq!(recovery.truncated, Some((third.clone(), 0, size)));
+}
+
+#[tokio::test]
+async fn segments_without_a_header_are_read_as_before() {
+    let dir = tempfile::tempdir().unwrap();
+    // Written by a collector from before segment headers: two records and a torn third.
+    let mut bytes = Vec::new();
+    for sequence in 1..=3 {
+        encode_record(&batch(sequence).encode_to_vec(), &mut bytes);
+    }
+    let good = bytes.len() as u64 - record_bytes(3);
+    bytes.truncate(good as usize + 3);
+    fs::write(segment(dir.path(), 1), &bytes).unwrap();
+    let (wal, replayed, recovery) = open(dir.path()).unwrap();
+    assert_eq!(sequences(&replayed), [1, 2]);
+    assert_eq!(recovery.truncated, Some((segment(dir.path(), 1), good, 3)));
+    append(&wal, 4).await;
+    wal.close();
+    let (_wal, replayed, recovery) = open(dir.path()).unwrap();
+    assert_eq!(sequences(&replayed), [1, 2, 4]);
+    assert_eq!(recovery.truncated, None);
+    // The new segment has a header, and its record is checked with the sequence.
+    let second = fs::read(segment(dir.path(), 2)).unwrap();
+    let mut expected = segment_header(2).to_vec();
+    encode_segment_record(2, &batch(4).encode_to_vec(), &mut expected);
+    assert_eq!(second, expected);
+    let mut headerless = Vec::new();
+    encode_record(&batch(4).encode_to_vec(), &mut headerless);
+    assert_ne!(second[SEGMENT_HEADER_BYTES..], headerless[..]);
+}
+
+#[tokio::test]
+async fn no_more_spares_are_kept_than_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let (wal, _, _) = open(dir.path()).unwrap();
+    for sequence in 1..=4 {
+        append(&wal, sequence).await;
+        wal.rotate().await.unwrap();
+    }
+    assert_eq!(wal.remove_through(4).await.unwrap(), 4);
+    assert_eq!(names(dir.path(), SPARE_SUFFIX).len(), MAX_SPARES);
+    assert_eq!(names(dir.path(), SEGMENT_SUFFIX), [segment_name(5)]);
+    wal.close();
+    // Spares left by another run beyond the limit are deleted at start, the latest kept.
+    for sequence in [20, 21, 22] {
+        fs::write(dir.path().join(spare_name(sequence)), b"old").unwrap();
+    }
+    let (_wal, replayed, _) = open(dir.path()).unwrap();
+    assert!(replayed.is_empty());
+    // Segment 6 started in the latest spare, and one spare of the limit is left.
+    assert_eq!(names(dir.path(), SPARE_SUFFIX), [spare_name(21)]);
+    assert_eq!(
+        names(dir.path(), SEGMENT_SUFFIX),
+        [segment_name(5), segment_name(6)]
+    );
+    assert_eq!(len(&segment(dir.path(), 6)), SEGMENT_HEADER_BYTES as u64);
 }
 
 #[test]
@@ -208,6 +383,10 @@ fn segment_names_sort_by_sequence() {
     assert_eq!(parse_segment_name("00000000000000000042.wal"), Some(42));
     assert_eq!(parse_segment_name("42.wal"), None);
     assert_eq!(parse_segment_name("00000000000000000042.wal.tmp"), None);
+    assert_eq!(spare_name(42), "00000000000000000042.spare");
+    assert_eq!(parse_spare_name(&spare_name(42)), Some(42));
+    assert_eq!(parse_segment_name(&spare_name(42)), None);
+    assert_eq!(parse_spare_name(&segment_name(42)), None);
 }
 
 #[test]
