@@ -47,7 +47,8 @@
 //! returned. Closing a segment cuts the file to its records and fsyncs it before the next
 //! segment starts, so only the last segment can hold bytes from a file's earlier life; a
 //! spare renamed but not yet given its header (a crash in between) still carries its former
-//! sequence, and reads as an empty segment.
+//! sequence, and reads as an empty segment. A new segment's sequence is above every spare's,
+//! so no record of a spare ever checks under it.
 //!
 //! # Flush intents: exactly once into Parquet
 //!
@@ -451,8 +452,13 @@ impl Wal {
                 recovery.truncated = Some((path.clone(), offset, len - offset));
             }
         }
-        let next = recovery.last_segment.map_or(1, |last| last + 1);
-        let spares = Arc::new(Spares::load(dir)?);
+        let (spares, latest_spare) = Spares::load(dir)?;
+        let spares = Arc::new(spares);
+        // Never a sequence a spare had: its records would check under it again.
+        let next = recovery
+            .last_segment
+            .max(latest_spare)
+            .map_or(1, |last| last + 1);
         let segment = Segment::create(dir, next, &spares)?;
         if segment.reused {
             metrics.wal_segments_reused.inc();
@@ -1093,8 +1099,9 @@ impl Segment {
 struct Spares(Mutex<Vec<PathBuf>>);
 
 impl Spares {
-    /// The spares in `dir`: the [`MAX_SPARES`] latest are kept, any others deleted.
-    fn load(dir: &Path) -> Result<Self> {
+    /// The spares in `dir`: the [`MAX_SPARES`] latest are kept, any others deleted. Also
+    /// returns the highest sequence a spare had.
+    fn load(dir: &Path) -> Result<(Self, Option<u64>)> {
         let wal_error = |source| Error::Wal {
             path: dir.to_path_buf(),
             source,
@@ -1107,6 +1114,7 @@ impl Spares {
             }
         }
         found.sort();
+        let latest = found.last().map(|(sequence, _)| *sequence);
         let extra = found.len().saturating_sub(MAX_SPARES);
         for (_, path) in found.drain(..extra) {
             remove_if_present(&path)?;
@@ -1114,9 +1122,10 @@ impl Spares {
         if extra > 0 {
             sync_dir(dir)?;
         }
-        Ok(Self(Mutex::new(
+        let spares = Self(Mutex::new(
             found.into_iter().map(|(_, path)| path).collect(),
-        )))
+        ));
+        Ok((spares, latest))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<PathBuf>> {

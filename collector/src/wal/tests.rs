@@ -368,13 +368,14 @@ async fn no_more_spares_are_kept_than_the_limit() {
     }
     let (_wal, replayed, _) = open(dir.path()).unwrap();
     assert!(replayed.is_empty());
-    // Segment 6 started in the latest spare, and one spare of the limit is left.
+    // The next segment started in the latest spare, numbered above every spare (23, not 6),
+    // and one spare of the limit is left.
     assert_eq!(names(dir.path(), SPARE_SUFFIX), [spare_name(21)]);
     assert_eq!(
         names(dir.path(), SEGMENT_SUFFIX),
-        [segment_name(5), segment_name(6)]
+        [segment_name(5), segment_name(23)]
     );
-    assert_eq!(len(&segment(dir.path(), 6)), SEGMENT_HEADER_BYTES as u64);
+    assert_eq!(len(&segment(dir.path(), 23)), SEGMENT_HEADER_BYTES as u64);
 }
 
 #[test]
@@ -434,4 +435,27 @@ fn intent_names_sort_by_sequence_and_intents_round_trip() {
             FlushIntent::decode(&dir.path().join(intent_name(3)), &bad.encode()).unwrap_err();
         assert!(matches!(error, Error::WalCorrupt { .. }), "{error}");
     }
+}
+
+#[tokio::test]
+async fn a_new_segment_never_takes_the_sequence_of_a_spare() {
+    let dir = tempfile::tempdir().unwrap();
+    let (wal, _, _) = open(dir.path()).unwrap();
+    append(&wal, 1).await;
+    wal.rotate().await.unwrap();
+    wal.remove_through(1).await.unwrap();
+    wal.close();
+    // No segment left at all (removed by hand), only the spare of segment 1, which holds
+    // records checked under sequence 1.
+    for name in names(dir.path(), SEGMENT_SUFFIX) {
+        fs::remove_file(dir.path().join(name)).unwrap();
+    }
+    assert_eq!(names(dir.path(), SPARE_SUFFIX), [spare_name(1)]);
+    let (wal, replayed, _) = open(dir.path()).unwrap();
+    assert!(replayed.is_empty());
+    assert_eq!(wal.current_segment(), 2);
+    wal.close();
+    // Had the new segment been 1 again, the spare's record would replay now.
+    let (_wal, replayed, _) = open(dir.path()).unwrap();
+    assert!(replayed.is_empty(), "{:?}", sequences(&replayed));
 }
