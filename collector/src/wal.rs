@@ -127,7 +127,11 @@ pub fn segment_name(sequence: u64) -> String {
 
 /// The sequence of a segment file name, if it is one.
 pub fn parse_segment_name(name: &str) -> Option<u64> {
-    let digits = name.strip_suffix(SEGMENT_SUFFIX)?;
+    parse_sequence(name.strip_suffix(SEGMENT_SUFFIX)?)
+}
+
+/// A sequence as file names spell it: exactly 20 decimal digits.
+fn parse_sequence(digits: &str) -> Option<u64> {
     if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
@@ -141,11 +145,7 @@ pub fn spare_name(sequence: u64) -> String {
 
 /// The sequence of a spare's file name, if it is one.
 pub fn parse_spare_name(name: &str) -> Option<u64> {
-    let digits = name.strip_suffix(SPARE_SUFFIX)?;
-    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    digits.parse().ok()
+    parse_sequence(name.strip_suffix(SPARE_SUFFIX)?)
 }
 
 /// The header segment `sequence` starts with.
@@ -163,13 +163,10 @@ pub fn intent_name(sequence: u64) -> String {
 
 /// The sequence of an intent file name, if it is one.
 pub fn parse_intent_name(name: &str) -> Option<u64> {
-    let digits = name
-        .strip_prefix(INTENT_PREFIX)?
-        .strip_suffix(INTENT_SUFFIX)?;
-    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    digits.parse().ok()
+    parse_sequence(
+        name.strip_prefix(INTENT_PREFIX)?
+            .strip_suffix(INTENT_SUFFIX)?,
+    )
 }
 
 /// Encodes one record of segment `sequence` (header and payload), to follow
@@ -856,19 +853,24 @@ fn remove_if_present(path: &Path) -> Result<bool> {
 
 /// Intent files of a folder, by segment.
 fn list_intents(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
+    list_named(dir, parse_intent_name)
+}
+
+/// The files of a folder whose names `parse` reads a sequence from, by sequence.
+fn list_named(dir: &Path, parse: fn(&str) -> Option<u64>) -> Result<Vec<(u64, PathBuf)>> {
     let wal_error = |source| Error::Wal {
         path: dir.to_path_buf(),
         source,
     };
-    let mut intents = Vec::new();
+    let mut found = Vec::new();
     for entry in fs::read_dir(dir).map_err(wal_error)? {
         let entry = entry.map_err(wal_error)?;
-        if let Some(sequence) = entry.file_name().to_str().and_then(parse_intent_name) {
-            intents.push((sequence, entry.path()));
+        if let Some(sequence) = entry.file_name().to_str().and_then(parse) {
+            found.push((sequence, entry.path()));
         }
     }
-    intents.sort();
-    Ok(intents)
+    found.sort();
+    Ok(found)
 }
 
 /// The intents of a folder, by segment.
@@ -913,20 +915,7 @@ fn remove_temporary_intents(dir: &Path) -> Result<()> {
 
 /// Segment files of a folder, by sequence.
 fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
-    let wal_error = |source| Error::Wal {
-        path: dir.to_path_buf(),
-        source,
-    };
-    let mut segments = Vec::new();
-    for entry in fs::read_dir(dir).map_err(wal_error)? {
-        let entry = entry.map_err(wal_error)?;
-        let name = entry.file_name();
-        if let Some(sequence) = name.to_str().and_then(parse_segment_name) {
-            segments.push((sequence, entry.path()));
-        }
-    }
-    segments.sort();
-    Ok(segments)
+    list_named(dir, parse_segment_name)
 }
 
 enum SegmentEnd {
@@ -1102,18 +1091,7 @@ impl Spares {
     /// The spares in `dir`: the [`MAX_SPARES`] latest are kept, any others deleted. Also
     /// returns the highest sequence a spare had.
     fn load(dir: &Path) -> Result<(Self, Option<u64>)> {
-        let wal_error = |source| Error::Wal {
-            path: dir.to_path_buf(),
-            source,
-        };
-        let mut found = Vec::new();
-        for entry in fs::read_dir(dir).map_err(wal_error)? {
-            let entry = entry.map_err(wal_error)?;
-            if let Some(sequence) = entry.file_name().to_str().and_then(parse_spare_name) {
-                found.push((sequence, entry.path()));
-            }
-        }
-        found.sort();
+        let mut found = list_named(dir, parse_spare_name)?;
         let latest = found.last().map(|(sequence, _)| *sequence);
         let extra = found.len().saturating_sub(MAX_SPARES);
         for (_, path) in found.drain(..extra) {
