@@ -890,22 +890,17 @@ fn read_intents(dir: &Path) -> Result<Vec<(PathBuf, FlushIntent)>> {
 
 /// Deletes intents whose writing a crash cut short (their flush had not put anything yet).
 fn remove_temporary_intents(dir: &Path) -> Result<()> {
-    let wal_error = |source| Error::Wal {
-        path: dir.to_path_buf(),
-        source,
-    };
+    let temporary = list_named(dir, |name| {
+        parse_intent_name(name.strip_suffix(TEMP_SUFFIX)?)
+    })?;
+    remove_all(dir, temporary.into_iter().map(|(_, path)| path))
+}
+
+/// Deletes `paths` of folder `dir`, then fsyncs the folder if any was there.
+fn remove_all(dir: &Path, paths: impl IntoIterator<Item = PathBuf>) -> Result<()> {
     let mut removed = false;
-    for entry in fs::read_dir(dir).map_err(wal_error)? {
-        let entry = entry.map_err(wal_error)?;
-        let name = entry.file_name();
-        if name
-            .to_str()
-            .and_then(|name| name.strip_suffix(TEMP_SUFFIX))
-            .and_then(parse_intent_name)
-            .is_some()
-        {
-            removed |= remove_if_present(&entry.path())?;
-        }
+    for path in paths {
+        removed |= remove_if_present(&path)?;
     }
     if removed {
         sync_dir(dir)?;
@@ -1094,12 +1089,7 @@ impl Spares {
         let mut found = list_named(dir, parse_spare_name)?;
         let latest = found.last().map(|(sequence, _)| *sequence);
         let extra = found.len().saturating_sub(MAX_SPARES);
-        for (_, path) in found.drain(..extra) {
-            remove_if_present(&path)?;
-        }
-        if extra > 0 {
-            sync_dir(dir)?;
-        }
+        remove_all(dir, found.drain(..extra).map(|(_, path)| path))?;
         let spares = Self(Mutex::new(
             found.into_iter().map(|(_, path)| path).collect(),
         ));
