@@ -57,6 +57,8 @@ pub const PARQUET_BYTES_WRITTEN: &str = "tapedeck_collector_parquet_written_byte
 pub const ROWS_FLUSHED: &str = "tapedeck_collector_rows_flushed";
 /// Time one flush took (seal, write every file, drop the log).
 pub const FLUSH_SECONDS: &str = "tapedeck_collector_flush_seconds";
+/// Flushes running now (the flush loop keeps up to `writer::FLUSHES_IN_FLIGHT`).
+pub const FLUSHES_IN_FLIGHT: &str = "tapedeck_collector_flushes_in_flight";
 /// Store writes that failed and will be retried.
 pub const STORE_RETRIES: &str = "tapedeck_collector_store_retries";
 /// Partitions compacted.
@@ -113,6 +115,8 @@ pub struct Metrics {
     pub rows_flushed: Counter,
     /// [`FLUSH_SECONDS`].
     pub flush_seconds: Histogram,
+    /// [`FLUSHES_IN_FLIGHT`].
+    pub flushes_in_flight: Gauge,
     /// [`STORE_RETRIES`].
     pub store_retries: Counter,
     /// [`COMPACTIONS`].
@@ -230,6 +234,12 @@ impl Metrics {
             "Rows in the buffer's open set.",
             buffer_rows.clone(),
         );
+        let flushes_in_flight = Gauge::default();
+        registry.register(
+            FLUSHES_IN_FLIGHT,
+            "Flushes of the buffer to Parquet running now.",
+            flushes_in_flight.clone(),
+        );
         Self {
             registry,
             batches_received,
@@ -251,6 +261,7 @@ impl Metrics {
             parquet_bytes_written,
             rows_flushed,
             flush_seconds,
+            flushes_in_flight,
             store_retries,
             compactions,
             compacted_files,
@@ -358,6 +369,7 @@ mod tests {
         }
         assert!(text.contains(&format!("{BUFFER_BYTES} 0")), "{text}");
         assert!(text.contains(&format!("{BUFFER_ROWS} 0")), "{text}");
+        assert!(text.contains(&format!("{FLUSHES_IN_FLIGHT} 0")), "{text}");
         assert!(text.contains(&format!("{BATCHES_REJECTED}_total{{reason=\"invalid\"}} 1")));
         assert!(text.contains(&format!("{QUERIES}_total{{outcome=\"ok\"}} 1")));
         assert_eq!(metrics.batches_rejected("invalid"), 1);

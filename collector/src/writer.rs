@@ -22,9 +22,14 @@
 //!
 //! A file that cannot be written is retried with backoff, now and on later flushes, under the
 //! same name, so the intent always lists what is actually written; until then its data stays in
-//! the buffer (queries see it) and in the log (a restart replays it). Flushes complete in order:
-//! a later flush does not record its intent or put a file until every earlier one is written,
-//! and segments are only ever deleted up to the last flush whose files are all in the store.
+//! the buffer (queries see it) and in the log (a restart replays it). One call of
+//! [`Flusher::flush`] writes the flushes it takes in order, and stops at the first that cannot
+//! be finished: a later flush does not record its intent or put a file before an earlier one of
+//! the same call is written. Calls may overlap ([`Flusher::run`] keeps up to
+//! [`FLUSHES_IN_FLIGHT`]), each writing other flushes, so flushes may finish out of order; each
+//! has its own segments and intent, which [`crate::wal::resolve_intents`] settles one by one.
+//! Segments are only ever deleted up to the last flush whose files, and every earlier flush's,
+//! are all in the store.
 //! Files of a flush whose intent is recorded are pinned ([`PinnedFiles`]): compaction leaves
 //! them alone, since merging one away would make its intent look cut short.
 //!
@@ -40,7 +45,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::hash::BuildHasher;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -52,10 +57,10 @@ use object_store::{GetOptions, GetRange, ObjectMeta, ObjectStore, ObjectStoreExt
 use parquet::arrow::ParquetRecordBatchStreamBuilder;
 use parquet::arrow::arrow_reader::ArrowReaderOptions;
 use parquet::arrow::async_reader::{AsyncFileReader, MetadataSuffixFetch};
-use parquet::basic::{Compression, ZstdLevel};
+use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::errors::ParquetError;
 use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
-use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterVersion};
 use tapedeck_proto::Exchange;
 use tapedeck_proto::arrow::{schema, to_record_batch};
 use tapedeck_proto::arrow_array::RecordBatch;
@@ -79,6 +84,10 @@ pub const ZSTD_LEVEL: i32 = 1;
 pub const WRITE_ATTEMPTS: u32 = 3;
 /// The wait before the first retry of a failed write; it doubles per attempt.
 pub const RETRY_BACKOFF: Duration = Duration::from_millis(200);
+/// Flushes the flush loop ([`Flusher::run`]) keeps in flight at once: while one writes (or
+/// waits on the store), the next encodes, so one collector keeps both cores busy when its
+/// buffer fills (BENCHMARKS.md, ingest, ninth pass).
+pub const FLUSHES_IN_FLIGHT: usize = 2;
 /// How often compaction and retention run.
 pub const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(60);
 
@@ -159,6 +168,13 @@ fn writer_properties(compression: Compression) -> WriterProperties {
     use tapedeck_proto::arrow::columns;
     let mut builder = WriterProperties::builder()
         .set_compression(compression)
+        // Data pages v2: a page's values are compressed straight from the encoder's buffer,
+        // where v1 first copies them behind the levels into a buffer of their own, compresses
+        // into a third one and copies that again to shrink it; two fewer copies of every body
+        // byte per flush (BENCHMARKS.md, ingest, ninth pass). Values keep v1's encodings
+        // (plain, or dictionary where enabled): v2's own defaults (DELTA_*) cost CPU per value.
+        .set_writer_version(WriterVersion::PARQUET_2_0)
+        .set_encoding(Encoding::PLAIN)
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS));
     // Ids and bodies are (nearly) all distinct: a dictionary only costs hashing there, and zstd
     // compresses them anyway.
@@ -219,7 +235,8 @@ pub async fn write_partition(
 }
 
 /// One Parquet file being written: row groups of [`ROW_GROUP_ROWS`] rows, each encoded off the
-/// async runtime with its columns spread over [`encoding_threads`] threads (the same column
+/// async runtime with its columns spread over up to [`encoding_threads`] threads, its share
+/// of the cores while other row groups are encoded ([`encoding_share`]) (the same column
 /// writers `ArrowWriter` uses, appended in schema order, so the file is byte for byte what
 /// `ArrowWriter` writes), and streamed to the store as each row group is done.
 struct FileWriter {
@@ -311,9 +328,39 @@ impl std::io::Write for SharedBuffer {
     }
 }
 
-/// Threads that encode the columns of one row group: the machine's cores, at most 8.
+/// Threads that encode the columns of one row group encoded alone: the machine's cores, at
+/// most 8. A row group encoded while others are (two flushes in flight, other collectors of the
+/// process, a compaction) gets its share of them ([`encoding_share`]).
 pub fn encoding_threads() -> usize {
-    std::thread::available_parallelism().map_or(1, |cores| cores.get().min(8))
+    encoding_share(1)
+}
+
+/// The threads of one of `encoding` row groups encoded at once: the machine's cores shared
+/// among them, at least 1 and at most 8. Three collectors in one process, each with two
+/// flushes of two threads on 2 cores, ingested less than with one thread per flush
+/// (BENCHMARKS.md, ingest, ninth pass).
+pub fn encoding_share(encoding: usize) -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |cores| (cores.get() / encoding.max(1)).clamp(1, 8))
+}
+
+/// Row groups being encoded in this process now (see [`encoding_share`]).
+static ENCODING: AtomicUsize = AtomicUsize::new(0);
+
+/// One row group counted in [`ENCODING`] while it lives.
+struct EncodingSlot;
+
+impl EncodingSlot {
+    /// Counts one more row group; returns it and how many are being encoded with it.
+    fn enter() -> (Self, usize) {
+        (Self, ENCODING.fetch_add(1, Ordering::Relaxed) + 1)
+    }
+}
+
+impl Drop for EncodingSlot {
+    fn drop(&mut self) {
+        ENCODING.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl FileWriter {
@@ -404,8 +451,13 @@ impl FileWriter {
         let batches = std::mem::take(&mut self.pending);
         self.pending_rows = 0;
         let (mut file, factory) = self.parquet.take().expect("not finished");
-        let (leaves, threads) = (self.leaves.clone(), self.threads);
+        let (slot, encoding) = EncodingSlot::enter();
+        let (leaves, threads) = (
+            self.leaves.clone(),
+            self.threads.min(encoding_share(encoding)),
+        );
         let encoded = tokio::task::spawn_blocking(move || {
+            let _slot = slot;
             let index = file.flushed_row_groups().len();
             let chunks = encode_columns(&factory, index, &leaves, &batches, threads)?;
             let mut row_group = file.next_row_group()?;
@@ -620,6 +672,19 @@ struct PendingFlush {
     files: Vec<Arc<Sealed>>,
     /// Whether its intent is durable (it is before any file is put).
     intent_written: bool,
+    /// Whether a call of [`Flusher::flush`] is writing it now.
+    claimed: bool,
+}
+
+/// What a call of [`Flusher::flush`] took of a [`PendingFlush`] to write: the flush is its own
+/// until the call ends.
+#[derive(Debug)]
+struct ClaimedFlush {
+    segment: u64,
+    after: u64,
+    paths: Vec<Path>,
+    files: Vec<Arc<Sealed>>,
+    intent_written: bool,
 }
 
 #[derive(Debug, Default)]
@@ -742,33 +807,64 @@ impl Flusher {
     }
 
     /// Seals what is buffered and writes it, with earlier unwritten files first. On error, what
-    /// could not be written stays pending for the next flush.
+    /// could not be written stays pending for the next flush. Calls may overlap: each writes the
+    /// pending flushes no other call is writing (see the module docs).
     pub async fn flush(&self) -> Result<FlushReport> {
         let started = Instant::now();
-        let mut state = self.state.lock().await;
-        if self.buffer.open_rows() > 0 {
-            let (segment, files) = {
-                let _exclusive = self.gate.write().await;
-                let segment = self.wal.rotate().await?;
-                (segment, self.buffer.seal(|_| self.names.next_name()))
-            };
-            let after = std::mem::replace(&mut state.sealed_through, segment);
-            state.pending.push(PendingFlush {
-                segment,
-                after,
-                paths: files
-                    .iter()
-                    .map(|sealed| sealed.partition.file(&sealed.file))
-                    .collect(),
-                files,
-                intent_written: false,
-            });
-        }
+        let claimed = {
+            let mut state = self.state.lock().await;
+            if self.buffer.open_rows() > 0 {
+                let (segment, files) = {
+                    let _exclusive = self.gate.write().await;
+                    let segment = self.wal.rotate().await?;
+                    (segment, self.buffer.seal(|_| self.names.next_name()))
+                };
+                let after = std::mem::replace(&mut state.sealed_through, segment);
+                state.pending.push(PendingFlush {
+                    segment,
+                    after,
+                    paths: files
+                        .iter()
+                        .map(|sealed| sealed.partition.file(&sealed.file))
+                        .collect(),
+                    files,
+                    intent_written: false,
+                    claimed: false,
+                });
+            }
+            if state.pending.is_empty() {
+                return Ok(FlushReport::default());
+            }
+            state
+                .pending
+                .iter_mut()
+                .filter(|flush| !flush.claimed && !flush.files.is_empty())
+                .map(|flush| {
+                    flush.claimed = true;
+                    ClaimedFlush {
+                        segment: flush.segment,
+                        after: flush.after,
+                        paths: flush.paths.clone(),
+                        files: flush.files.clone(),
+                        intent_written: flush.intent_written,
+                    }
+                })
+                .collect::<Vec<_>>()
+        };
         let mut report = FlushReport::default();
-        if state.pending.is_empty() {
-            return Ok(report);
+        let mut result = Ok(());
+        for flush in &claimed {
+            result = self.write_claimed(flush, &mut report).await;
+            if result.is_err() {
+                break;
+            }
         }
-        let mut result = self.write_pending(&mut state.pending, &mut report).await;
+        let mut state = self.state.lock().await;
+        for flush in &mut state.pending {
+            if claimed.iter().any(|taken| taken.segment == flush.segment) {
+                flush.claimed = false;
+            }
+        }
         if report.files > 0 || state.unpublished {
             // Other processes' cached listings: see `crate::cache`.
             state.unpublished = true;
@@ -789,6 +885,7 @@ impl Flusher {
         {
             result = Err(error);
         }
+        drop(state);
         self.observe_buffer();
         self.metrics
             .flush_seconds
@@ -796,62 +893,70 @@ impl Flusher {
         result.map(|()| report)
     }
 
-    /// Writes pending flushes in order, each one's intent first, until one cannot be finished.
-    async fn write_pending(
-        &self,
-        pending: &mut [PendingFlush],
-        report: &mut FlushReport,
-    ) -> Result<()> {
-        for flush in pending {
-            if flush.files.is_empty() {
-                // Written; its segments or intent are still to delete.
-                continue;
-            }
-            if !flush.intent_written {
-                let segments = self
-                    .wal
-                    .segments_between(flush.after, flush.segment)
-                    .await?;
-                // Pinned before any put, so compaction never sees the files unpinned.
-                self.pinned.pin(&flush.paths);
-                let files: Vec<String> = flush.paths.iter().map(ToString::to_string).collect();
-                let pin = manifest::pin_path(self.names.writer(), flush.segment);
-                self.wal
-                    .write_intent(FlushIntent {
-                        segment: flush.segment,
-                        segments,
-                        files: files.clone(),
-                        pin: Some(pin.to_string()),
-                    })
-                    .await?;
-                // Other writers' compactions leave the files alone while this pin exists.
-                manifest::put_pin(&self.store.store, &pin, &files).await?;
-                self.store.sync(&pin).await?;
-                flush.intent_written = true;
-                self.checkpoint(FlushStep::IntentWritten).await;
-            }
-            while let Some(sealed) = flush.files.first() {
-                let bytes = self.write_with_retry(sealed).await?;
-                // Durable before the log segments that hold the same data can go.
-                self.store
-                    .sync(&sealed.partition.file(&sealed.file))
-                    .await?;
-                // This process's queries list again before the rows leave the buffer.
-                self.store.changes.changed();
-                self.buffer.remove_sealed(&sealed.file);
-                report.files += 1;
-                report.rows += sealed.rows;
-                report.bytes += bytes;
-                self.metrics.rows_flushed.inc_by(sealed.rows as u64);
-                flush.files.remove(0);
-                self.checkpoint(FlushStep::FilePut).await;
-            }
+    /// Writes one flush this call claimed: its intent, then its files, each forgotten by the
+    /// pending flush (and the buffer) once it is in the store.
+    async fn write_claimed(&self, flush: &ClaimedFlush, report: &mut FlushReport) -> Result<()> {
+        if !flush.intent_written {
+            let segments = self
+                .wal
+                .segments_between(flush.after, flush.segment)
+                .await?;
+            // Pinned before any put, so compaction never sees the files unpinned.
+            self.pinned.pin(&flush.paths);
+            let files: Vec<String> = flush.paths.iter().map(ToString::to_string).collect();
+            let pin = manifest::pin_path(self.names.writer(), flush.segment);
+            self.wal
+                .write_intent(FlushIntent {
+                    segment: flush.segment,
+                    segments,
+                    files: files.clone(),
+                    pin: Some(pin.to_string()),
+                })
+                .await?;
+            // Other writers' compactions leave the files alone while this pin exists.
+            manifest::put_pin(&self.store.store, &pin, &files).await?;
+            self.store.sync(&pin).await?;
+            self.with_pending(flush.segment, |pending| pending.intent_written = true)
+                .await;
+            self.checkpoint(FlushStep::IntentWritten).await;
+        }
+        for sealed in &flush.files {
+            let bytes = self.write_with_retry(sealed).await?;
+            // Durable before the log segments that hold the same data can go.
+            self.store
+                .sync(&sealed.partition.file(&sealed.file))
+                .await?;
+            // This process's queries list again before the rows leave the buffer.
+            self.store.changes.changed();
+            self.buffer.remove_sealed(&sealed.file);
+            report.files += 1;
+            report.rows += sealed.rows;
+            report.bytes += bytes;
+            self.metrics.rows_flushed.inc_by(sealed.rows as u64);
+            self.with_pending(flush.segment, |pending| {
+                pending.files.retain(|file| file.file != sealed.file);
+            })
+            .await;
+            self.checkpoint(FlushStep::FilePut).await;
         }
         Ok(())
     }
 
+    /// Changes the pending flush that closed `segment` (a claimed one: it is there).
+    async fn with_pending(&self, segment: u64, change: impl FnOnce(&mut PendingFlush)) {
+        let mut state = self.state.lock().await;
+        if let Some(pending) = state
+            .pending
+            .iter_mut()
+            .find(|pending| pending.segment == segment)
+        {
+            change(pending);
+        }
+    }
+
     /// Deletes the segments, then the intents, of the oldest flushes whose files are all
-    /// written. What fails stays pending and is retried by the next flush.
+    /// written and that no call is writing. What fails stays pending and is retried by the next
+    /// flush.
     async fn finish_written(
         &self,
         pending: &mut Vec<PendingFlush>,
@@ -859,7 +964,7 @@ impl Flusher {
     ) -> Result<()> {
         let written = pending
             .iter()
-            .take_while(|flush| flush.files.is_empty())
+            .take_while(|flush| flush.files.is_empty() && !flush.claimed)
             .count();
         let Some(last) = written.checked_sub(1).map(|last| &pending[last]) else {
             return Ok(());
@@ -924,8 +1029,9 @@ impl Flusher {
     }
 
     /// Flushes every `interval`, or sooner when `wake` is notified and `trigger` says a flush is
-    /// due, until `stop` turns true. (The final flush is the caller's, once ingest has
-    /// stopped.)
+    /// due, until `stop` turns true, with up to [`FLUSHES_IN_FLIGHT`] flushes at once: a flush
+    /// that comes due while another is still writing starts beside it. Once stopped, it waits
+    /// for the flushes in flight. (The final flush is the caller's, once ingest has stopped.)
     pub async fn run(
         self: Arc<Self>,
         interval: Duration,
@@ -933,30 +1039,47 @@ impl Flusher {
         wake: Arc<Notify>,
         mut stop: watch::Receiver<bool>,
     ) {
+        use futures::StreamExt as _;
         let mut next = tokio::time::Instant::now() + interval;
+        let mut in_flight = futures::stream::FuturesUnordered::new();
+        // The interval passed while every slot was taken: flush when one frees.
+        let mut owed = false;
         loop {
-            tokio::select! {
-                _ = stop.wait_for(|stop| *stop) => return,
-                () = tokio::time::sleep_until(next) => {}
-                () = wake.notified() => {
-                    if !trigger.due(&self.buffer) {
-                        continue;
-                    }
+            let start = tokio::select! {
+                _ = stop.wait_for(|stop| *stop) => break,
+                () = tokio::time::sleep_until(next) => {
+                    next = tokio::time::Instant::now() + interval;
+                    owed = true;
+                    true
                 }
-            }
-            next = tokio::time::Instant::now() + interval;
-            match self.flush().await {
-                Ok(report) if report.files > 0 => tracing::info!(
-                    files = report.files,
-                    rows = report.rows,
-                    bytes = report.bytes,
-                    segments_removed = report.segments_removed,
-                    "Flushed."
-                ),
-                Ok(_) => {}
-                Err(error) => tracing::warn!(%error, "Flush failed; it is retried."),
+                () = wake.notified() => trigger.due(&self.buffer),
+                Some(()) = in_flight.next(), if !in_flight.is_empty() => {
+                    owed || trigger.due(&self.buffer)
+                }
+            };
+            if start && in_flight.len() < FLUSHES_IN_FLIGHT {
+                owed = false;
+                next = tokio::time::Instant::now() + interval;
+                self.metrics.flushes_in_flight.inc();
+                in_flight.push(self.clone().flush_and_log());
             }
         }
+        while in_flight.next().await.is_some() {}
+    }
+
+    async fn flush_and_log(self: Arc<Self>) {
+        match self.flush().await {
+            Ok(report) if report.files > 0 => tracing::info!(
+                files = report.files,
+                rows = report.rows,
+                bytes = report.bytes,
+                segments_removed = report.segments_removed,
+                "Flushed."
+            ),
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "Flush failed; it is retried."),
+        }
+        self.metrics.flushes_in_flight.dec();
     }
 }
 

@@ -102,6 +102,68 @@ async fn write_exchanges_puts_one_zstd_file_per_partition() {
     assert!(matches!(column, Compression::ZSTD(_)), "{column:?}");
 }
 
+#[tokio::test]
+async fn pages_are_data_pages_v2_with_plain_or_dictionary_values() {
+    use parquet::basic::{Encoding, PageType};
+    use parquet::file::reader::FileReader as _;
+    let data = tempfile::tempdir().unwrap();
+    let store = open_store(data.path(), None).unwrap().store;
+    let partition = key("orders", T13);
+    let name = FileNamer::new(9, 1).next_name();
+    let exchanges: Vec<Exchange> = (0..50u8)
+        .map(|i| exchange("orders", T13 + u64::from(i), i))
+        .collect();
+    let records = to_record_batch(&exchanges).unwrap();
+    write_partition(&store, &partition, &name, &[records], FlushCompression::Lz4)
+        .await
+        .unwrap();
+    let bytes = store
+        .get(&partition.file(&name))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let reader = parquet::file::reader::SerializedFileReader::new(bytes).unwrap();
+    let group = reader.get_row_group(0).unwrap();
+    let (mut data_pages, mut v1_pages) = (0, 0);
+    for index in 0..group.num_columns() {
+        let column = group.metadata().column(index);
+        for encoding in column.encodings() {
+            assert!(
+                matches!(
+                    encoding,
+                    Encoding::PLAIN | Encoding::RLE | Encoding::RLE_DICTIONARY
+                ),
+                "{}: {encoding:?}",
+                column.column_path()
+            );
+        }
+        for page in group.get_column_page_reader(index).unwrap() {
+            match page.unwrap().page_type() {
+                PageType::DATA_PAGE_V2 => data_pages += 1,
+                PageType::DATA_PAGE => v1_pages += 1,
+                _ => {}
+            }
+        }
+    }
+    assert_eq!(v1_pages, 0);
+    assert!(data_pages >= group.num_columns(), "{data_pages} pages");
+    assert_eq!(read_partition(&store, &partition).await, exchanges);
+}
+
+#[test]
+fn row_groups_encoded_at_once_share_the_cores() {
+    let cores = std::thread::available_parallelism().unwrap().get();
+    assert_eq!(encoding_threads(), cores.min(8));
+    assert_eq!(encoding_share(0), encoding_threads());
+    assert_eq!(encoding_share(cores), 1);
+    assert_eq!(encoding_share(cores * 3), 1);
+    if cores >= 4 {
+        assert_eq!(encoding_share(2), (cores / 2).min(8));
+    }
+}
+
 /// The codec of every column chunk of the Parquet file at `path`.
 async fn codecs(store: &Arc<dyn ObjectStore>, path: &Path) -> HashSet<String> {
     let bytes = store.get(path).await.unwrap().bytes().await.unwrap();
@@ -744,12 +806,15 @@ mod crashes {
         assert_eq!(stored_ids(&store.store).await, (1..=9).collect::<Vec<_>>());
     }
 
-    /// A local store whose puts fail, while `failing` is set, for paths containing `pattern`.
+    /// A local store whose puts fail, while `failing` is set, for paths containing `pattern`;
+    /// while `held` is true, such puts wait (each counted in `waiting`) until it turns false.
     #[derive(Debug)]
     struct FailingStore {
         inner: Arc<dyn ObjectStore>,
         pattern: &'static str,
         failing: AtomicBool,
+        held: watch::Sender<bool>,
+        waiting: watch::Sender<usize>,
     }
 
     impl std::fmt::Display for FailingStore {
@@ -759,6 +824,24 @@ mod crashes {
     }
 
     impl FailingStore {
+        /// Waits while puts of `pattern` are held.
+        async fn wait_if_held(&self, location: &Path) {
+            if !location.as_ref().contains(self.pattern) || !*self.held.borrow() {
+                return;
+            }
+            self.waiting.send_modify(|waiting| *waiting += 1);
+            let _ = self.held.subscribe().wait_for(|held| !*held).await;
+        }
+
+        /// Waits until `n` puts are held.
+        async fn until_waiting(&self, n: usize) {
+            let mut waiting = self.waiting.subscribe();
+            tokio::time::timeout(WAIT, waiting.wait_for(|waiting| *waiting >= n))
+                .await
+                .expect("the put is held")
+                .unwrap();
+        }
+
         fn check(&self, location: &Path) -> object_store::Result<()> {
             if self.failing.load(Ordering::SeqCst) && location.as_ref().contains(self.pattern) {
                 return Err(object_store::Error::Generic {
@@ -778,6 +861,7 @@ mod crashes {
             payload: PutPayload,
             opts: PutOptions,
         ) -> object_store::Result<PutResult> {
+            self.wait_if_held(location).await;
             self.check(location)?;
             self.inner.put_opts(location, payload, opts).await
         }
@@ -787,6 +871,7 @@ mod crashes {
             location: &Path,
             opts: PutMultipartOptions,
         ) -> object_store::Result<Box<dyn MultipartUpload>> {
+            self.wait_if_held(location).await;
             self.check(location)?;
             self.inner.put_multipart_opts(location, opts).await
         }
@@ -832,11 +917,18 @@ mod crashes {
 
     /// A store where `pay` files cannot be written, and the handle of its switch.
     fn failing_store(data: &FsPath) -> (StoreHandle, Arc<FailingStore>) {
+        pay_store(data, true, false)
+    }
+
+    /// A store whose puts of `pay` files fail while `failing`, wait while `held`.
+    fn pay_store(data: &FsPath, failing: bool, held: bool) -> (StoreHandle, Arc<FailingStore>) {
         let local = open_store(data, None).unwrap();
         let failing = Arc::new(FailingStore {
             inner: local.store,
             pattern: "service=pay",
-            failing: AtomicBool::new(true),
+            failing: AtomicBool::new(failing),
+            held: watch::Sender::new(held),
+            waiting: watch::Sender::new(0),
         });
         let handle = StoreHandle {
             store: failing.clone(),
@@ -929,6 +1021,129 @@ mod crashes {
         run.flush().await.unwrap();
         run.stop();
         assert_eq!(stored_ids(&store.store).await, [1, 2, 3, 4, 5, 6, 50]);
+    }
+
+    /// A first flush waits on the store (its one file, of `pay`) while a second flush of
+    /// `orders` rows starts: the second writes its files meanwhile, and the log keeps both
+    /// flushes' segments until the first is written too. Returns the run, the first flush's
+    /// task and the store's switch.
+    async fn overlapping_flushes(
+        data: &FsPath,
+    ) -> (
+        Run,
+        tokio::task::JoinHandle<Result<FlushReport>>,
+        Arc<FailingStore>,
+    ) {
+        let (store, held) = pay_store(data, false, true);
+        let wal_dir = data.join("wal");
+        let run = Run::start(data, &store, 1).await;
+        run.ingest(&exchanges(1, 1)).await;
+        let flusher = run.flusher.clone();
+        let first = tokio::spawn(async move { flusher.flush().await });
+        held.until_waiting(1).await;
+        run.ingest(&exchanges(2, 3)).await;
+        let second = run.flush().await.unwrap();
+        assert_eq!((second.files, second.rows), (2, 2));
+        assert_eq!(second.segments_removed, 0);
+        assert_eq!(stored_ids(&store.store).await, [2, 3]);
+        assert_eq!(intent_files(&wal_dir).len(), 2);
+        assert_eq!(
+            logged_ids(wal::read_dir(&wal_dir).unwrap()),
+            [1, 2, 3],
+            "the second flush's segments wait for the first flush"
+        );
+        assert!(!first.is_finished());
+        (run, first, held)
+    }
+
+    #[tokio::test]
+    async fn a_flush_writes_while_an_earlier_one_waits_and_the_log_goes_in_order() {
+        let data = tempfile::tempdir().unwrap();
+        let wal_dir = data.path().join("wal");
+        let (run, first, held) = overlapping_flushes(data.path()).await;
+        held.held.send_replace(false);
+        let first = tokio::time::timeout(WAIT, first)
+            .await
+            .expect("the first flush finishes")
+            .unwrap()
+            .unwrap();
+        assert_eq!((first.files, first.rows), (1, 1));
+        assert_eq!(first.segments_removed, 2, "both flushes' segments");
+        assert!(intent_files(&wal_dir).is_empty());
+        assert!(wal::read_dir(&wal_dir).unwrap().is_empty());
+        assert!(run.flusher.pinned().lock().is_empty());
+        let store = run.flusher.store.store.clone();
+        run.stop();
+        assert_eq!(stored_ids(&store).await, [1, 2, 3]);
+    }
+
+    #[tokio::test]
+    async fn a_crash_while_an_earlier_flush_waits_stores_everything_once() {
+        let data = tempfile::tempdir().unwrap();
+        let (run, first, held) = overlapping_flushes(data.path()).await;
+        first.abort();
+        assert!(first.await.unwrap_err().is_cancelled());
+        let store = run.flusher.store.clone();
+        run.stop();
+        held.held.send_replace(false);
+        let run = Run::start(data.path(), &store, 2).await;
+        // The second flush is complete, the first has no file in the store.
+        assert_eq!((run.intents.completed, run.intents.partial), (1, 1));
+        assert_eq!(run.intents.files_removed, 0);
+        run.flush().await.unwrap();
+        run.stop();
+        assert_eq!(stored_ids(&store.store).await, [1, 2, 3]);
+    }
+
+    #[tokio::test]
+    async fn the_flush_loop_keeps_two_flushes_in_flight_and_waits_for_them_when_stopped() {
+        let data = tempfile::tempdir().unwrap();
+        let (store, held) = pay_store(data.path(), false, true);
+        let run = Run::start(data.path(), &store, 1).await;
+        let wake = Arc::new(Notify::new());
+        let (stop, stopped) = watch::channel(false);
+        let trigger = crate::buffer::FlushTrigger {
+            rows: 1,
+            bytes: usize::MAX,
+        };
+        let looping = tokio::spawn(run.flusher.clone().run(
+            Duration::from_secs(3_600),
+            trigger,
+            wake.clone(),
+            stopped,
+        ));
+        let in_flight = || run.flusher.metrics.flushes_in_flight.get();
+        // Two flushes of one `pay` exchange each, both waiting on the store.
+        for (i, waiting) in [(1, 1), (4, 2)] {
+            run.ingest(&exchanges(i, i)).await;
+            wake.notify_one();
+            held.until_waiting(waiting).await;
+        }
+        assert_eq!(in_flight(), 2);
+        // A third flush comes due: it waits for a slot.
+        run.ingest(&exchanges(2, 3)).await;
+        wake.notify_one();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(in_flight(), 2);
+        assert_eq!(stored_ids(&store.store).await, Vec::<u8>::new());
+        // Stopped, the loop waits for the flushes in flight.
+        stop.send_replace(true);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!looping.is_finished());
+        held.held.send_replace(false);
+        tokio::time::timeout(WAIT, looping)
+            .await
+            .expect("the loop ends once its flushes are done")
+            .unwrap();
+        assert_eq!(in_flight(), 0);
+        assert_eq!(stored_ids(&store.store).await, [1, 4]);
+        // What came due while both slots were taken is the final flush's.
+        assert_eq!(run.flush().await.unwrap().rows, 2);
+        assert_eq!(stored_ids(&store.store).await, [1, 2, 3, 4]);
+        let wal_dir = data.path().join("wal");
+        assert!(intent_files(&wal_dir).is_empty());
+        run.stop();
+        assert!(wal::read_dir(&wal_dir).unwrap().is_empty());
     }
 
     #[tokio::test]
