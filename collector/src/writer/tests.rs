@@ -108,23 +108,10 @@ async fn pages_are_data_pages_v2_with_plain_or_dictionary_values() {
     use parquet::file::reader::FileReader as _;
     let data = tempfile::tempdir().unwrap();
     let store = open_store(data.path(), None).unwrap().store;
-    let partition = key("orders", T13);
-    let name = FileNamer::new(9, 1).next_name();
     let exchanges: Vec<Exchange> = (0..50u8)
         .map(|i| exchange("orders", T13 + u64::from(i), i))
         .collect();
-    let records = to_record_batch(&exchanges).unwrap();
-    write_partition(&store, &partition, &name, &[records], FlushCompression::Lz4)
-        .await
-        .unwrap();
-    let bytes = store
-        .get(&partition.file(&name))
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
-    let reader = parquet::file::reader::SerializedFileReader::new(bytes).unwrap();
+    let reader = flushed_file(&store, &exchanges).await;
     let group = reader.get_row_group(0).unwrap();
     let (mut data_pages, mut v1_pages) = (0, 0);
     for index in 0..group.num_columns() {
@@ -149,7 +136,28 @@ async fn pages_are_data_pages_v2_with_plain_or_dictionary_values() {
     }
     assert_eq!(v1_pages, 0);
     assert!(data_pages >= group.num_columns(), "{data_pages} pages");
-    assert_eq!(read_partition(&store, &partition).await, exchanges);
+    assert_eq!(read_partition(&store, &key("orders", T13)).await, exchanges);
+}
+
+/// Writes `exchanges` (of `orders` at 13:00) as a flush does, and opens the file.
+async fn flushed_file(
+    store: &Arc<dyn ObjectStore>,
+    exchanges: &[Exchange],
+) -> parquet::file::reader::SerializedFileReader<Bytes> {
+    let partition = key("orders", T13);
+    let name = FileNamer::new(9, 1).next_name();
+    let records = to_record_batch(exchanges).unwrap();
+    write_partition(store, &partition, &name, &[records], FlushCompression::Lz4)
+        .await
+        .unwrap();
+    let bytes = store
+        .get(&partition.file(&name))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    parquet::file::reader::SerializedFileReader::new(bytes).unwrap()
 }
 
 #[test]
@@ -255,23 +263,8 @@ async fn statistics_are_kept_only_for_columns_queries_prune_by() {
     use tapedeck_proto::arrow::columns;
     let data = tempfile::tempdir().unwrap();
     let store = open_store(data.path(), None).unwrap().store;
-    let names = FileNamer::new(9, 1);
-    let partition = key("orders", T13);
     let batch: Vec<Exchange> = (0..5u8).map(|i| exchange("orders", T13, i)).collect();
-    let name = names.next_name();
-    let records = to_record_batch(&batch).unwrap();
-    write_partition(&store, &partition, &name, &[records], FlushCompression::Lz4)
-        .await
-        .unwrap();
-
-    let bytes = store
-        .get(&partition.file(&name))
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
-    let reader = parquet::file::reader::SerializedFileReader::new(bytes).unwrap();
+    let reader = flushed_file(&store, &batch).await;
     let metadata = parquet::file::reader::FileReader::metadata(&reader);
     let unpruned = [
         columns::ID,
