@@ -658,8 +658,8 @@ impl PinnedFiles {
 }
 
 /// A flush whose files are not all written yet, or whose segments and intent are not yet
-/// deleted.
-#[derive(Debug)]
+/// deleted. A call of [`Flusher::flush`] that claims it writes from a copy of it.
+#[derive(Debug, Clone)]
 struct PendingFlush {
     /// The segment this flush closed.
     segment: u64,
@@ -674,17 +674,6 @@ struct PendingFlush {
     intent_written: bool,
     /// Whether a call of [`Flusher::flush`] is writing it now.
     claimed: bool,
-}
-
-/// What a call of [`Flusher::flush`] took of a [`PendingFlush`] to write: the flush is its own
-/// until the call ends.
-#[derive(Debug)]
-struct ClaimedFlush {
-    segment: u64,
-    after: u64,
-    paths: Vec<Path>,
-    files: Vec<Arc<Sealed>>,
-    intent_written: bool,
 }
 
 #[derive(Debug, Default)]
@@ -841,13 +830,7 @@ impl Flusher {
                 .filter(|flush| !flush.claimed && !flush.files.is_empty())
                 .map(|flush| {
                     flush.claimed = true;
-                    ClaimedFlush {
-                        segment: flush.segment,
-                        after: flush.after,
-                        paths: flush.paths.clone(),
-                        files: flush.files.clone(),
-                        intent_written: flush.intent_written,
-                    }
+                    flush.clone()
                 })
                 .collect::<Vec<_>>()
         };
@@ -895,7 +878,7 @@ impl Flusher {
 
     /// Writes one flush this call claimed: its intent, then its files, each forgotten by the
     /// pending flush (and the buffer) once it is in the store.
-    async fn write_claimed(&self, flush: &ClaimedFlush, report: &mut FlushReport) -> Result<()> {
+    async fn write_claimed(&self, flush: &PendingFlush, report: &mut FlushReport) -> Result<()> {
         if !flush.intent_written {
             let segments = self
                 .wal
